@@ -1,0 +1,1 @@
+"""conveyor: build, scan and ship a service with nox and invoke as the single source of truth."""
