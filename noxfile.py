@@ -1,0 +1,116 @@
+"""Verify and build conveyor. ``nox -l`` lists the sessions; CI runs exactly these.
+
+Sessions install from uv.lock with the uv backend and reuse their venvs, so a warm
+``nox -R -s test`` costs little more than pytest itself.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import nox
+
+nox.needs_version = ">=2025.2.9"
+nox.options.default_venv_backend = "uv"
+nox.options.reuse_venv = "yes"
+nox.options.error_on_external_run = True
+nox.options.sessions = ["lint", "typecheck", "test", "frontend"]
+
+ROOT = Path(__file__).parent
+PYPROJECT = nox.project.load_toml("pyproject.toml")
+PYTHON_VERSIONS = nox.project.python_versions(PYPROJECT)
+PYTHON = PYTHON_VERSIONS[0]
+
+
+def _sync(session: nox.Session, *groups: str) -> None:
+    """Install conveyor, the reference API and the given dependency groups from uv.lock."""
+    venv = session.virtualenv.location
+    session.run_install(
+        "uv",
+        "sync",
+        "--locked",
+        "--all-packages",
+        "--no-default-groups",
+        *(f"--group={group}" for group in groups),
+        f"--python={venv}",
+        env={"UV_PROJECT_ENVIRONMENT": venv},
+        silent=True,
+    )
+
+
+def _pytest(session: nox.Session, *default_paths: str) -> None:
+    _sync(session, "test")
+    session.run("pytest", *(session.posargs or default_paths))
+
+
+@nox.session(python=PYTHON, tags=["ci", "static"])
+def lint(session: nox.Session) -> None:
+    """Check style and common bugs with ruff (src, backend, tests, noxfile.py, tasks.py)."""
+    _sync(session, "lint")
+    args = session.posargs or ["."]
+    session.run("ruff", "check", *args)
+    session.run("ruff", "format", "--check", *args)
+
+
+@nox.session(python=PYTHON, tags=["ci", "static"])
+def typecheck(session: nox.Session) -> None:
+    """Type-check src/, backend/, noxfile.py and tasks.py with mypy --strict."""
+    _sync(session, "typecheck")
+    session.run("mypy", *session.posargs)
+
+
+@nox.session(python=PYTHON_VERSIONS, tags=["ci"])
+def test(session: nox.Session) -> None:
+    """Unit tests of conveyor and the reference API; no daemon needed."""
+    _pytest(session, "tests/unit", "backend/tests/unit")
+
+
+@nox.session(python=PYTHON, tags=["ci"], default=False)
+def integration(session: nox.Session) -> None:
+    """Tests against real daemons: dockerd, a registry, the router, the scanners."""
+    _pytest(session, "tests/integration", "backend/tests/integration")
+
+
+@nox.session(python=False, tags=["ci"])
+def frontend(session: nox.Session) -> None:
+    """Install the web UI's locked npm packages and run its vitest suite."""
+    session.chdir(ROOT / "frontend")
+    # run_install is skipped by -R; a missing node_modules must be installed regardless.
+    install = session.run if not (ROOT / "frontend/node_modules").is_dir() else session.run_install
+    install("npm", "ci", "--no-audit", "--no-fund", external=True)
+    session.run("npm", "test", *session.posargs, external=True)
+
+
+@nox.session(python=PYTHON, tags=["release"], default=False)
+def build(session: nox.Session) -> None:
+    """Build the versioned, checksummed release artifacts into dist/<version>/."""
+    _sync(session, "build")
+    session.run("python", "-m", "conveyor", "build", *session.posargs)
+
+
+@nox.session(python=PYTHON, tags=["release"], default=False)
+def image(session: nox.Session) -> None:
+    """Build the container images from dist/<version>/ and push them to the registry."""
+    _sync(session, "build")
+    session.run("python", "-m", "conveyor", "image", *session.posargs)
+
+
+@nox.session(python=PYTHON, tags=["security"], default=False)
+def scan(session: nox.Session) -> None:
+    """Run every security scanner, merge the findings and apply the gate policy."""
+    _sync(session, "scan")
+    session.run("python", "-m", "conveyor", "scan", *session.posargs)
+
+
+@nox.session(python=PYTHON, tags=["ci"], default=False)
+def e2e(session: nox.Session) -> None:
+    """Deploy the reference service to a throwaway environment and drive it end to end."""
+    _pytest(session, "tests/e2e")
+
+
+@nox.session(python=PYTHON, default=False)
+def bench(session: nox.Session) -> None:
+    """Measure images and deploys against naive baselines; print a table and write JSON."""
+    _sync(session, "test", "build")
+    session.run("python", "-m", "benchmarks", *session.posargs, env={"PYTHONPATH": os.fspath(ROOT)})

@@ -1,0 +1,327 @@
+"""Release artifacts: build them reproducibly, describe them in a manifest, verify them.
+
+``dist/<version>/`` holds the backend wheel and sdist, the frontend bundle, an SBOM for each,
+the backend's locked requirements and ``manifest.json`` (version, commit, dirty flag, build
+time from ``SOURCE_DATE_EPOCH``, builder, tool versions, sha256 and size of every file). Image
+digests and scan results are added to the manifest by later steps, never by hand.
+"""
+
+from __future__ import annotations
+
+import getpass
+import gzip
+import hashlib
+import io
+import json
+import os
+import platform
+import shutil
+import tarfile
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from conveyor import tools, versioning
+from conveyor.config import Config
+from conveyor.errors import ArtifactError
+from conveyor.versioning import ReleaseVersion
+
+MANIFEST = "manifest.json"
+MANIFEST_SCHEMA = 1
+BACKEND_PACKAGE = "refapi"
+FRONTEND_PACKAGE = "refweb"
+CHUNK = 1 << 20
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def deterministic_tarball(source: Path, target: Path, *, prefix: str, mtime: int) -> None:
+    """A .tar.gz whose bytes depend only on the files' content and names.
+
+    Sorted entries, fixed owner and mode, every mtime set to the commit time, and a gzip
+    header without a timestamp or file name.
+    """
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for path in sorted(source.rglob("*")):
+            relative = path.relative_to(source).as_posix()
+            info = tarfile.TarInfo(f"{prefix}/{relative}")
+            info.mtime = mtime
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            if path.is_dir():
+                info.type = tarfile.DIRTYPE
+                info.mode = 0o755
+                tar.addfile(info)
+            else:
+                data = path.read_bytes()
+                info.size = len(data)
+                info.mode = 0o644
+                tar.addfile(info, io.BytesIO(data))
+    with (
+        target.open("wb") as raw,
+        gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=9) as gz,
+    ):
+        gz.write(buffer.getvalue())
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    root: Path
+    out: Path
+    version: ReleaseVersion
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {
+            "SOURCE_DATE_EPOCH": str(self.version.commit_time),
+            # hatch-vcs would compute its own string; pass ours so wheel and manifest agree.
+            "SETUPTOOLS_SCM_PRETEND_VERSION_FOR_REFAPI": self.version.python,
+            "SETUPTOOLS_SCM_PRETEND_VERSION_FOR_CONVEYOR": self.version.python,
+            "PYTHONHASHSEED": "0",
+        }
+
+
+def backend_requirements(root: Path) -> str:
+    """The backend's runtime dependencies, pinned and hashed, exactly as in uv.lock."""
+    uv = tools.require("uv", "run scripts/setup")
+    result = tools.run(
+        [
+            uv,
+            "export",
+            "--package",
+            BACKEND_PACKAGE,
+            "--frozen",
+            "--no-dev",
+            "--no-emit-workspace",
+            "--no-header",
+            "--format",
+            "requirements-txt",
+        ],
+        cwd=root,
+        what="uv export",
+    )
+    return result.stdout
+
+
+def build_backend(ctx: BuildContext) -> list[Path]:
+    uv = tools.require("uv", "run scripts/setup")
+    before = set(ctx.out.iterdir())
+    tools.run(
+        [
+            uv,
+            "build",
+            "--package",
+            BACKEND_PACKAGE,
+            "--sdist",
+            "--wheel",
+            "--out-dir",
+            str(ctx.out),
+        ],
+        cwd=ctx.root,
+        env=ctx.env,
+        what="uv build (backend)",
+    )
+    built = sorted(set(ctx.out.iterdir()) - before)
+    for path in built:
+        if path.name == ".gitignore":  # uv marks its output dir; not an artifact
+            path.unlink()
+    built = [p for p in built if p.exists()]
+    requirements = ctx.out / f"{BACKEND_PACKAGE}-{ctx.version.python}-requirements.txt"
+    requirements.write_text(backend_requirements(ctx.root), encoding="utf-8")
+    sbom = ctx.out / f"{BACKEND_PACKAGE}-{ctx.version.python}.cdx.json"
+    cyclonedx = tools.require("cyclonedx-py", "run inside `nox -s build` (group build)")
+    tools.run(
+        [
+            cyclonedx,
+            "requirements",
+            str(requirements),
+            "--output-reproducible",
+            "--of",
+            "JSON",
+            "-o",
+            str(sbom),
+        ],
+        cwd=ctx.root,
+        env=ctx.env,
+        what="cyclonedx-py",
+    )
+    return [*built, requirements, sbom]
+
+
+def build_frontend(ctx: BuildContext) -> list[Path]:
+    npm = tools.require("npm", "install Node.js 20 and npm")
+    frontend = ctx.root / "frontend"
+    if not (frontend / "node_modules").is_dir():
+        tools.run([npm, "ci", "--no-audit", "--no-fund"], cwd=frontend, what="npm ci")
+    tools.run(
+        [npm, "run", "build"],
+        cwd=frontend,
+        env={**ctx.env, "VITE_APP_VERSION": ctx.version.python},
+        what="npm run build",
+    )
+    bundle = ctx.out / f"{FRONTEND_PACKAGE}-{ctx.version.python}.tar.gz"
+    deterministic_tarball(
+        frontend / "dist", bundle, prefix=FRONTEND_PACKAGE, mtime=ctx.version.commit_time
+    )
+    sbom = ctx.out / f"{FRONTEND_PACKAGE}-{ctx.version.python}.cdx.json"
+    result = tools.run(
+        [npm, "sbom", "--sbom-format", "cyclonedx", "--package-lock-only"],
+        cwd=frontend,
+        what="npm sbom",
+    )
+    sbom.write_text(result.stdout, encoding="utf-8")
+    return [bundle, sbom]
+
+
+def tool_versions() -> dict[str, str]:
+    return {
+        "python": platform.python_version(),
+        "uv": tools.version_of([tools.find("uv") or "uv", "--version"]),
+        "node": tools.version_of(["node", "--version"]),
+        "npm": tools.version_of(["npm", "--version"]),
+        "cyclonedx-py": tools.version_of(
+            [tools.find("cyclonedx-py") or "cyclonedx-py", "--version"]
+        ),
+    }
+
+
+def builder() -> dict[str, str]:
+    if os.environ.get("GITHUB_ACTIONS"):
+        return {
+            "kind": "github-actions",
+            "actor": os.environ.get("GITHUB_ACTOR", "unknown"),
+            "run": os.environ.get("GITHUB_RUN_ID", "unknown"),
+        }
+    return {"kind": "local", "user": getpass.getuser(), "host": platform.node()}
+
+
+def describe_files(folder: Path, names: Iterable[str]) -> dict[str, dict[str, Any]]:
+    return {
+        name: {"sha256": sha256_file(folder / name), "size": (folder / name).stat().st_size}
+        for name in sorted(names)
+    }
+
+
+def write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
+    """Write atomically: a reader never sees a half-written manifest."""
+    tmp = folder / f".{MANIFEST}.tmp"
+    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(tmp, folder / MANIFEST)
+
+
+def read_manifest(folder: Path) -> dict[str, Any]:
+    path = folder / MANIFEST
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ArtifactError(f"{path} is missing — run `nox -s build` first") from None
+    except json.JSONDecodeError as exc:
+        raise ArtifactError(f"{path} is not valid JSON ({exc.msg})") from None
+    if not isinstance(data, dict) or data.get("schema") != MANIFEST_SCHEMA:
+        raise ArtifactError(f"{path} is not a conveyor manifest (schema {MANIFEST_SCHEMA})")
+    return data
+
+
+def update_manifest(folder: Path, update: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+    manifest = read_manifest(folder)
+    update(manifest)
+    write_manifest(folder, manifest)
+    return manifest
+
+
+def build(config: Config, *, say: Callable[[str], None] = print) -> Path:
+    """Build every artifact of the working tree's version into ``dist/<version>/``."""
+    root = config.root
+    version = versioning.current(root)
+    out = root / config.build.dist_dir / version.python
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    ctx = BuildContext(root=root, out=out, version=version)
+    if version.dirty:
+        say(f"warning: the working tree is dirty: {version.python} cannot be reproduced")
+    say(f"Building {config.project} {version.python} (commit {version.short_commit})…")
+    files: list[Path] = []
+    say("  backend: wheel, sdist, requirements, SBOM")
+    files += build_backend(ctx)
+    say("  frontend: bundle, SBOM")
+    files += build_frontend(ctx)
+    files_meta = describe_files(out, [p.name for p in files])
+    manifest: dict[str, Any] = {
+        "schema": MANIFEST_SCHEMA,
+        "name": config.project,
+        "version": version.python,
+        "image_tag": version.image_tag,
+        "image_tags": list(version.image_tags),
+        "commit": version.commit,
+        "dirty": version.dirty,
+        "build_time": iso(version.commit_time),
+        "source_date_epoch": version.commit_time,
+        "builder": builder(),
+        "tools": tool_versions(),
+        "files": files_meta,
+        "images": {},
+    }
+    write_manifest(out, manifest)
+    for name, meta in files_meta.items():
+        say(f"  {meta['sha256'][:12]}  {meta['size']:>9}  {name}")
+    say(f"Artifacts in {out.relative_to(root)}")
+    return out
+
+
+def verify(folder: Path) -> dict[str, Any]:
+    """Re-check every file's sha256 and size; fail naming the first file that differs."""
+    manifest = read_manifest(folder)
+    listed = manifest.get("files", {})
+    if not listed:
+        raise ArtifactError(f"{folder / MANIFEST} lists no files")
+    for name, meta in sorted(listed.items()):
+        path = folder / name
+        if not path.is_file():
+            raise ArtifactError(f"{path}: listed in the manifest but missing")
+        size = path.stat().st_size
+        if size != meta["size"]:
+            raise ArtifactError(f"{path}: size {size} differs from the manifest's {meta['size']}")
+        actual = sha256_file(path)
+        if actual != meta["sha256"]:
+            raise ArtifactError(
+                f"{path}: sha256 {actual[:16]}… differs from the manifest's {meta['sha256'][:16]}…"
+            )
+    extra = sorted(p.name for p in folder.iterdir() if p.name not in listed and p.name != MANIFEST)
+    if extra:
+        raise ArtifactError(f"{folder}: files not in the manifest: {', '.join(extra)}")
+    return manifest
+
+
+def dist_folder(config: Config, version: str | None) -> Path:
+    """``dist/<version>``; the working tree's version when none is given."""
+    dist = config.root / config.build.dist_dir
+    chosen = version or versioning.current(config.root).python
+    folder = dist / chosen
+    if not folder.is_dir():
+        known = (
+            sorted(p.name for p in dist.iterdir() if (p / MANIFEST).is_file())
+            if dist.is_dir()
+            else []
+        )
+        hint = f" (built: {', '.join(known)})" if known else ""
+        raise ArtifactError(f"no artifacts for {chosen} in {dist}{hint} — run `nox -s build`")
+    return folder
+
+
+def unpack_bundle(bundle: Path, target: Path) -> None:
+    with tarfile.open(bundle) as tar:
+        tar.extractall(target, filter="data")

@@ -1,0 +1,150 @@
+"""``python -m conveyor``: every operation, for use outside invoke and nox.
+
+This is an edge: it parses arguments, calls the library and turns a ``ConveyorError`` into one
+line on stderr and an exit code. No logic of its own lives here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from conveyor import config as config_mod
+from conveyor.console import console
+from conveyor.errors import ConveyorError, NotImplementedYet
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _config(args: argparse.Namespace) -> config_mod.Config:
+    return config_mod.load(Path(args.config) if args.config else None)
+
+
+def cmd_setup(args: argparse.Namespace) -> int:
+    from conveyor import setup  # noqa: PLC0415 - docker import only when needed
+
+    console.say("Setting up this machine for conveyor:")
+    setup.run(_config(args), say=console.say)
+    return 0
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    cfg = _config(args)
+    names = [args.env] if args.env else sorted(cfg.environments)
+    for name in names:
+        env = cfg.environment(name)
+        hosts = ", ".join(f"{h.name} ({h.docker})" for h in env.hosts)
+        console.say(f"{name}: services {', '.join(env.services)}; hosts {hosts}")
+    console.say(f"{cfg.path.name}: valid")
+    return 0
+
+
+def cmd_version(args: argparse.Namespace) -> int:
+    from conveyor import versioning  # noqa: PLC0415
+
+    version = versioning.current(_config(args).root)
+    if args.json:
+        print(json.dumps(version.as_dict(), indent=2))
+    else:
+        print(version.python)
+    return 0
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from conveyor import artifacts  # noqa: PLC0415
+
+    artifacts.build(_config(args), say=console.say)
+    return 0
+
+
+def cmd_image(args: argparse.Namespace) -> int:
+    from conveyor import artifacts, engine, images  # noqa: PLC0415
+
+    cfg = _config(args)
+    folder = artifacts.dist_folder(cfg, args.version)
+    results = images.build_images(
+        cfg, engine.connect(), folder, push_to_registry=not args.no_push, only=args.only
+    )
+    for name, entry in results.items():
+        console.say(f"  {name}: {images.image_reference(entry)}")
+    return 0
+
+
+def cmd_artifacts_verify(args: argparse.Namespace) -> int:
+    from conveyor import artifacts  # noqa: PLC0415
+
+    manifest = artifacts.verify(Path(args.folder))
+    console.say(f"{args.folder}: {len(manifest['files'])} files match manifest.json")
+    return 0
+
+
+def not_implemented(what: str, issue: str) -> Handler:
+    def handler(args: argparse.Namespace) -> int:
+        raise NotImplementedYet(f"{what}: not implemented yet (tracked in the {issue} issue)")
+
+    return handler
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="conveyor", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--config", help="path to deploy.toml (default: nearest, or $CONVEYOR_CONFIG)"
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, handler: Handler, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(handler=handler)
+        return p
+
+    add("setup", cmd_setup, "Install and start what conveyor needs on this machine.")
+    check = add("config-check", cmd_config_check, "Validate deploy.toml.")
+    check.add_argument("--env")
+
+    version = add("version", cmd_version, "Print the release version of the working tree.")
+    version.add_argument("--json", action="store_true")
+    add("build", cmd_build, "Build the release artifacts into dist/<version>/.")
+    image = add("image", cmd_image, "Build the images of dist/<version>/, push, record digests.")
+    image.add_argument("--version", help="artifacts to use (default: the working tree's)")
+    image.add_argument("--only", action="append", help="build only this image (repeatable)")
+    image.add_argument("--no-push", action="store_true", help="keep the images local")
+    arts = sub.add_parser("artifacts", help="Verify, list and prune stored artifacts.")
+    arts_sub = arts.add_subparsers(dest="artifacts_command", required=True, metavar="ACTION")
+    verify = arts_sub.add_parser("verify", help="Re-check every checksum of dist/<version>.")
+    verify.add_argument("folder")
+    verify.set_defaults(handler=cmd_artifacts_verify)
+
+    for name, what, issue in [
+        ("scan", "run the security scanners", "scanning"),
+        ("advisories", "serve an offline OSV mirror", "scanning"),
+        ("deploy", "blue-green deploy", "deploy engine"),
+        ("rollback", "roll back a release", "deploy engine"),
+        ("status", "show an environment", "deploy engine"),
+        ("history", "show the release ledger", "deploy engine"),
+        ("unlock", "remove a deploy lock", "deploy engine"),
+        ("promote", "promote staging's release", "release governance"),
+        ("approve", "approve a production release", "release governance"),
+        ("report", "write the deployment report", "release governance"),
+    ]:
+        p = add(name, not_implemented(what, issue), what[0].upper() + what[1:] + ".")
+        p.set_defaults(accepts_anything=True)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "accepts_anything", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    handler: Handler = args.handler
+    try:
+        return handler(args)
+    except ConveyorError as exc:
+        print(f"conveyor: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("conveyor: interrupted", file=sys.stderr)
+        return 130

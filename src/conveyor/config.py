@@ -1,0 +1,541 @@
+"""deploy.toml: environments, hosts, services, health checks and build settings.
+
+The file is validated when it is loaded. Every error names the key path, what is allowed and,
+for a typo, the closest known name: ``deploy.toml [environments.staging] 'helth': unknown key
+(did you mean 'health'?)``. Secrets are references (``env:NAME`` or ``file:PATH``), never values.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from conveyor.errors import ConfigError, UsageError
+
+DEFAULT_FILE = "deploy.toml"
+COLORS = ("blue", "green")
+SECRET_SCHEMES = ("env", "file")
+_NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
+
+T = TypeVar("T")
+_MISSING: Any = object()
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """Return ``" (did you mean 'x'?)"`` when a close match exists, else an empty string."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+class _Table:
+    """A TOML table being validated: remembers its key path and which keys were read."""
+
+    def __init__(self, data: Mapping[str, Any], path: str, source: str) -> None:
+        self.data = data
+        self.path = path
+        self.source = source
+        self._read: set[str] = set()
+
+    def fail(self, key: str | None, message: str) -> ConfigError:
+        where = f"{self.path}.{key}" if key and self.path else (key or self.path)
+        return ConfigError(f"{self.source} [{where}]: {message}")
+
+    def _get(self, key: str, default: Any) -> Any:
+        self._read.add(key)
+        if key in self.data:
+            return self.data[key]
+        if default is _MISSING:
+            raise self.fail(key, "required key is missing")
+        return default
+
+    def string(
+        self, key: str, default: Any = _MISSING, choices: Iterable[str] | None = None
+    ) -> Any:
+        value = self._get(key, default)
+        if value is default and default is not _MISSING:
+            return value
+        if not isinstance(value, str):
+            raise self.fail(key, f"expected a string, got {type(value).__name__}")
+        if choices is not None:
+            allowed = list(choices)
+            if value not in allowed:
+                raise self.fail(
+                    key,
+                    f"'{value}' is not allowed (allowed: {', '.join(allowed)})"
+                    + did_you_mean(value, allowed),
+                )
+        return value
+
+    def integer(self, key: str, default: Any = _MISSING, minimum: int | None = None) -> Any:
+        value = self._get(key, default)
+        if value is default and default is not _MISSING:
+            return value
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.fail(key, f"expected an integer, got {type(value).__name__}")
+        if minimum is not None and value < minimum:
+            raise self.fail(key, f"must be at least {minimum}, got {value}")
+        return value
+
+    def number(self, key: str, default: Any = _MISSING, minimum: float | None = 0.0) -> Any:
+        value = self._get(key, default)
+        if value is default and default is not _MISSING:
+            return float(value) if value is not None else None
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise self.fail(key, f"expected a number, got {type(value).__name__}")
+        if minimum is not None and value < minimum:
+            raise self.fail(key, f"must be at least {minimum}, got {value}")
+        return float(value)
+
+    def boolean(self, key: str, default: Any = _MISSING) -> Any:
+        value = self._get(key, default)
+        if not isinstance(value, bool):
+            raise self.fail(key, f"expected true or false, got {value!r}")
+        return value
+
+    def table(self, key: str, *, required: bool = False) -> _Table:
+        value = self._get(key, _MISSING if required else {})
+        if not isinstance(value, Mapping):
+            raise self.fail(key, f"expected a table, got {type(value).__name__}")
+        return _Table(value, f"{self.path}.{key}" if self.path else key, self.source)
+
+    def tables(self, key: str) -> dict[str, _Table]:
+        outer = self.table(key)
+        result: dict[str, _Table] = {}
+        for name in outer.data:
+            result[name] = outer.table(name)
+        outer.finish()
+        return result
+
+    def strings(self, key: str, default: Any = _MISSING) -> dict[str, str]:
+        table = self.table(key) if key in self.data or default is _MISSING else None
+        if table is None:
+            return dict(default)
+        out: dict[str, str] = {}
+        for name, value in table.data.items():
+            if not isinstance(value, str):
+                raise table.fail(name, f"expected a string, got {type(value).__name__}")
+            out[name] = value
+        return out
+
+    def finish(self) -> None:
+        unknown = [key for key in self.data if key not in self._read]
+        if unknown:
+            key = unknown[0]
+            allowed = sorted(self._read)
+            raise self.fail(
+                key,
+                f"unknown key (allowed: {', '.join(allowed)})" + did_you_mean(key, allowed),
+            )
+
+
+@dataclass(frozen=True)
+class SecretRef:
+    """Where a secret comes from. The value itself is read only when a container is created."""
+
+    name: str
+    scheme: str
+    target: str
+
+    def resolve(self) -> str:
+        if self.scheme == "env":
+            value = os.environ.get(self.target)
+            if value is None:
+                raise ConfigError(
+                    f"secret {self.name}: environment variable {self.target} is not set — "
+                    f"export it before deploying"
+                )
+            return value
+        path = Path(self.target).expanduser()
+        try:
+            return path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(
+                f"secret {self.name}: cannot read {path} ({exc.strerror}) — create the file "
+                f"or change the reference"
+            ) from None
+
+
+@dataclass(frozen=True)
+class HealthCheck:
+    path: str = "/readyz"
+    interval: float = 1.0
+    timeout: float = 5.0
+    retries: int = 3
+    start_period: float = 0.0
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str
+    image: str
+    ports: dict[str, int]
+    route: str
+    health: HealthCheck
+    env: dict[str, str] = field(default_factory=dict)
+    secrets: tuple[SecretRef, ...] = ()
+    volumes: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Host:
+    name: str
+    docker: str
+    port_offset: int = 0
+
+    def endpoint(self) -> str | None:
+        """The Docker endpoint URL; None means the local default (DOCKER_HOST or the socket)."""
+        if self.docker == "local":
+            return None
+        if self.docker.startswith("env:"):
+            var = self.docker[4:]
+            value = os.environ.get(var)
+            if not value:
+                raise ConfigError(
+                    f"host {self.name}: environment variable {var} (its Docker endpoint) is not set"
+                )
+            return value
+        return self.docker
+
+
+@dataclass(frozen=True)
+class Router:
+    bind: str = "127.0.0.1"
+    port: int = 8080
+    preview_port: int = 8081
+    admin_port: int = 8082
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    ready: float = 60.0
+    verify: float = 5.0
+    drain: float = 2.0
+    stop: float = 10.0
+    lock_stale: float = 30.0
+
+
+@dataclass(frozen=True)
+class Approval:
+    required: bool = False
+    allow_self_approval: bool = False
+    expires_hours: float = 24.0
+
+
+@dataclass(frozen=True)
+class Environment:
+    name: str
+    hosts: tuple[Host, ...]
+    services: dict[str, Service]
+    router: Router
+    timeouts: Timeouts
+    approval: Approval
+    keep_releases: int = 3
+    max_error_rate: float = 0.0
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    name: str
+    dockerfile: str
+    kind: str
+    title: str
+
+
+@dataclass(frozen=True)
+class BuildSettings:
+    base_image: str = "python:3.11-slim-bookworm"
+    offline_base_image: str = "localhost/conveyor-base:bookworm"
+    dist_dir: str = "dist"
+
+
+@dataclass(frozen=True)
+class RegistrySettings:
+    url: str = ""
+    prefix: str = "conveyor"
+
+
+@dataclass(frozen=True)
+class ArtifactSettings:
+    store: str = "local"
+    path: str = ".conveyor/artifacts"
+    keep: int = 10
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    project: str
+    source_url: str
+    build: BuildSettings
+    registry: RegistrySettings
+    artifacts: ArtifactSettings
+    images: dict[str, ImageSpec]
+    environments: dict[str, Environment]
+
+    @property
+    def root(self) -> Path:
+        return self.path.parent
+
+    def environment(self, name: str) -> Environment:
+        try:
+            return self.environments[name]
+        except KeyError:
+            known = ", ".join(sorted(self.environments)) or "none"
+            raise UsageError(
+                f"{self.path.name}: unknown environment '{name}' (known: {known})"
+                + did_you_mean(name, self.environments)
+            ) from None
+
+    def registry_url(self) -> str:
+        """The registry to push to: CONVEYOR_REGISTRY wins over the file, so CI can point
+        the same config at its own registry."""
+        return os.environ.get("CONVEYOR_REGISTRY", self.registry.url).rstrip("/")
+
+
+def _load_secrets(table: _Table) -> tuple[SecretRef, ...]:
+    refs = []
+    for name, value in table.strings("secrets", {}).items():
+        scheme, sep, target = value.partition(":")
+        if not sep or scheme not in SECRET_SCHEMES or not target:
+            # Never echo the value: it may be the secret itself pasted by mistake.
+            raise table.fail(
+                f"secrets.{name}",
+                "must be a reference 'env:VARIABLE' or 'file:PATH', never the secret itself",
+            )
+        refs.append(SecretRef(name=name, scheme=scheme, target=target))
+    return tuple(refs)
+
+
+def _load_service(name: str, table: _Table, images: Mapping[str, ImageSpec]) -> Service:
+    image = table.string("image", name)
+    if image not in images:
+        raise table.fail(
+            "image",
+            f"unknown image '{image}' (known: {', '.join(sorted(images))})"
+            + did_you_mean(image, images),
+        )
+    ports_table = table.table("ports", required=True)
+    ports = {color: ports_table.integer(color, minimum=1) for color in COLORS}
+    ports_table.finish()
+    for color, port in ports.items():
+        if port > 65535:
+            raise ports_table.fail(color, f"port {port} is above 65535")
+    if ports["blue"] == ports["green"]:
+        raise ports_table.fail(None, "blue and green need different ports")
+    route = table.string("route", "/")
+    if not route.startswith("/"):
+        raise table.fail("route", f"must start with '/', got '{route}'")
+    health_table = table.table("health")
+    health = HealthCheck(
+        path=health_table.string("path", "/readyz"),
+        interval=health_table.number("interval", 1.0),
+        timeout=health_table.number("timeout", 5.0),
+        retries=health_table.integer("retries", 3, minimum=1),
+        start_period=health_table.number("start_period", 0.0),
+    )
+    health_table.finish()
+    service = Service(
+        name=name,
+        image=image,
+        ports=ports,
+        route=route,
+        health=health,
+        env=table.strings("env", {}),
+        secrets=_load_secrets(table),
+        volumes=table.strings("volumes", {}),
+    )
+    table.finish()
+    return service
+
+
+def _load_environment(name: str, table: _Table, images: Mapping[str, ImageSpec]) -> Environment:
+    if not _NAME.match(name):
+        raise table.fail(None, "environment names are lower-case letters, digits and '-'")
+    hosts_raw = table._get("hosts", [{"name": "local", "docker": "local"}])
+    if not isinstance(hosts_raw, list) or not hosts_raw:
+        raise table.fail("hosts", "expected a non-empty array of tables")
+    hosts = []
+    for index, raw in enumerate(hosts_raw):
+        if not isinstance(raw, Mapping):
+            raise table.fail(f"hosts[{index}]", "expected a table")
+        host_table = _Table(raw, f"{table.path}.hosts[{index}]", table.source)
+        docker = host_table.string("docker", "local")
+        if docker != "local" and not docker.startswith(("unix://", "tcp://", "ssh://", "env:")):
+            raise host_table.fail(
+                "docker", "expected 'local', 'unix://…', 'tcp://…', 'ssh://…' or 'env:VARIABLE'"
+            )
+        hosts.append(
+            Host(
+                name=host_table.string("name", f"host{index + 1}"),
+                docker=docker,
+                port_offset=host_table.integer("port_offset", 0, minimum=0),
+            )
+        )
+        host_table.finish()
+    if len({h.name for h in hosts}) != len(hosts):
+        raise table.fail("hosts", "host names must be unique")
+
+    services = {
+        sname: _load_service(sname, stable, images)
+        for sname, stable in table.tables("services").items()
+    }
+    if not services:
+        raise table.fail("services", "an environment needs at least one service")
+    routes = [s.route for s in services.values()]
+    if len(set(routes)) != len(routes):
+        raise table.fail("services", "two services share a route")
+
+    router_table = table.table("router")
+    router = Router(
+        bind=router_table.string("bind", "127.0.0.1"),
+        port=router_table.integer("port", 8080, minimum=1),
+        preview_port=router_table.integer("preview_port", 8081, minimum=1),
+        admin_port=router_table.integer("admin_port", 8082, minimum=1),
+    )
+    router_table.finish()
+
+    timeouts_table = table.table("timeouts")
+    timeouts = Timeouts(
+        ready=timeouts_table.number("ready", 60.0),
+        verify=timeouts_table.number("verify", 5.0),
+        drain=timeouts_table.number("drain", 2.0),
+        stop=timeouts_table.number("stop", 10.0),
+        lock_stale=timeouts_table.number("lock_stale", 30.0),
+    )
+    timeouts_table.finish()
+
+    approval_table = table.table("approval")
+    approval = Approval(
+        required=approval_table.boolean("required", False),
+        allow_self_approval=approval_table.boolean("allow_self_approval", False),
+        expires_hours=approval_table.number("expires_hours", 24.0),
+    )
+    approval_table.finish()
+
+    env = Environment(
+        name=name,
+        hosts=tuple(hosts),
+        services=services,
+        router=router,
+        timeouts=timeouts,
+        approval=approval,
+        keep_releases=table.integer("keep_releases", 3, minimum=1),
+        max_error_rate=table.number("max_error_rate", 0.0),
+    )
+    table.finish()
+    _check_ports(env, table)
+    return env
+
+
+def _check_ports(env: Environment, table: _Table) -> None:
+    """Host networking shares one port space per host: a clash would only show at deploy time."""
+    used: dict[int, str] = {}
+    for what, port in [
+        ("router.port", env.router.port),
+        ("router.preview_port", env.router.preview_port),
+        ("router.admin_port", env.router.admin_port),
+    ] + [
+        (f"services.{s.name}.ports.{color}", port)
+        for s in env.services.values()
+        for color, port in s.ports.items()
+    ]:
+        if port in used:
+            raise table.fail(what, f"port {port} is also used by {used[port]}")
+        used[port] = what
+
+
+def _load_images(root: _Table) -> dict[str, ImageSpec]:
+    images = {}
+    for name, table in root.tables("images").items():
+        images[name] = ImageSpec(
+            name=name,
+            dockerfile=table.string("dockerfile"),
+            kind=table.string("kind", choices=("python-service", "static-site", "router")),
+            title=table.string("title", name),
+        )
+        table.finish()
+    return images
+
+
+def parse(data: Mapping[str, Any], path: Path) -> Config:
+    """Validate a parsed deploy.toml."""
+    root = _Table(data, "", path.name)
+    project = root.table("project")
+    name = project.string("name", "conveyor")
+    source_url = project.string("source", "")
+    project.finish()
+
+    build_table = root.table("build")
+    build = BuildSettings(
+        base_image=build_table.string("base_image", BuildSettings.base_image),
+        offline_base_image=build_table.string(
+            "offline_base_image", BuildSettings.offline_base_image
+        ),
+        dist_dir=build_table.string("dist_dir", BuildSettings.dist_dir),
+    )
+    build_table.finish()
+
+    registry_table = root.table("registry")
+    registry = RegistrySettings(
+        url=registry_table.string("url", ""),
+        prefix=registry_table.string("prefix", "conveyor"),
+    )
+    registry_table.finish()
+
+    artifacts_table = root.table("artifacts")
+    artifacts = ArtifactSettings(
+        store=artifacts_table.string("store", "local", choices=("local", "registry")),
+        path=artifacts_table.string("path", ArtifactSettings.path),
+        keep=artifacts_table.integer("keep", ArtifactSettings.keep, minimum=1),
+    )
+    artifacts_table.finish()
+
+    images = _load_images(root)
+    environments = {
+        env_name: _load_environment(env_name, table, images)
+        for env_name, table in root.tables("environments").items()
+    }
+    root.finish()
+    return Config(
+        path=path,
+        project=name,
+        source_url=source_url,
+        build=build,
+        registry=registry,
+        artifacts=artifacts,
+        images=images,
+        environments=environments,
+    )
+
+
+def find_config(start: Path | None = None) -> Path:
+    """deploy.toml from CONVEYOR_CONFIG, else the nearest one at or above ``start``."""
+    explicit = os.environ.get("CONVEYOR_CONFIG")
+    if explicit:
+        return Path(explicit)
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        candidate = folder / DEFAULT_FILE
+        if candidate.is_file():
+            return candidate
+    raise ConfigError(
+        f"no {DEFAULT_FILE} found in {here} or above — run from the project or set CONVEYOR_CONFIG"
+    )
+
+
+def load(path: Path | None = None) -> Config:
+    """Read and validate deploy.toml."""
+    path = path or find_config()
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path.name}: not valid TOML ({exc})") from None
+    return parse(data, path)

@@ -1,0 +1,66 @@
+"""Narration for long operations: a live line on a terminal, plain lines in CI and logs."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TextIO
+
+
+def interactive(stream: TextIO | None = None) -> bool:
+    stream = stream or sys.stdout
+    return stream.isatty() and not os.environ.get("CI")
+
+
+class Console:
+    """Prints steps as they happen. ``quiet`` keeps errors only (for --json output)."""
+
+    def __init__(self, stream: TextIO | None = None, *, quiet: bool = False) -> None:
+        self.stream = stream or sys.stdout
+        self.quiet = quiet
+        self.live = interactive(self.stream)
+        self._progress_shown = False
+
+    def say(self, message: str) -> None:
+        if self.quiet:
+            return
+        self._clear_progress()
+        print(message, file=self.stream, flush=True)
+
+    def warn(self, message: str) -> None:
+        self._clear_progress()
+        print(f"warning: {message}", file=sys.stderr, flush=True)
+
+    def progress(self, message: str) -> None:
+        """A status that replaces itself on a terminal; in CI only every change is printed."""
+        if self.quiet:
+            return
+        if self.live:
+            self.stream.write("\r\033[K" + message)
+            self.stream.flush()
+            self._progress_shown = True
+        else:
+            print(message, file=self.stream, flush=True)
+
+    def _clear_progress(self) -> None:
+        if self._progress_shown:
+            self.stream.write("\r\033[K")
+            self._progress_shown = False
+
+    @contextmanager
+    def step(self, message: str) -> Iterator[None]:
+        """Narrate one step: ``message…`` then its duration, or that it failed."""
+        self.say(f"{message}…")
+        started = time.monotonic()
+        try:
+            yield
+        except BaseException:
+            self.say(f"  ✗ failed after {time.monotonic() - started:.1f} s")
+            raise
+        self.say(f"  ✓ {time.monotonic() - started:.1f} s")
+
+
+console = Console()

@@ -1,0 +1,53 @@
+"""Typed errors. Only the edges (``__main__``, ``tasks.py``, ``noxfile.py``) turn them into
+messages and exit codes; everything below raises one of these with a sentence a person can act on.
+"""
+
+from __future__ import annotations
+
+
+class ConveyorError(Exception):
+    """Base class: the message is one line saying what went wrong and what to do."""
+
+    exit_code = 1
+
+
+class ConfigError(ConveyorError):
+    """deploy.toml (or another config) is invalid."""
+
+    exit_code = 2
+
+
+class UsageError(ConveyorError):
+    """The command line asked for something that does not exist."""
+
+    exit_code = 2
+
+
+class EngineUnavailable(ConveyorError):
+    """No Docker engine answers at the configured endpoint."""
+
+
+class ImageError(ConveyorError):
+    """An image could not be built, found, pushed or pulled."""
+
+
+class ArtifactError(ConveyorError):
+    """An artifact is missing or fails verification."""
+
+
+class RegistryError(ConveyorError):
+    """The registry refused or could not be reached."""
+
+
+class LockHeld(ConveyorError):
+    """Another deploy holds the environment's lock."""
+
+
+class DeployFailed(ConveyorError):
+    """A deploy failed; the previously live release is still serving."""
+
+
+class NotImplementedYet(ConveyorError):
+    """A command the product will have, not built yet."""
+
+    exit_code = 3

@@ -1,0 +1,333 @@
+"""Container images: build them from dist/<version>/ through the docker SDK, push, record digests.
+
+Builds never need the network inside the image: a builder stage installs the locked
+dependencies from a wheelhouse copied into the build context. The base image is a build
+argument, resolved here: CONVEYOR_BASE_IMAGE, else the configured public image if present or
+pullable, else the offline one that scripts/setup builds with debootstrap.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from conveyor import artifacts, tools
+from conveyor.config import Config, ImageSpec
+from conveyor.console import Console, console
+from conveyor.errors import ConveyorError, ImageError, RegistryError
+
+WHEELHOUSE = Path("build/wheelhouse")
+LOCAL_PREFIX = "conveyor"
+
+
+def image_present(client: Any, name: str) -> bool:
+    import docker.errors  # noqa: PLC0415 - docker is heavy; import where used
+
+    try:
+        client.images.get(name)
+    except docker.errors.ImageNotFound:
+        return False
+    return True
+
+
+def split_reference(name: str) -> tuple[str, str]:
+    """``repo:tag`` → (repo, tag); a colon in a registry's host:port is not a tag."""
+    last = name.rsplit("/", 1)[-1]
+    if ":" in last:
+        repo, _, tag = name.rpartition(":")
+        return repo, tag
+    return name, "latest"
+
+
+def try_pull(client: Any, name: str) -> bool:
+    import docker.errors  # noqa: PLC0415
+
+    repo, tag = split_reference(name)
+    try:
+        client.images.pull(repo, tag=tag)
+    except docker.errors.APIError:
+        return False
+    return True
+
+
+def resolve_base_image(client: Any, config: Config) -> str:
+    """The base image builds will use; one clear line when there is none."""
+    forced = os.environ.get("CONVEYOR_BASE_IMAGE")
+    candidates = [forced] if forced else [config.build.base_image, config.build.offline_base_image]
+    for name in candidates:
+        if image_present(client, name):
+            return name
+    if try_pull(client, candidates[0]):
+        return candidates[0]
+    raise ImageError(
+        f"base image {candidates[0]} is not present and cannot be pulled"
+        + ("" if forced else f", nor is the offline {config.build.offline_base_image}")
+        + " — run scripts/setup (it builds the offline base image with debootstrap)"
+    )
+
+
+def local_name(spec: ImageSpec) -> str:
+    return f"{LOCAL_PREFIX}/{spec.name}"
+
+
+def remote_name(config: Config, spec: ImageSpec) -> str | None:
+    registry = config.registry_url()
+    return f"{registry}/{config.registry.prefix}/{spec.name}" if registry else None
+
+
+def target_platforms() -> list[str]:
+    """manylinux tags of the base image's platform (glibc 2.17 … 2.36 covers bookworm)."""
+    machine = platform.machine()
+    return [f"manylinux_2_{minor}_{machine}" for minor in range(36, 16, -1)] + [
+        f"manylinux2014_{machine}"
+    ]
+
+
+def wheelhouse(config: Config, requirements: Path) -> Path:
+    """Download the locked wheels once per distinct requirements file (hash-checked)."""
+    digest = hashlib.sha256(requirements.read_bytes()).hexdigest()[:16]
+    folder = config.root / WHEELHOUSE / digest
+    done = folder / ".complete"
+    if done.exists():
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    python = tools.find("python") or "python3"
+    platform_args = [arg for plat in target_platforms() for arg in ("--platform", plat)]
+    tools.run(
+        [
+            python,
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--no-deps",
+            "--require-hashes",
+            "--only-binary=:all:",
+            "--python-version",
+            "3.11",
+            "--implementation",
+            "cp",
+            *platform_args,
+            "-r",
+            str(requirements),
+            "-d",
+            str(folder),
+        ],
+        what="pip download (wheelhouse)",
+    )
+    shutil.copy2(requirements, folder / "requirements.txt")
+    done.touch()
+    return folder
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    spec: ImageSpec
+    context: Path
+    tag: str
+    buildargs: dict[str, str]
+
+
+def _copy_tree(source: Path, target: Path) -> None:
+    target.mkdir(parents=True, exist_ok=True)
+    for item in source.iterdir():
+        if item.name.startswith("."):
+            continue
+        shutil.copy2(item, target / item.name)
+
+
+def prepare_context(
+    config: Config, spec: ImageSpec, folder: Path, manifest: dict[str, Any], context: Path
+) -> None:
+    """Lay out exactly what the Dockerfile copies, nothing else (small, cache-friendly)."""
+    dockerfile = config.root / spec.dockerfile
+    if not dockerfile.is_file():
+        raise ImageError(f"deploy.toml [images.{spec.name}]: {spec.dockerfile} does not exist")
+    shutil.copy2(dockerfile, context / "Dockerfile")
+    version = manifest["version"]
+    if spec.kind == "python-service":
+        requirements = folder / f"{artifacts.BACKEND_PACKAGE}-{version}-requirements.txt"
+        _copy_tree(wheelhouse(config, requirements), context / "deps")
+        (context / "app").mkdir()
+        wheels = sorted(folder.glob(f"{artifacts.BACKEND_PACKAGE}-*.whl"))
+        if len(wheels) != 1:
+            raise ImageError(f"{folder}: expected one {artifacts.BACKEND_PACKAGE} wheel")
+        shutil.copy2(wheels[0], context / "app" / wheels[0].name)
+    elif spec.kind == "static-site":
+        bundle = folder / f"{artifacts.FRONTEND_PACKAGE}-{version}.tar.gz"
+        artifacts.unpack_bundle(bundle, context)
+        (context / artifacts.FRONTEND_PACKAGE).rename(context / "site")
+        shutil.copy2(config.root / "docker" / "webserver.py", context / "webserver.py")
+    elif spec.kind == "router":
+        pass  # the router's config is put into its container at deploy time
+
+
+def stream_build(client: Any, request: BuildRequest, out: Console) -> str:
+    """Run one build, narrating its steps; returns the image ID."""
+    image_id = ""
+    log: list[str] = []
+    for chunk in client.api.build(
+        path=str(request.context),
+        dockerfile="Dockerfile",
+        tag=request.tag,
+        buildargs=request.buildargs,
+        network_mode="host",  # only the router's apt-get needs it; the app builds are offline
+        rm=True,
+        forcerm=True,
+        pull=False,
+        decode=True,
+    ):
+        if "error" in chunk:
+            message = str(chunk["error"]).strip()
+            if "pull access denied" in message or "no such host" in message:
+                message += " — run scripts/setup to build the offline base image"
+            raise ImageError(f"building {request.tag} failed: {message}")
+        text = str(chunk.get("stream", "")).rstrip()
+        if text:
+            log.append(text)
+            if text.startswith("Step "):
+                out.progress(f"  {request.spec.name}: {text[:110]}")
+        aux = chunk.get("aux")
+        if isinstance(aux, dict) and "ID" in aux:
+            image_id = str(aux["ID"])
+    if not image_id:
+        raise ImageError(f"building {request.tag} produced no image: {' | '.join(log[-3:])}")
+    return image_id
+
+
+def push(client: Any, repository: str, tag: str) -> str:
+    """Push one tag; returns the registry's manifest digest."""
+    digest = ""
+    try:
+        for chunk in client.api.push(repository, tag=tag, stream=True, decode=True):
+            if "error" in chunk:
+                raise RegistryError(
+                    f"push of {repository}:{tag} failed: {str(chunk['error']).strip()[:200]} — "
+                    f"is the registry running? The local artifacts are intact"
+                )
+            aux = chunk.get("aux")
+            if isinstance(aux, dict) and "Digest" in aux:
+                digest = str(aux["Digest"])
+    except RegistryError:
+        raise
+    except Exception as exc:  # the SDK raises several types for a dead registry
+        raise RegistryError(
+            f"push of {repository}:{tag} failed: {exc} — is the registry running? "
+            f"The local artifacts are intact"
+        ) from None
+    if not digest:
+        raise RegistryError(f"push of {repository}:{tag} returned no digest")
+    return digest
+
+
+def build_args(
+    config: Config, manifest: dict[str, Any], spec: ImageSpec, base: str
+) -> dict[str, str]:
+    return {
+        "BASE_IMAGE": base,
+        "VERSION": manifest["version"],
+        "COMMIT": manifest["commit"],
+        "CREATED": manifest["build_time"],
+        "SOURCE": config.source_url,
+        "TITLE": spec.title,
+    }
+
+
+def release_images(config: Config) -> list[ImageSpec]:
+    return [spec for spec in config.images.values() if spec.kind != "router"]
+
+
+def build_images(
+    config: Config,
+    client: Any,
+    folder: Path,
+    *,
+    push_to_registry: bool = True,
+    only: list[str] | None = None,
+    out: Console = console,
+) -> dict[str, Any]:
+    """Build (and push) every release image of ``folder``'s version; update its manifest."""
+    manifest = artifacts.verify(folder)
+    base = resolve_base_image(client, config)
+    out.say(f"Building images for {manifest['version']} on {base}")
+    results: dict[str, Any] = {}
+    for spec in release_images(config):
+        if only and spec.name not in only:
+            continue
+        tag = f"{local_name(spec)}:{manifest['image_tag']}"
+        with tempfile.TemporaryDirectory(prefix=f"conveyor-ctx-{spec.name}-") as tmp:
+            context = Path(tmp)
+            prepare_context(config, spec, folder, manifest, context)
+            request = BuildRequest(spec, context, tag, build_args(config, manifest, spec, base))
+            with out.step(f"Building {tag}"):
+                image_id = stream_build(client, request, out)
+        image = client.images.get(image_id)
+        for extra in manifest["image_tags"][1:]:
+            image.tag(local_name(spec), tag=extra)
+        entry: dict[str, Any] = {
+            "image": tag,
+            "id": image_id,
+            "tags": manifest["image_tags"],
+            "size": image.attrs.get("Size", 0),
+            "base": base,
+        }
+        repository = remote_name(config, spec)
+        if repository and push_to_registry:
+            digest = ""
+            for image_tag in manifest["image_tags"]:
+                image.tag(repository, tag=image_tag)
+                with out.step(f"Pushing {repository}:{image_tag}"):
+                    digest = push(client, repository, image_tag)
+            entry.update(
+                {"repository": repository, "digest": digest, "reference": f"{repository}@{digest}"}
+            )
+        results[spec.name] = entry
+
+    def record(data: dict[str, Any]) -> None:
+        data.setdefault("images", {}).update(results)
+
+    artifacts.update_manifest(folder, record)
+    return results
+
+
+def image_reference(entry: dict[str, Any]) -> str:
+    """How a deploy names an image: by registry digest when pushed, else by local image ID."""
+    return str(entry.get("reference") or entry["id"])
+
+
+def iter_release_refs(manifest: dict[str, Any]) -> Iterator[tuple[str, str]]:
+    for name, entry in sorted(manifest.get("images", {}).items()):
+        yield name, image_reference(entry)
+
+
+def build_router_image(config: Config, client: Any, out: Console = console) -> str:
+    """The router image (HAProxy from Debian on the base image); cached by Docker."""
+    spec = next((s for s in config.images.values() if s.kind == "router"), None)
+    if spec is None:
+        raise ConveyorError("deploy.toml has no image of kind 'router'")
+    base = resolve_base_image(client, config)
+    dockerfile = (config.root / spec.dockerfile).read_bytes()
+    tag_hash = hashlib.sha256(dockerfile + base.encode()).hexdigest()[:12]
+    tag = f"{local_name(spec)}:{tag_hash}"
+    if image_present(client, tag):
+        return tag
+    with tempfile.TemporaryDirectory(prefix="conveyor-ctx-router-") as tmp:
+        context = Path(tmp)
+        (context / "Dockerfile").write_bytes(dockerfile)
+        request = BuildRequest(
+            spec,
+            context,
+            tag,
+            {"BASE_IMAGE": base, "TITLE": spec.title, "SOURCE": config.source_url},
+        )
+        with out.step(f"Building router image {tag}"):
+            stream_build(client, request, out)
+    return tag

@@ -1,0 +1,179 @@
+"""Machine set-up behind scripts/setup: a Docker engine and a base image, idempotently.
+
+Each step reports ``did`` or ``skipped`` with the reason, and a step that cannot proceed raises
+one clear error (for example: not root and no engine).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from conveyor import engine
+from conveyor.config import Config
+from conveyor.errors import ConveyorError, EngineUnavailable
+from conveyor.images import image_present, try_pull
+
+DOCKERD_LOG = Path("/var/log/conveyor-dockerd.log")
+# Only host networking: test traffic cannot reach a bridge address by mistake.
+DOCKERD_ARGS = ("--bridge=none", "--iptables=false")
+DEBOOTSTRAP_PACKAGES = "python3,python3-venv,ca-certificates"
+DEBIAN_MIRROR = "http://deb.debian.org/debian"
+
+
+@dataclass
+class Report:
+    """What set-up did and what it skipped, for the user to read."""
+
+    lines: list[str] = field(default_factory=list)
+    say: Callable[[str], None] = print
+
+    def did(self, what: str) -> None:
+        self.lines.append(f"did: {what}")
+        self.say(f"  did      {what}")
+
+    def skipped(self, what: str) -> None:
+        self.lines.append(f"skipped: {what}")
+        self.say(f"  skipped  {what}")
+
+
+def is_root() -> bool:
+    return os.geteuid() == 0
+
+
+def apt_install(packages: list[str], report: Report) -> None:
+    if not packages:
+        return
+    if not is_root():
+        raise ConveyorError(
+            f"missing {', '.join(packages)} and not root — run: sudo apt-get install -y "
+            + " ".join(packages)
+        )
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "update", "-q"], check=True, env=env, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        ["apt-get", "install", "-y", "-q", "--no-install-recommends", *packages],
+        check=True,
+        env=env,
+        stdout=subprocess.DEVNULL,
+    )
+    report.did(f"installed {', '.join(packages)} from Debian")
+
+
+def missing_packages(wanted: dict[str, str]) -> list[str]:
+    """Debian packages whose command is not on PATH (``{command: package}``)."""
+    return sorted({pkg for cmd, pkg in wanted.items() if shutil.which(cmd) is None})
+
+
+def ensure_engine(report: Report, *, wait: float = 60.0) -> Any:
+    """Return a client for a running engine, starting Debian's dockerd if we may."""
+    try:
+        client = engine.connect(timeout=30)
+    except EngineUnavailable:
+        pass
+    else:
+        version = client.version().get("Version", "?")
+        report.skipped(f"Docker engine: already answers at {engine.describe(None)} ({version})")
+        return client
+    if not is_root():
+        raise EngineUnavailable(
+            f"no Docker engine at {engine.describe(None)} and not root — start one, or run "
+            f"scripts/setup as root to install and start Debian's docker.io"
+        )
+    apt_install(missing_packages({"dockerd": "docker.io"}), report)
+    DOCKERD_LOG.parent.mkdir(parents=True, exist_ok=True)
+    with DOCKERD_LOG.open("ab") as log:
+        subprocess.Popen(
+            ["dockerd", *DOCKERD_ARGS],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            client = engine.connect(timeout=10)
+            break
+        except EngineUnavailable:
+            if time.monotonic() > deadline:
+                raise EngineUnavailable(
+                    f"started dockerd but it did not answer within {wait:.0f} s — see {DOCKERD_LOG}"
+                ) from None
+            time.sleep(0.5)
+    report.did(f"started dockerd {' '.join(DOCKERD_ARGS)} (log: {DOCKERD_LOG})")
+    return client
+
+
+def build_offline_base(client: Any, name: str, report: Report) -> None:
+    """debootstrap a minimal Debian with Python and import it as ``name``."""
+    apt_install(missing_packages({"debootstrap": "debootstrap"}), report)
+    if not is_root():
+        raise ConveyorError("building the offline base image needs root (debootstrap)")
+    with tempfile.TemporaryDirectory(prefix="conveyor-rootfs-") as tmp:
+        rootfs = Path(tmp) / "rootfs"
+        subprocess.run(
+            [
+                "debootstrap",
+                "--variant=minbase",
+                f"--include={DEBOOTSTRAP_PACKAGES}",
+                "bookworm",
+                str(rootfs),
+                DEBIAN_MIRROR,
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        tarball = Path(tmp) / "rootfs.tar"
+        subprocess.run(["tar", "-C", str(rootfs), "-cf", str(tarball), "."], check=True)
+        repository, _, tag = name.rpartition(":")
+        client.api.import_image_from_file(str(tarball), repository=repository, tag=tag)
+    report.did(f"built the offline base image {name} with debootstrap")
+
+
+def ensure_base_image(client: Any, config: Config, report: Report) -> str:
+    """Make sure a base image exists locally; returns the one builds will use."""
+    forced = os.environ.get("CONVEYOR_BASE_IMAGE")
+    public = forced or config.build.base_image
+    if image_present(client, public):
+        report.skipped(f"base image: {public} is already present")
+        return public
+    offline = config.build.offline_base_image
+    if not forced and image_present(client, offline):
+        report.skipped(f"base image: {offline} (offline build) is already present")
+        return offline
+    if try_pull(client, public):
+        report.did(f"pulled base image {public}")
+        return public
+    if forced:
+        raise ConveyorError(f"CONVEYOR_BASE_IMAGE={forced} is not present and cannot be pulled")
+    report.say(
+        f"  …        {public} cannot be pulled; building {offline} with debootstrap (~1 min)"
+    )
+    build_offline_base(client, offline, report)
+    return offline
+
+
+# Commands the test suite needs besides the engine, and the Debian package for each.
+TEST_TOOLS = {"docker-registry": "docker-registry"}
+
+
+def run(config: Config, *, say: Callable[[str], None] = print) -> Report:
+    report = Report(say=say)
+    missing = missing_packages(TEST_TOOLS)
+    if not missing:
+        report.skipped(f"Debian packages: {', '.join(sorted(set(TEST_TOOLS.values())))} present")
+    elif is_root():
+        apt_install(missing, report)
+    else:
+        report.skipped(f"{', '.join(missing)} missing and not root: integration tests need them")
+    client = ensure_engine(report)
+    ensure_base_image(client, config, report)
+    return report
