@@ -6,9 +6,9 @@ Each task parses its options and hands them to the library's single edge
 
 from __future__ import annotations
 
-from invoke.tasks import task
 from invoke.context import Context
 from invoke.exceptions import Exit
+from invoke.tasks import task
 
 from conveyor import cli
 

@@ -88,8 +88,7 @@ class BuildContext:
         return {
             "SOURCE_DATE_EPOCH": str(self.version.commit_time),
             # hatch-vcs would compute its own string; pass ours so wheel and manifest agree.
-            "SETUPTOOLS_SCM_PRETEND_VERSION_FOR_REFAPI": self.version.python,
-            "SETUPTOOLS_SCM_PRETEND_VERSION_FOR_CONVEYOR": self.version.python,
+            "SETUPTOOLS_SCM_PRETEND_VERSION": self.version.python,
             "PYTHONHASHSEED": "0",
         }
 

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from conveyor import config as config_mod
+from conveyor import scanners
 from conveyor.console import console
 from conveyor.errors import ConveyorError, NotImplementedYet
 
@@ -117,9 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("folder")
     verify.set_defaults(handler=cmd_artifacts_verify)
 
+    scanners.register(sub)
+
     for name, what, issue in [
-        ("scan", "run the security scanners", "scanning"),
-        ("advisories", "serve an offline OSV mirror", "scanning"),
         ("deploy", "blue-green deploy", "deploy engine"),
         ("rollback", "roll back a release", "deploy engine"),
         ("status", "show an environment", "deploy engine"),

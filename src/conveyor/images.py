@@ -189,7 +189,8 @@ def stream_build(client: Any, request: BuildRequest, out: Console) -> str:
             message = str(chunk["error"]).strip()
             if "pull access denied" in message or "no such host" in message:
                 message += " — run scripts/setup to build the offline base image"
-            raise ImageError(f"building {request.tag} failed: {message}")
+            context = " | ".join(line.strip() for line in log[-3:])
+            raise ImageError(f"building {request.tag} failed: {message} [{context}]")
         text = str(chunk.get("stream", "")).rstrip()
         if text:
             log.append(text)

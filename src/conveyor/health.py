@@ -1,0 +1,77 @@
+"""Health checks over HTTP, always to a loopback or configured address, always bounded."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One HTTP answer, or why there was none."""
+
+    status: int | None
+    body: dict[str, Any] | None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status is not None and 200 <= self.status < 300
+
+    def describe(self) -> str:
+        if self.error:
+            return self.error
+        reason = (self.body or {}).get("reason")
+        return f"HTTP {self.status}" + (f" ({reason})" if reason else "")
+
+
+def probe(host: str, port: int, path: str, *, timeout: float = 5.0) -> Probe:
+    """GET ``path`` once; connection errors become a Probe with ``error`` set."""
+    connection = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        connection.request("GET", path, headers={"Connection": "close"})
+        response = connection.getresponse()
+        raw = response.read()
+    except (OSError, http.client.HTTPException) as exc:
+        return Probe(None, None, f"{type(exc).__name__}: {exc}".rstrip(": "))
+    finally:
+        connection.close()
+    try:
+        body = json.loads(raw) if raw else None
+    except ValueError:
+        body = None
+    return Probe(response.status, body if isinstance(body, dict) else None)
+
+
+def wait_until(
+    check: Callable[[], Probe],
+    *,
+    timeout: float,
+    interval: float = 0.1,
+    on_wait: Callable[[Probe, float], None] | None = None,
+    give_up: Callable[[], str | None] | None = None,
+) -> tuple[bool, Probe]:
+    """Poll ``check`` until it passes or ``timeout`` seconds pass.
+
+    ``give_up`` may return a reason to stop early (a crashed container never gets ready).
+    """
+    deadline = time.monotonic() + timeout
+    started = time.monotonic()
+    last = Probe(None, None, "not checked yet")
+    while True:
+        last = check()
+        if last.ok:
+            return True, last
+        if give_up is not None:
+            reason = give_up()
+            if reason:
+                return False, Probe(last.status, last.body, reason)
+        if time.monotonic() >= deadline:
+            return False, last
+        if on_wait is not None:
+            on_wait(last, time.monotonic() - started)
+        time.sleep(interval)
