@@ -39,8 +39,8 @@ def _sync(session: nox.Session, *groups: str) -> None:
     )
 
 
-def _pytest(session: nox.Session, *default_paths: str) -> None:
-    _sync(session, "test")
+def _pytest(session: nox.Session, *default_paths: str, groups: tuple[str, ...] = ()) -> None:
+    _sync(session, "test", *groups)
     session.run("pytest", *(session.posargs or default_paths))
 
 
@@ -66,12 +66,6 @@ def test(session: nox.Session) -> None:
     _pytest(session, "tests/unit", "backend/tests/unit")
 
 
-@nox.session(python=PYTHON, tags=["ci"], default=False)
-def integration(session: nox.Session) -> None:
-    """Tests against real daemons: dockerd, a registry, the router, the scanners."""
-    _pytest(session, "tests/integration", "backend/tests/integration")
-
-
 @nox.session(python=False, tags=["ci"])
 def frontend(session: nox.Session) -> None:
     """Install the web UI's locked npm packages and run its vitest suite."""
@@ -80,6 +74,12 @@ def frontend(session: nox.Session) -> None:
     install = session.run if not (ROOT / "frontend/node_modules").is_dir() else session.run_install
     install("npm", "ci", "--no-audit", "--no-fund", external=True)
     session.run("npm", "test", *session.posargs, external=True)
+
+
+@nox.session(python=PYTHON, tags=["ci"], default=False)
+def integration(session: nox.Session) -> None:
+    """Tests against real daemons: dockerd, a registry, the router, the scanners."""
+    _pytest(session, "tests/integration", "backend/tests/integration", groups=("build", "scan"))
 
 
 @nox.session(python=PYTHON, tags=["release"], default=False)
@@ -103,10 +103,10 @@ def scan(session: nox.Session) -> None:
     session.run("python", "-m", "conveyor", "scan", *session.posargs)
 
 
-@nox.session(python=PYTHON, tags=["ci"], default=False)
+@nox.session(python=PYTHON, tags=["e2e"], default=False)
 def e2e(session: nox.Session) -> None:
     """Deploy the reference service to a throwaway environment and drive it end to end."""
-    _pytest(session, "tests/e2e")
+    _pytest(session, "tests/e2e", groups=("build",))
 
 
 @nox.session(python=PYTHON, default=False)
