@@ -1,0 +1,134 @@
+"""Runtime configuration, read from environment variables only.
+
+An empty variable counts as unset, so `PORT=` in a compose file or an unset build
+argument falls back to the default instead of failing.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import Literal
+
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+
+from refapi.errors import ConfigError
+
+FaultKind = Literal["none", "not-ready", "crash", "fail-after-ready"]
+FAULT_NAMES: tuple[FaultKind, ...] = ("none", "not-ready", "crash", "fail-after-ready")
+FAULT_USAGE = "none, not-ready, crash or fail-after-ready=N"
+SUPPORTED_BACKENDS = ("sqlite", "postgresql")
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+
+
+@dataclass(frozen=True)
+class Fault:
+    """A deliberate misbehaviour, so the deploy tool can prove it rolls back bad releases."""
+
+    kind: FaultKind = "none"
+    after_seconds: float = 0.0
+
+    @classmethod
+    def parse(cls, raw: str) -> Fault:
+        name, sep, argument = raw.strip().partition("=")
+        if name == "fail-after-ready":
+            if not sep:
+                raise ConfigError(
+                    f"REFAPI_FAULT={raw!r} needs a delay: fail-after-ready=N (seconds)"
+                )
+            try:
+                seconds = float(argument)
+            except ValueError:
+                seconds = math.nan
+            if not math.isfinite(seconds) or seconds < 0:
+                raise ConfigError(
+                    f"REFAPI_FAULT={raw!r}: N must be a number of seconds >= 0, "
+                    "e.g. fail-after-ready=5"
+                )
+            return cls("fail-after-ready", seconds)
+        for known in FAULT_NAMES:
+            if name == known and not sep:
+                return cls(known)
+        hint = difflib.get_close_matches(name, FAULT_NAMES, n=1)
+        suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
+        raise ConfigError(
+            f"REFAPI_FAULT={raw!r} is not a known fault{suggestion}; expected {FAULT_USAGE}"
+        )
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    database_url: URL = field(default_factory=lambda: make_url("sqlite:///./refapi.db"))
+    version: str = "0.0.0"
+    commit: str = "unknown"
+    migrate_on_start: bool = True
+    access_log: bool = False
+    fault: Fault = field(default_factory=Fault)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
+        """Read and validate every variable; the first bad one raises ConfigError."""
+
+        def get(name: str, default: str) -> str:
+            return environ.get(name, "").strip() or default
+
+        return cls(
+            host=get("HOST", "127.0.0.1"),
+            port=_port(get("PORT", "8000")),
+            database_url=database_url(get("DATABASE_URL", "sqlite:///./refapi.db")),
+            version=get("APP_VERSION", "") or _installed_version(),
+            commit=get("GIT_COMMIT", "unknown"),
+            migrate_on_start=_flag("MIGRATE_ON_START", get("MIGRATE_ON_START", "1")),
+            access_log=_flag("ACCESS_LOG", get("ACCESS_LOG", "0")),
+            fault=Fault.parse(get("REFAPI_FAULT", "none")),
+        )
+
+
+def database_url(raw: str) -> URL:
+    """Parse DATABASE_URL; plain postgresql:// means the psycopg (v3) driver we ship."""
+    try:
+        url = make_url(raw)
+    except (ArgumentError, ValueError):
+        # The value is not echoed: it may carry a password.
+        raise ConfigError(
+            "DATABASE_URL is not a database URL; expected e.g. sqlite:///./refapi.db "
+            "or postgresql://user:password@host:5432/name"
+        ) from None
+    if url.drivername in ("postgresql", "postgres"):
+        url = url.set(drivername="postgresql+psycopg")
+    if url.get_backend_name() not in SUPPORTED_BACKENDS:
+        raise ConfigError(
+            f"DATABASE_URL uses {url.get_backend_name()!r}; refapi supports "
+            + " and ".join(SUPPORTED_BACKENDS)
+        )
+    return url
+
+
+def _port(raw: str) -> int:
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= 65535:
+        raise ConfigError(f"PORT={raw!r} is not a port number; expected an integer 1-65535")
+    return int(raw)
+
+
+def _flag(name: str, raw: str) -> bool:
+    value = raw.lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ConfigError(f"{name}={raw!r} is not a flag; expected 1 or 0")
+
+
+def _installed_version() -> str:
+    try:
+        return metadata.version("refapi")
+    except metadata.PackageNotFoundError:
+        return "0.0.0+unknown"
