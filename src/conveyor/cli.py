@@ -82,6 +82,50 @@ def cmd_artifacts_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_deploy(args: argparse.Namespace) -> int:
+    from conveyor import operations  # noqa: PLC0415
+
+    operations.deploy(
+        _config(args),
+        args.env,
+        version=args.version,
+        dry_run=args.dry_run,
+        lock_wait=args.lock_wait,
+        message=args.message or "",
+    )
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    from conveyor import operations  # noqa: PLC0415
+
+    operations.rollback(
+        _config(args), args.env, to=args.to, dry_run=args.dry_run, lock_wait=args.lock_wait
+    )
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from conveyor import operations  # noqa: PLC0415
+
+    operations.show_status(_config(args), args.env, as_json=args.json)
+    return 0
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    from conveyor import operations  # noqa: PLC0415
+
+    operations.show_history(_config(args), args.env, as_json=args.json, limit=args.limit)
+    return 0
+
+
+def cmd_unlock(args: argparse.Namespace) -> int:
+    from conveyor import operations  # noqa: PLC0415
+
+    operations.unlock(_config(args), args.env)
+    return 0
+
+
 def not_implemented(what: str, issue: str) -> Handler:
     def handler(args: argparse.Namespace) -> int:
         raise NotImplementedYet(f"{what}: not implemented yet (tracked in the {issue} issue)")
@@ -120,12 +164,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     scanners.register(sub)
 
+    deploy = add("deploy", cmd_deploy, "Blue-green deploy a release to an environment.")
+    deploy.add_argument("--env", required=True)
+    deploy.add_argument("--version", help="release to deploy (default: the working tree's)")
+    deploy.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+    deploy.add_argument("--lock-wait", type=float, default=0.0, metavar="SECONDS")
+    deploy.add_argument("--message", help="why (recorded with the lock)")
+    back = add("rollback", cmd_rollback, "Switch back to the previous (or a chosen) release.")
+    back.add_argument("--env", required=True)
+    back.add_argument("--to", help="release id or version from the ledger")
+    back.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+    back.add_argument("--lock-wait", type=float, default=0.0, metavar="SECONDS")
+    stat = add("status", cmd_status, "Show an environment: live release, containers, lock.")
+    stat.add_argument("--env", required=True)
+    stat.add_argument("--json", action="store_true")
+    hist = add("history", cmd_history, "Show the environment's release ledger.")
+    hist.add_argument("--env", required=True)
+    hist.add_argument("--json", action="store_true")
+    hist.add_argument("--limit", type=int, default=50)
+    unlock = add("unlock", cmd_unlock, "Remove an environment's deploy lock (audited).")
+    unlock.add_argument("--env", required=True)
+
     for name, what, issue in [
-        ("deploy", "blue-green deploy", "deploy engine"),
-        ("rollback", "roll back a release", "deploy engine"),
-        ("status", "show an environment", "deploy engine"),
-        ("history", "show the release ledger", "deploy engine"),
-        ("unlock", "remove a deploy lock", "deploy engine"),
         ("promote", "promote staging's release", "release governance"),
         ("approve", "approve a production release", "release governance"),
         ("report", "write the deployment report", "release governance"),

@@ -182,11 +182,26 @@ class Service:
     volumes: dict[str, str] = field(default_factory=dict)
 
 
+HOST_ACCESS = ("auto", "direct", "exec")
+
+
 @dataclass(frozen=True)
 class Host:
     name: str
     docker: str
     port_offset: int = 0
+    # How conveyor reaches the host's loopback ports (health checks, the router's admin API):
+    # "direct" from this machine, "exec" from inside the router container; "auto" picks
+    # direct for local engines and exec for remote ones.
+    access: str = "auto"
+
+    def reaches_directly(self) -> bool:
+        if self.access != "auto":
+            return self.access == "direct"
+        endpoint = self.endpoint()
+        return endpoint is None or endpoint.startswith(
+            ("unix://", "tcp://127.0.0.1", "tcp://localhost")
+        )
 
     def endpoint(self) -> str | None:
         """The Docker endpoint URL; None means the local default (DOCKER_HOST or the socket)."""
@@ -237,6 +252,8 @@ class Environment:
     approval: Approval
     keep_releases: int = 3
     max_error_rate: float = 0.0
+    # Refuse a release whose image scan is missing (a failed scan is always refused).
+    require_scan: bool = False
 
 
 @dataclass(frozen=True)
@@ -375,6 +392,7 @@ def _load_environment(name: str, table: _Table, images: Mapping[str, ImageSpec])
                 name=host_table.string("name", f"host{index + 1}"),
                 docker=docker,
                 port_offset=host_table.integer("port_offset", 0, minimum=0),
+                access=host_table.string("access", "auto", choices=HOST_ACCESS),
             )
         )
         host_table.finish()
@@ -427,6 +445,7 @@ def _load_environment(name: str, table: _Table, images: Mapping[str, ImageSpec])
         approval=approval,
         keep_releases=table.integer("keep_releases", 3, minimum=1),
         max_error_rate=table.number("max_error_rate", 0.0),
+        require_scan=table.boolean("require_scan", False),
     )
     table.finish()
     _check_ports(env, table)

@@ -15,6 +15,9 @@ def interactive(stream: TextIO | None = None) -> bool:
     return stream.isatty() and not os.environ.get("CI")
 
 
+PLAIN_PROGRESS_EVERY = 2.0
+
+
 class Console:
     """Prints steps as they happen. ``quiet`` keeps errors only (for --json output)."""
 
@@ -23,6 +26,7 @@ class Console:
         self.quiet = quiet
         self.live = interactive(self.stream)
         self._progress_shown = False
+        self._last_plain_progress = 0.0
 
     def say(self, message: str) -> None:
         if self.quiet:
@@ -42,7 +46,9 @@ class Console:
             self.stream.write("\r\033[K" + message)
             self.stream.flush()
             self._progress_shown = True
-        else:
+        elif time.monotonic() - self._last_plain_progress >= PLAIN_PROGRESS_EVERY:
+            # In CI logs a status every few seconds is progress; every poll would be noise.
+            self._last_plain_progress = time.monotonic()
             print(message, file=self.stream, flush=True)
 
     def _clear_progress(self) -> None:

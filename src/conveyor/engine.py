@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import docker
 from docker.errors import DockerException
 
-import docker
 from conveyor.errors import EngineUnavailable
 
 DEFAULT_SOCKET = "unix:///var/run/docker.sock"

@@ -29,11 +29,18 @@ class Probe:
         return f"HTTP {self.status}" + (f" ({reason})" if reason else "")
 
 
-def probe(host: str, port: int, path: str, *, timeout: float = 5.0) -> Probe:
+def probe(
+    host: str,
+    port: int,
+    path: str,
+    *,
+    timeout: float = 5.0,
+    headers: dict[str, str] | None = None,
+) -> Probe:
     """GET ``path`` once; connection errors become a Probe with ``error`` set."""
     connection = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
-        connection.request("GET", path, headers={"Connection": "close"})
+        connection.request("GET", path, headers={"Connection": "close", **(headers or {})})
         response = connection.getresponse()
         raw = response.read()
     except (OSError, http.client.HTTPException) as exc:
@@ -75,3 +82,41 @@ def wait_until(
         if on_wait is not None:
             on_wait(last, time.monotonic() - started)
         time.sleep(interval)
+
+
+# Runs inside a container on the target host's network when that host is another machine:
+# its loopback is only reachable from there.
+EXEC_PROBE = (
+    "import http.client,json,sys\n"
+    "c=http.client.HTTPConnection('127.0.0.1',int(sys.argv[1]),timeout=float(sys.argv[3]))\n"
+    "h=json.loads(sys.argv[4])\n"
+    "try:\n"
+    "    c.request('GET',sys.argv[2],headers=h); r=c.getresponse(); b=r.read()\n"
+    "    print(json.dumps({'status':r.status,'body':b.decode('utf-8','replace')}))\n"
+    "except Exception as e:\n"
+    "    print(json.dumps({'error':type(e).__name__+': '+str(e)}))\n"
+)
+
+
+def probe_via_exec(
+    container: Any,
+    port: int,
+    path: str,
+    *,
+    timeout: float = 5.0,
+    headers: dict[str, str] | None = None,
+) -> Probe:
+    """The same GET as :func:`probe`, made from inside ``container`` (host networking)."""
+    args = [str(port), path, str(timeout), json.dumps({"Connection": "close", **(headers or {})})]
+    try:
+        result = container.exec_run(["python3", "-c", EXEC_PROBE, *args])
+        answer = json.loads(result.output.decode(errors="replace").strip().splitlines()[-1])
+    except Exception as exc:
+        return Probe(None, None, f"probe via exec failed: {exc}")
+    if "error" in answer:
+        return Probe(None, None, str(answer["error"]))
+    try:
+        body = json.loads(answer["body"]) if answer["body"] else None
+    except ValueError:
+        body = None
+    return Probe(int(answer["status"]), body if isinstance(body, dict) else None)

@@ -309,26 +309,32 @@ def iter_release_refs(manifest: dict[str, Any]) -> Iterator[tuple[str, str]]:
         yield name, image_reference(entry)
 
 
-def build_router_image(config: Config, client: Any, out: Console = console) -> str:
-    """The router image (HAProxy from Debian on the base image); cached by Docker."""
+def _router_spec(config: Config) -> ImageSpec:
     spec = next((s for s in config.images.values() if s.kind == "router"), None)
     if spec is None:
         raise ConveyorError("deploy.toml has no image of kind 'router'")
+    return spec
+
+
+def router_image_tag(config: Config, client: Any) -> str:
+    """The router image's tag: a hash of its Dockerfile and base, so edits rebuild it."""
+    spec = _router_spec(config)
     base = resolve_base_image(client, config)
     dockerfile = (config.root / spec.dockerfile).read_bytes()
-    tag_hash = hashlib.sha256(dockerfile + base.encode()).hexdigest()[:12]
-    tag = f"{local_name(spec)}:{tag_hash}"
+    return f"{local_name(spec)}:{hashlib.sha256(dockerfile + base.encode()).hexdigest()[:12]}"
+
+
+def build_router_image(config: Config, client: Any, out: Console = console) -> str:
+    """The router image (HAProxy from Debian on the base image); built once per engine."""
+    spec = _router_spec(config)
+    tag = router_image_tag(config, client)
     if image_present(client, tag):
         return tag
+    base = resolve_base_image(client, config)
     with tempfile.TemporaryDirectory(prefix="conveyor-ctx-router-") as tmp:
         context = Path(tmp)
-        (context / "Dockerfile").write_bytes(dockerfile)
-        request = BuildRequest(
-            spec,
-            context,
-            tag,
-            {"BASE_IMAGE": base, "TITLE": spec.title, "SOURCE": config.source_url},
-        )
+        shutil.copy2(config.root / spec.dockerfile, context / "Dockerfile")
+        buildargs = {"BASE_IMAGE": base, "TITLE": spec.title, "SOURCE": config.source_url}
         with out.step(f"Building router image {tag}"):
-            stream_build(client, request, out)
+            stream_build(client, BuildRequest(spec, context, tag, buildargs), out)
     return tag

@@ -1,0 +1,394 @@
+"""Carry out a blue-green plan against the real engines, narrating each step.
+
+Hosts move one at a time: start the new color beside the live one, wait until it is ready,
+smoke-check it through the router's preview route, switch traffic with one runtime-API call,
+then watch it for the verify window. Any failure switches every host already moved back to
+its old color (still running: it is only stopped after every host passed), stops the new
+containers, saves their logs and raises ``DeployFailed`` naming the phase. That is the
+automatic rollback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import docker.errors
+
+from conveyor import router
+from conveyor.config import Environment
+from conveyor.console import Console
+from conveyor.errors import ConveyorError, DeployFailed
+from conveyor.hosts import HostTarget
+from conveyor.ledger import Ledger, ReleaseRecord
+from conveyor.plan import DeployPlan, HostPlan
+
+PHASES = ("prepare", "start", "ready", "smoke", "switch", "verify", "drain")
+LOG_DIR = Path(".conveyor/logs")
+
+
+class PhaseFailed(ConveyorError):
+    def __init__(self, phase: str, reason: str) -> None:
+        super().__init__(reason)
+        self.phase = phase
+        self.reason = reason
+
+
+@dataclass
+class Execution:
+    """Mutable progress of one run: what started and which hosts were switched."""
+
+    plan: DeployPlan
+    record: ReleaseRecord
+    started: dict[str, list[Any]] = field(default_factory=dict)
+    switched: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    switch_seconds: list[float] = field(default_factory=list)
+    ready_at: float | None = None
+    first_start: float | None = None
+
+
+class BlueGreen:
+    def __init__(
+        self,
+        env: Environment,
+        targets: dict[str, HostTarget],
+        ledger: Ledger,
+        out: Console,
+        *,
+        local_client: Any = None,
+        on_phase: Callable[[str], None] | None = None,
+    ) -> None:
+        self.env = env
+        self.targets = targets
+        self.ledger = ledger
+        self.out = out
+        self.local_client = local_client
+        self.on_phase = on_phase
+
+    @contextmanager
+    def phase(self, run: Execution, name: str, host: str | None = None) -> Iterator[None]:
+        if self.on_phase is not None:
+            self.on_phase(name)
+        started = time.monotonic()
+        try:
+            yield
+        except PhaseFailed:
+            raise
+        except ConveyorError as exc:
+            raise PhaseFailed(name, f"{host + ': ' if host else ''}{exc}") from None
+        except docker.errors.DockerException as exc:
+            raise PhaseFailed(name, f"{host + ': ' if host else ''}engine error: {exc}") from None
+        finally:
+            run.timings[name] = run.timings.get(name, 0.0) + time.monotonic() - started
+
+    # --- the whole run -------------------------------------------------------------------
+
+    def run(self, plan: DeployPlan, record: ReleaseRecord) -> Execution:
+        run = Execution(plan=plan, record=record)
+        try:
+            with self.phase(run, "prepare"):
+                for host_plan in plan.hosts:
+                    self.prepare(host_plan)
+            for host_plan in plan.hosts:
+                self.move_host(run, host_plan)
+        except PhaseFailed as failure:
+            self.undo(run, failure)
+            raise
+        with self.phase(run, "drain"):
+            self.finish(run)
+        return run
+
+    def prepare(self, host_plan: HostPlan) -> None:
+        target = self.targets[host_plan.host]
+        for move in host_plan.moves:
+            target.ensure_image(move.image.image_id, move.image.reference, self.local_client)
+
+    def move_host(self, run: Execution, host_plan: HostPlan) -> None:
+        target = self.targets[host_plan.host]
+        name = host_plan.host
+        with self.phase(run, "start", name):
+            self.start(run, target, host_plan)
+        with self.phase(run, "ready", name):
+            self.wait_ready(target, host_plan, run)
+        with self.phase(run, "smoke", name):
+            self.smoke(target, host_plan)
+        with self.phase(run, "switch", name):
+            self.switch(run, target, host_plan)
+        with self.phase(run, "verify", name):
+            self.verify(target, host_plan)
+
+    # --- phases --------------------------------------------------------------------------
+
+    def start(self, run: Execution, target: HostTarget, host_plan: HostPlan) -> None:
+        for move in host_plan.moves:
+            for leftover in move.stop_first:
+                self.out.say(f"  {target.name}: stopping leftover {leftover}")
+                target.client.containers.get(leftover).stop(timeout=int(self.env.timeouts.stop))
+        for move in host_plan.moves:
+            if move.reuse is None and target.port_taken_by_stranger(move.port):
+                raise PhaseFailed(
+                    "start",
+                    f"{target.name}: port {move.port} ({move.service}@{move.to_color}) is in use "
+                    f"by another process — free it or change deploy.toml",
+                )
+        containers = []
+        for move in host_plan.moves:
+            service = self.env.services[move.service]
+            if move.reuse:
+                container = target.client.containers.get(move.reuse)
+                self.out.say(
+                    f"  {target.name}: restarting kept {move.service}@{move.to_color} "
+                    f"({move.image.version}) on :{move.port}"
+                )
+            else:
+                container = target.create_service_container(
+                    service,
+                    move.to_color,
+                    run.plan.release_id,
+                    move.image.version,
+                    move.image.image_id,
+                )
+                self.out.say(
+                    f"  {target.name}: starting {move.service}@{move.to_color} "
+                    f"({move.image.version}) on :{move.port}"
+                )
+            containers.append(container)
+            run.started.setdefault(target.name, []).append(container)
+        if run.first_start is None:
+            run.first_start = time.monotonic()
+        for container in containers:
+            container.start()
+
+    def wait_ready(self, target: HostTarget, host_plan: HostPlan, run: Execution) -> None:
+        """Docker's view (running, not unhealthy) plus /readyz naming the expected version."""
+        deadline = time.monotonic() + self.env.timeouts.ready
+        pending = {move.service: move for move in host_plan.moves}
+        containers = {c.labels.get("conveyor.service"): c for c in run.started.get(target.name, [])}
+        last: dict[str, str] = {}
+        while pending:
+            for service, move in list(pending.items()):
+                container = containers[service]
+                problem = self._container_problem(container)
+                if problem:
+                    raise PhaseFailed(
+                        "ready", f"{target.name}: {service}@{move.to_color} {problem}"
+                    )
+                health = self.env.services[service].health
+                answer = target.probe(move.port, health.path, timeout=health.timeout)
+                version = (answer.body or {}).get("version")
+                if answer.ok and version == move.image.version:
+                    del pending[service]
+                    self.out.say(f"  {target.name}: {service}@{move.to_color} ready")
+                elif answer.ok:
+                    last[service] = (
+                        f"/readyz reports version {version}, expected {move.image.version}"
+                    )
+                else:
+                    last[service] = f"/readyz: {answer.describe()}"
+            if not pending:
+                break
+            if time.monotonic() > deadline:
+                details = "; ".join(f"{s}: {last.get(s, 'no answer')}" for s in pending)
+                raise PhaseFailed(
+                    "ready",
+                    f"{target.name}: not ready within {self.env.timeouts.ready:g} s ({details})",
+                )
+            self.out.progress(
+                f"  {target.name}: waiting for {', '.join(pending)} "
+                f"({self.env.timeouts.ready - (deadline - time.monotonic()):.1f} s)"
+            )
+            time.sleep(0.05)
+        if run.ready_at is None:
+            run.ready_at = time.monotonic()
+
+    def _container_problem(self, container: Any) -> str | None:
+        container.reload()
+        state = container.attrs.get("State", {})
+        if state.get("Status") == "exited" or state.get("Restarting"):
+            return f"exited with code {state.get('ExitCode')} ({_log_tail(container)})"
+        if (state.get("Health") or {}).get("Status") == "unhealthy":
+            return f"is unhealthy according to Docker ({_log_tail(container)})"
+        return None
+
+    def smoke(self, target: HostTarget, host_plan: HostPlan) -> None:
+        colors = {m.to_color for m in host_plan.moves}
+        for color in colors:
+            services = [m.service for m in host_plan.moves if m.to_color == color]
+            target.admin(router.switch_commands(services, color, backend="preview"))
+        for move in host_plan.moves:
+            health = self.env.services[move.service].health
+            answer = target.probe(
+                target.ports.preview,
+                health.path,
+                timeout=health.timeout,
+                headers={router.SERVICE_HEADER: move.service},
+            )
+            version = (answer.body or {}).get("version")
+            if not answer.ok or version != move.image.version:
+                raise PhaseFailed(
+                    "smoke",
+                    f"{target.name}: {move.service} through the preview route answered "
+                    f"{answer.describe()} with version {version}, expected {move.image.version}",
+                )
+        self.out.say(f"  {target.name}: preview route serves {host_plan.moves[0].image.version}")
+
+    def switch(self, run: Execution, target: HostTarget, host_plan: HostPlan) -> None:
+        commands = []
+        for color in sorted({m.to_color for m in host_plan.moves}):
+            services = [m.service for m in host_plan.moves if m.to_color == color]
+            commands.append(router.switch_commands(services, color))
+        described = ", ".join(
+            f"{m.service} {m.from_color or '-'} → {m.to_color}" for m in host_plan.moves
+        )
+        self.out.say(f"  {target.name}: switching traffic: {described}")
+        began = time.monotonic()
+        target.admin("; ".join(commands))
+        run.switch_seconds.append(time.monotonic() - began)
+        run.switched.append(target.name)
+        target.write_router_config({m.service: m.to_color for m in host_plan.moves})
+
+    def verify(self, target: HostTarget, host_plan: HostPlan) -> None:
+        """Watch the live route and the containers for the verify window."""
+        window = self.env.timeouts.verify
+        deadline = time.monotonic() + window
+        checks = failures = 0
+        last_failure = ""
+        containers = {
+            c.labels.get("conveyor.service"): c for c in self._host_containers(target, host_plan)
+        }
+        while True:
+            for move in host_plan.moves:
+                problem = self._container_problem(containers[move.service])
+                if problem:
+                    raise PhaseFailed(
+                        "verify", f"{target.name}: {move.service}@{move.to_color} {problem}"
+                    )
+                health = self.env.services[move.service].health
+                answer = target.probe(
+                    target.ports.public,
+                    health.path,
+                    timeout=health.timeout,
+                    headers={router.SERVICE_HEADER: move.service},
+                )
+                checks += 1
+                version = (answer.body or {}).get("version")
+                if not answer.ok or version != move.image.version:
+                    failures += 1
+                    last_failure = f"{move.service}: {answer.describe()}, version {version}"
+            rate = failures / checks
+            if failures and rate > self.env.max_error_rate:
+                raise PhaseFailed(
+                    "verify",
+                    f"{target.name}: {failures}/{checks} checks failed in the verify window "
+                    f"(limit {self.env.max_error_rate:.0%}); last: {last_failure}",
+                )
+            if time.monotonic() >= deadline:
+                break
+            self.out.progress(
+                f"  {target.name}: verifying ({window - (deadline - time.monotonic()):.1f}/"
+                f"{window:g} s, {checks} checks, {failures} failed)"
+            )
+            time.sleep(min(0.25, max(0.0, deadline - time.monotonic())))
+        self.out.say(f"  {target.name}: verified ({checks} checks, {failures} failed)")
+
+    def _host_containers(self, target: HostTarget, host_plan: HostPlan) -> list[Any]:
+        return [target.client.containers.get(move.container) for move in host_plan.moves]
+
+    def finish(self, run: Execution) -> None:
+        """Park the preview route, let the old color drain, then stop it (kept for rollback)."""
+        for host_plan in run.plan.hosts:
+            target = self.targets[host_plan.host]
+            target.admin(router.park_commands(m.service for m in host_plan.moves))
+        had_old = any(m.from_color for h in run.plan.hosts for m in h.moves)
+        if run.plan.drain_seconds and had_old:
+            self.out.say(f"  draining the old color for {run.plan.drain_seconds:g} s")
+            time.sleep(run.plan.drain_seconds)
+        stops = []
+        for host_plan in run.plan.hosts:
+            target = self.targets[host_plan.host]
+            keep = {m.container for m in host_plan.moves}
+            for container in target.service_containers():
+                if container.running and container.name not in keep:
+                    stops.append((target, container.name))
+        self._stop_all(stops)
+
+    def _stop_all(self, stops: list[tuple[HostTarget, str]]) -> None:
+        def stop(item: tuple[HostTarget, str]) -> None:
+            target, name = item
+            with contextlib.suppress(docker.errors.NotFound):
+                target.client.containers.get(name).stop(timeout=int(self.env.timeouts.stop))
+
+        if stops:
+            self.out.say(f"  stopping {', '.join(name for _, name in stops)}")
+            with ThreadPoolExecutor(max_workers=4) as pool:
+                list(pool.map(stop, stops))
+
+    # --- automatic rollback --------------------------------------------------------------
+
+    def undo(self, run: Execution, failure: PhaseFailed) -> None:
+        self.out.say(f"✗ {failure.phase} failed: {failure.reason}")
+        for host_name in reversed(run.switched):
+            host_plan = next(h for h in run.plan.hosts if h.host == host_name)
+            target = self.targets[host_name]
+            back = {m.service: m.from_color for m in host_plan.moves}
+            self.out.say(f"  {host_name}: switching traffic back to the previous release")
+            commands = [
+                router.switch_commands([service], color)
+                for service, color in back.items()
+                if color is not None
+            ]
+            try:
+                if commands:
+                    target.admin("; ".join(commands))
+                target.write_router_config(back)
+            except ConveyorError as exc:
+                self.out.warn(f"{host_name}: could not switch back: {exc}")
+        for host_plan in run.plan.hosts:
+            with contextlib.suppress(ConveyorError):
+                self.targets[host_plan.host].admin(
+                    router.park_commands(m.service for m in host_plan.moves)
+                )
+        stops: list[tuple[HostTarget, str]] = []
+        for host_name, containers in run.started.items():
+            target = self.targets[host_name]
+            for container in containers:
+                path = self.save_logs(run.record.id, host_name, container)
+                if path:
+                    run.record.logs.append(path)
+                stops.append((target, container.name))
+        self._stop_all(stops)
+
+    def save_logs(self, release: str, host: str, container: Any) -> str | None:
+        try:
+            text = container.logs(timestamps=True).decode(errors="replace")
+        except docker.errors.DockerException:
+            return None
+        name = f"{host}-{container.name}"
+        local = LOG_DIR / self.env.name / release / f"{name}.log"
+        local.parent.mkdir(parents=True, exist_ok=True)
+        local.write_text(text, encoding="utf-8")
+        with contextlib.suppress(docker.errors.DockerException):
+            self.ledger.save_log(release, name, text)
+        return str(local)
+
+
+def _log_tail(container: Any, lines: int = 3) -> str:
+    try:
+        text = container.logs(tail=lines).decode(errors="replace").strip()
+    except docker.errors.DockerException:
+        return "no logs"
+    return " | ".join(line.strip() for line in text.splitlines()[-lines:])[-300:] or "no output"
+
+
+def raise_failed(failure: PhaseFailed, plan: DeployPlan, serving: str) -> DeployFailed:
+    return DeployFailed(
+        f"{plan.kind} of {plan.release.version} to {plan.environment} failed in phase "
+        f"'{failure.phase}': {failure.reason} — {serving}"
+    )

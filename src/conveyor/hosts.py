@@ -1,0 +1,329 @@
+"""One host of an environment: its engine, its ports, its router, its service containers.
+
+Naming and labels are the contract between runs: every container conveyor creates carries
+``conveyor.env``, ``conveyor.role`` and, for services, ``conveyor.service``,
+``conveyor.color``, ``conveyor.release`` and ``conveyor.version``. ``observe`` reads only these,
+so a second checkout, a CI runner or a rerun after a crash all see the same environment.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import docker.errors
+
+from conveyor import engine, health, images, router
+from conveyor.config import Config, Environment, Host, Service
+from conveyor.console import Console
+from conveyor.errors import ConveyorError, ImageError
+from conveyor.health import Probe
+
+ROLE_SERVICE = "service"
+ROLE_ROUTER = "router"
+
+
+def service_container_name(env: str, service: str, color: str, release: str) -> str:
+    return f"conveyor-{env}-{service}-{color}-{release}"
+
+
+def router_container_name(env: str) -> str:
+    return f"conveyor-{env}-router"
+
+
+@dataclass
+class ServiceContainer:
+    """A service container as the engine reports it."""
+
+    name: str
+    id: str
+    service: str
+    color: str
+    release: str
+    version: str
+    image_id: str
+    status: str
+    health: str | None
+    created: str
+
+    @property
+    def running(self) -> bool:
+        return self.status in {"running", "restarting"}
+
+    @classmethod
+    def from_container(cls, container: Any) -> ServiceContainer:
+        labels = container.labels
+        state = container.attrs.get("State", {})
+        return cls(
+            name=container.name,
+            id=container.id,
+            service=labels.get("conveyor.service", "?"),
+            color=labels.get("conveyor.color", "?"),
+            release=labels.get("conveyor.release", "?"),
+            version=labels.get("conveyor.version", "?"),
+            image_id=container.attrs.get("Image", ""),
+            status=state.get("Status", container.status),
+            health=(state.get("Health") or {}).get("Status"),
+            created=container.attrs.get("Created", ""),
+        )
+
+
+@dataclass
+class HostTarget:
+    """A connected host of one environment."""
+
+    host: Host
+    env: Environment
+    client: Any
+    ports: router.Ports
+    router_image: str | None = None
+    _router: Any = field(default=None, repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.host.name
+
+    # --- observation ---------------------------------------------------------------------
+
+    def service_containers(self) -> list[ServiceContainer]:
+        found = self.client.containers.list(
+            all=True,
+            filters={"label": [f"conveyor.env={self.env.name}", f"conveyor.role={ROLE_SERVICE}"]},
+        )
+        return sorted((ServiceContainer.from_container(c) for c in found), key=lambda c: c.created)
+
+    def router_container(self) -> Any:
+        if self._router is not None:
+            return self._router
+        try:
+            self._router = self.client.containers.get(router_container_name(self.env.name))
+        except docker.errors.NotFound:
+            return None
+        return self._router
+
+    def router_status(self) -> str:
+        container = self.router_container()
+        if container is None:
+            return "missing"
+        container.reload()
+        return str(container.status)
+
+    def admin(self, command: str) -> str:
+        if self.host.reaches_directly():
+            return router.admin_direct(self.ports.admin, command)
+        container = self.router_container()
+        if container is None:
+            raise router.RouterError(f"{self.name}: no router container")
+        return router.admin_via_exec(container, self.ports.admin, command)
+
+    def live_colors(self) -> dict[str, str | None]:
+        """Which color each service's live backend serves, from the running router."""
+        return router.parse_live_colors(self.admin("show stat"), self.env.services)
+
+    def probe(
+        self, port: int, path: str, *, timeout: float = 5.0, headers: dict[str, str] | None = None
+    ) -> Probe:
+        if self.host.reaches_directly():
+            return health.probe("127.0.0.1", port, path, timeout=timeout, headers=headers)
+        container = self.router_container()
+        if container is None:
+            return Probe(None, None, f"{self.name}: no router container to probe from")
+        return health.probe_via_exec(container, port, path, timeout=timeout, headers=headers)
+
+    def port_taken_by_stranger(self, port: int) -> bool:
+        """Something answers on ``port`` and it is none of our running containers."""
+        if not self.host.reaches_directly():
+            return False
+        answer = health.probe("127.0.0.1", port, "/", timeout=1.0)
+        if answer.error and "refused" in answer.error.lower():
+            return False
+        ours = {
+            self.ports.services[c.service][c.color]
+            for c in self.service_containers()
+            if c.running and c.service in self.ports.services
+        }
+        return port not in ours
+
+    # --- images --------------------------------------------------------------------------
+
+    def ensure_image(self, image_id: str, reference: str, local: Any | None) -> None:
+        """Make ``image_id`` present: pull by digest, or copy from this machine's engine."""
+        if images.image_present(self.client, image_id):
+            return
+        if "@sha256:" in reference:
+            try:
+                self.client.images.pull(reference)
+            except docker.errors.APIError as exc:
+                raise ImageError(
+                    f"{self.name}: cannot pull {reference}: {str(exc)[:160]} — is the registry "
+                    f"reachable from this host?"
+                ) from None
+            if images.image_present(self.client, image_id):
+                return
+            raise ImageError(f"{self.name}: pulled {reference} but it is not image {image_id[:19]}")
+        if local is not None and local is not self.client and images.image_present(local, image_id):
+            data = local.images.get(image_id).save(named=True)
+            self.client.images.load(b"".join(data))
+            return
+        raise ImageError(
+            f"image {reference[:80]} is not on host {self.name} and has no registry digest — "
+            f"push it (set CONVEYOR_REGISTRY and run nox -s image) or build it there"
+        )
+
+    # --- router --------------------------------------------------------------------------
+
+    def ensure_router(self, live_hint: dict[str, str | None], out: Console) -> None:
+        """A running router whose config has the current structure; never a needless reload."""
+        if self.router_image is None:
+            raise ConveyorError("router image unknown")
+        container = self.router_container()
+        if container is not None:
+            container.reload()
+            if container.status != "running" or container.image.id != self._image_id():
+                with contextlib.suppress(docker.errors.NotFound):
+                    container.remove(force=True)
+                self._router = None
+                container = None
+        if container is None:
+            self._create_router(live_hint, out)
+            return
+        wanted = router.render(self.env, self.ports, live_hint)
+        current = self._read_router_config()
+        if router.structure_of(current or "") != router.structure_of(wanted):
+            # Ports or routes changed: rewrite with the colors that are live now, then reload.
+            live = self.live_colors()
+            self.write_router_config(live)
+            container.kill(signal="SIGUSR2")
+            self._wait_router(out)
+
+    def _image_id(self) -> str:
+        return str(self.client.images.get(self.router_image).id)
+
+    def _create_router(self, live: dict[str, str | None], out: Console) -> None:
+        name = router_container_name(self.env.name)
+        with contextlib.suppress(docker.errors.NotFound):
+            self.client.containers.get(name).remove(force=True)
+        out.say(f"  {self.name}: starting router {name} on {self.ports.bind}:{self.ports.public}")
+        container = self.client.containers.create(
+            self.router_image,
+            name=name,
+            network_mode="host",
+            labels={"conveyor.env": self.env.name, "conveyor.role": ROLE_ROUTER},
+            restart_policy={"Name": "unless-stopped"},
+        )
+        self._router = container
+        self.write_router_config(live)
+        container.start()
+        self._wait_router(out)
+
+    def _wait_router(self, out: Console) -> None:
+        deadline = time.monotonic() + 15
+        last = ""
+        while time.monotonic() < deadline:
+            try:
+                self.admin("show info")
+                return
+            except router.RouterError as exc:
+                last = str(exc)
+            container = self.router_container()
+            container.reload()
+            if container.status == "exited":
+                logs = container.logs(tail=5).decode(errors="replace").strip().replace("\n", " | ")
+                raise ConveyorError(
+                    f"{self.name}: the router exited — is port {self.ports.public}, "
+                    f"{self.ports.preview} or {self.ports.admin} in use? [{logs[-300:]}]"
+                )
+            time.sleep(0.05)
+        raise ConveyorError(f"{self.name}: the router did not answer within 15 s ({last})")
+
+    def _read_router_config(self) -> str | None:
+        import io  # noqa: PLC0415
+        import tarfile  # noqa: PLC0415
+
+        container = self.router_container()
+        try:
+            stream, _ = container.get_archive(router.CONFIG_PATH)
+        except docker.errors.NotFound:
+            return None
+        with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
+            handle = tar.extractfile(tar.getmembers()[0])
+            return handle.read().decode() if handle else None
+
+    def write_router_config(self, live: dict[str, str | None]) -> None:
+        """Persist the live colors so a restarted router serves the right release."""
+        import io  # noqa: PLC0415
+        import tarfile  # noqa: PLC0415
+
+        text = router.render(self.env, self.ports, live).encode()
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w") as tar:
+            info = tarfile.TarInfo("haproxy.cfg")
+            info.size = len(text)
+            info.mtime = int(time.time())
+            info.mode = 0o644
+            tar.addfile(info, io.BytesIO(text))
+        self.router_container().put_archive("/etc/conveyor", buffer.getvalue())
+
+    # --- service containers --------------------------------------------------------------
+
+    def container_env(self, service: Service, color: str) -> dict[str, str]:
+        env = dict(service.env)
+        for secret in service.secrets:
+            env[secret.name] = secret.resolve()
+        env.update({"PORT": str(self.ports.services[service.name][color]), "HOST": "127.0.0.1"})
+        return env
+
+    def healthcheck(self, service: Service, color: str) -> dict[str, Any]:
+        port = self.ports.services[service.name][color]
+        script = (
+            "import urllib.request; "
+            f"urllib.request.urlopen('http://127.0.0.1:{port}{service.health.path}', "
+            f"timeout={service.health.timeout})"
+        )
+        seconds = 1_000_000_000
+        return {
+            "test": ["CMD", "python3", "-c", script],
+            "interval": int(service.health.interval * seconds),
+            "timeout": int(service.health.timeout * seconds),
+            "retries": service.health.retries,
+            "start_period": int(service.health.start_period * seconds),
+        }
+
+    def create_service_container(
+        self, service: Service, color: str, release: str, version: str, image_id: str
+    ) -> Any:
+        name = service_container_name(self.env.name, service.name, color, release)
+        with contextlib.suppress(docker.errors.NotFound):
+            self.client.containers.get(name).remove(force=True)  # a leftover of a crashed run
+        return self.client.containers.create(
+            image_id,
+            name=name,
+            network_mode="host",
+            environment=self.container_env(service, color),
+            labels={
+                "conveyor.env": self.env.name,
+                "conveyor.role": ROLE_SERVICE,
+                "conveyor.service": service.name,
+                "conveyor.color": color,
+                "conveyor.release": release,
+                "conveyor.version": version,
+            },
+            volumes={vol: {"bind": path, "mode": "rw"} for vol, path in service.volumes.items()},
+            healthcheck=self.healthcheck(service, color),
+            restart_policy={"Name": "unless-stopped"},
+            stop_signal="SIGTERM",
+        )
+
+
+def connect_hosts(config: Config, env: Environment) -> list[HostTarget]:
+    targets = []
+    for host in env.hosts:
+        client = engine.connect(host.endpoint())
+        targets.append(
+            HostTarget(
+                host=host, env=env, client=client, ports=router.Ports.of(env, host.port_offset)
+            )
+        )
+    return targets

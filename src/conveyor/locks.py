@@ -1,0 +1,206 @@
+"""An environment's deploy lock, held on its primary engine.
+
+The lock is a container named ``conveyor-<env>-lock``: the engine refuses a second container
+of the same name, so taking the lock is atomic on the target itself. Its labels say who holds
+it (user, machine, pid, time, version, message); the holder refreshes a heartbeat file inside
+it. A lock whose holder is gone (its pid is dead on this machine, or its heartbeat is older
+than ``lock_stale`` seconds) is broken with an audit record, never silently.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import platform
+import tarfile
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import docker.errors
+
+from conveyor.errors import LockHeld
+
+HEARTBEAT = "/heartbeat"
+
+
+def lock_name(env: str) -> str:
+    return f"conveyor-{env}-lock"
+
+
+@dataclass(frozen=True)
+class LockInfo:
+    owner: str
+    host: str
+    pid: int
+    since: float
+    version: str
+    message: str
+    heartbeat: float | None
+    container_id: str = ""
+
+    def describe(self) -> str:
+        age = time.time() - self.since
+        return (
+            f"{self.owner} on {self.host} (pid {self.pid}) since {age:.0f} s ago, deploying "
+            f"{self.version}" + (f": {self.message}" if self.message else "")
+        )
+
+    def stale_reason(self, stale_after: float) -> str | None:
+        if self.host == platform.node() and not _pid_alive(self.pid):
+            return f"its process {self.pid} on {self.host} is gone"
+        beat = self.heartbeat if self.heartbeat is not None else self.since
+        silent = time.time() - beat
+        if silent > stale_after:
+            return f"no heartbeat for {silent:.0f} s (limit {stale_after:.0f} s)"
+        return None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _tar_file(name: str, data: bytes) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        info = tarfile.TarInfo(name.lstrip("/"))
+        info.size = len(data)
+        info.mtime = int(time.time())
+        tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+class EnvironmentLock:
+    def __init__(self, client: Any, env: str, image: str, *, stale_after: float) -> None:
+        self.client = client
+        self.env = env
+        self.image = image
+        self.stale_after = stale_after
+        self.name = lock_name(env)
+        self._container: Any = None
+        self._stop = threading.Event()
+        self._beater: threading.Thread | None = None
+
+    def read(self) -> LockInfo | None:
+        try:
+            container = self.client.containers.get(self.name)
+        except docker.errors.NotFound:
+            return None
+        labels = container.labels
+        heartbeat: float | None
+        try:
+            stream, _ = container.get_archive(HEARTBEAT)
+            with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
+                handle = tar.extractfile(tar.getmembers()[0])
+                heartbeat = float(handle.read()) if handle else None
+        except (docker.errors.NotFound, ValueError, IndexError, tarfile.TarError):
+            heartbeat = None
+        return LockInfo(
+            owner=labels.get("conveyor.lock.owner", "?"),
+            host=labels.get("conveyor.lock.host", "?"),
+            pid=int(labels.get("conveyor.lock.pid", "0") or 0),
+            since=float(labels.get("conveyor.lock.since", "0") or 0),
+            version=labels.get("conveyor.lock.version", "?"),
+            message=labels.get("conveyor.lock.message", ""),
+            heartbeat=heartbeat,
+            container_id=container.id,
+        )
+
+    def _try_create(self, owner: str, version: str, message: str) -> bool:
+        try:
+            self._container = self.client.containers.create(
+                self.image,
+                ["true"],
+                name=self.name,
+                network_mode="none",
+                labels={
+                    "conveyor.env": self.env,
+                    "conveyor.role": "lock",
+                    "conveyor.lock.owner": owner,
+                    "conveyor.lock.host": platform.node(),
+                    "conveyor.lock.pid": str(os.getpid()),
+                    "conveyor.lock.since": f"{time.time():.3f}",
+                    "conveyor.lock.version": version,
+                    "conveyor.lock.message": message[:200],
+                },
+            )
+        except docker.errors.APIError as exc:
+            if exc.status_code == 409:
+                return False
+            raise
+        return True
+
+    def acquire(
+        self,
+        owner: str,
+        version: str,
+        message: str = "",
+        *,
+        wait: float = 0.0,
+        on_broken: Any = None,
+    ) -> None:
+        """Take the lock, waiting up to ``wait`` seconds; break it only if its holder is gone."""
+        deadline = time.monotonic() + wait
+        while not self._try_create(owner, version, message):
+            holder = self.read()
+            if holder is None:
+                continue  # released between our attempt and the read: try again
+            stale = holder.stale_reason(self.stale_after)
+            if stale:
+                if on_broken is not None:
+                    on_broken(holder, stale)
+                # By ID: if another deploy broke it first and took the lock, theirs survives.
+                self._remove(holder.container_id)
+                continue
+            if time.monotonic() >= deadline:
+                hint = f" after waiting {wait:.0f} s" if wait else ""
+                raise LockHeld(
+                    f"{self.env} is locked{hint} by {holder.describe()} — wait (--lock-wait) "
+                    f"or, if that deploy is dead, run: invoke unlock --env {self.env}"
+                )
+            time.sleep(0.5)
+        self._beat()
+        self._stop.clear()
+        self._beater = threading.Thread(
+            target=self._beat_forever, daemon=True, name="lock-heartbeat"
+        )
+        self._beater.start()
+
+    def _beat(self) -> None:
+        if self._container is not None:
+            with contextlib.suppress(docker.errors.APIError):
+                self._container.put_archive(
+                    "/", _tar_file(HEARTBEAT, f"{time.time():.3f}".encode())
+                )
+
+    def _beat_forever(self) -> None:
+        interval = max(0.5, min(5.0, self.stale_after / 4))
+        while not self._stop.wait(interval):
+            self._beat()
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._beater is not None:
+            self._beater.join(timeout=10)
+        if self._container is not None:
+            with contextlib.suppress(docker.errors.NotFound):
+                self._container.remove(force=True)
+            self._container = None
+
+    def _remove(self, container_id: str | None = None) -> None:
+        with contextlib.suppress(docker.errors.NotFound):
+            self.client.containers.get(container_id or self.name).remove(force=True)
+
+    def force_remove(self) -> LockInfo | None:
+        """For ``invoke unlock``: remove whatever lock is there; returns who held it."""
+        holder = self.read()
+        self._remove()
+        return holder

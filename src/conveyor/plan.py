@@ -1,0 +1,193 @@
+"""Plan a blue-green move: a pure function from config and observed state to steps.
+
+It touches nothing, so it is unit-tested without a daemon and printed by ``--dry-run``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from conveyor.config import Environment
+from conveyor.hosts import service_container_name
+from conveyor.observe import EnvironmentState
+from conveyor.router import Ports, other
+
+
+@dataclass(frozen=True)
+class ServiceImage:
+    """What one service of a release runs."""
+
+    service: str
+    image_id: str
+    reference: str
+    version: str
+
+
+@dataclass(frozen=True)
+class Release:
+    """A deployable set of images and where it came from."""
+
+    version: str
+    commit: str
+    dirty: bool
+    images: dict[str, ServiceImage]
+    source: str
+    scan: dict[str, Any] | None = None
+    commit_time: int | None = None
+
+    def digests(self) -> dict[str, str]:
+        return {name: img.image_id for name, img in self.images.items()}
+
+
+@dataclass(frozen=True)
+class ServiceMove:
+    service: str
+    from_color: str | None
+    to_color: str
+    port: int
+    image: ServiceImage
+    container: str
+    reuse: str | None = None
+    stop_first: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class HostPlan:
+    host: str
+    moves: tuple[ServiceMove, ...]
+
+
+@dataclass(frozen=True)
+class DeployPlan:
+    kind: str
+    environment: str
+    release_id: str
+    release: Release
+    hosts: tuple[HostPlan, ...]
+    public: dict[str, str]
+    verify_seconds: float
+    drain_seconds: float
+    rollback_of: str | None = None
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    def steps(self) -> list[str]:
+        """What the deploy will do, in order, in words (``--dry-run`` prints this)."""
+        lines = [f"{self.kind} {self.release.version} to {self.environment} as {self.release_id}"]
+        lines.append(f"  source: {self.release.source}")
+        lines.extend(f"  note: {note}" for note in self.notes)
+        n = 1
+        lines.append(f"{n}. take the {self.environment} lock")
+        for host_plan in self.hosts:
+            for move in host_plan.moves:
+                for leftover in move.stop_first:
+                    n += 1
+                    lines.append(f"{n}. [{host_plan.host}] stop leftover {leftover}")
+            for move in host_plan.moves:
+                n += 1
+                what = (
+                    f"restart kept container {move.reuse}"
+                    if move.reuse
+                    else (f"start {move.container} from {_short(move.image.reference)}")
+                )
+                lines.append(
+                    f"{n}. [{host_plan.host}] {what} on 127.0.0.1:{move.port} ({move.to_color})"
+                )
+            n += 1
+            services = ", ".join(m.service for m in host_plan.moves)
+            lines.append(
+                f"{n}. [{host_plan.host}] wait until {services} are healthy and /readyz "
+                f"reports {self.release.version}"
+            )
+            n += 1
+            lines.append(f"{n}. [{host_plan.host}] smoke-check through the router's preview route")
+            n += 1
+            switches = ", ".join(
+                f"{m.service} {m.from_color or '(none)'} → {m.to_color}" for m in host_plan.moves
+            )
+            lines.append(f"{n}. [{host_plan.host}] switch traffic: {switches}")
+            n += 1
+            lines.append(
+                f"{n}. [{host_plan.host}] verify for {self.verify_seconds:g} s through "
+                f"{self.public.get(host_plan.host, '?')}; on failure switch every host back"
+            )
+        n += 1
+        lines.append(
+            f"{n}. drain {self.drain_seconds:g} s, then stop the old color (kept for rollback)"
+        )
+        n += 1
+        lines.append(f"{n}. record {self.release_id} in the ledger and release the lock")
+        return lines
+
+
+def _short(reference: str) -> str:
+    return reference if len(reference) <= 90 else reference[:87] + "…"
+
+
+def plan_move(
+    env: Environment,
+    state: EnvironmentState,
+    ports: dict[str, Ports],
+    release: Release,
+    release_id: str,
+    *,
+    kind: str = "deploy",
+    rollback_of: str | None = None,
+) -> DeployPlan:
+    """Every host moves every service to the color that is not live there."""
+    host_plans = []
+    notes = []
+    for host_state in state.hosts:
+        moves = []
+        for name in env.services:
+            live = host_state.live.get(name)
+            target = other(live) if live else "blue"
+            stop_first = tuple(
+                c.name
+                for c in host_state.containers
+                if c.service == name and c.color == target and c.running
+            )
+            reuse = None
+            if kind == "rollback":
+                kept = [
+                    c
+                    for c in host_state.containers
+                    if c.service == name
+                    and c.color == target
+                    and c.image_id == release.images[name].image_id
+                ]
+                if kept:
+                    reuse = kept[-1].name
+                    stop_first = tuple(n for n in stop_first if n != reuse)
+            moves.append(
+                ServiceMove(
+                    service=name,
+                    from_color=live,
+                    to_color=target,
+                    port=ports[host_state.name].services[name][target],
+                    image=release.images[name],
+                    container=reuse or service_container_name(env.name, name, target, release_id),
+                    reuse=reuse,
+                    stop_first=stop_first,
+                )
+            )
+        for leftover in host_state.leftovers():
+            if leftover.name not in {n for m in moves for n in m.stop_first}:
+                notes.append(f"{host_state.name}: leftover {leftover.name} is running")
+        host_plans.append(HostPlan(host=host_state.name, moves=tuple(moves)))
+    for record in state.interrupted():
+        notes.append(
+            f"{record.id} ({record.version}) was interrupted; its leftovers are cleaned up"
+        )
+    return DeployPlan(
+        kind=kind,
+        environment=env.name,
+        release_id=release_id,
+        release=release,
+        hosts=tuple(host_plans),
+        public={name: f"http://{p.bind}:{p.public}" for name, p in ports.items()},
+        verify_seconds=env.timeouts.verify,
+        drain_seconds=env.timeouts.drain,
+        rollback_of=rollback_of,
+        notes=tuple(notes),
+    )

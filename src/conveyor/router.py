@@ -1,0 +1,232 @@
+"""The router: HAProxy in a container on each host, switched through its runtime API.
+
+Each service has two backends, ``<svc>_live`` and ``<svc>_preview``, each holding a ``blue``
+and a ``green`` server. Exactly one server per backend is ``ready``; the other is in
+``maint``. Switching traffic is one runtime-API call that readies the new color and puts the
+old one in maintenance: no reload, no dropped connection, and requests in flight on the old
+color finish. The config file written into the container always names the live color too, so
+a restarted router comes back serving the right release.
+
+A request may pick a service explicitly with the ``X-Conveyor-Service`` header; deploys use it
+to smoke-check and verify each service through the real proxy path.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import socket
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from conveyor.config import COLORS, Environment, Service
+from conveyor.errors import ConveyorError
+
+SERVICE_HEADER = "X-Conveyor-Service"
+CONFIG_PATH = "/etc/conveyor/haproxy.cfg"
+
+
+class RouterError(ConveyorError):
+    """The router could not be reached or refused a command."""
+
+
+@dataclass(frozen=True)
+class Ports:
+    """A host's view of an environment's ports (config ports plus the host's offset)."""
+
+    bind: str
+    public: int
+    preview: int
+    admin: int
+    services: Mapping[str, Mapping[str, int]]
+
+    @classmethod
+    def of(cls, env: Environment, offset: int) -> Ports:
+        return cls(
+            bind=env.router.bind,
+            public=env.router.port + offset,
+            preview=env.router.preview_port + offset,
+            admin=env.router.admin_port + offset,
+            services={
+                name: {color: port + offset for color, port in svc.ports.items()}
+                for name, svc in env.services.items()
+            },
+        )
+
+
+def other(color: str) -> str:
+    return "green" if color == "blue" else "blue"
+
+
+def _routing_rules(services: Iterable[Service], suffix: str) -> list[str]:
+    lines = []
+    ordered = sorted(services, key=lambda s: len(s.route), reverse=True)
+    for svc in ordered:
+        lines.append(
+            f"    use_backend {svc.name}_{suffix} "
+            f"if {{ req.hdr({SERVICE_HEADER}) -m str {svc.name} }}"
+        )
+    default = None
+    for svc in ordered:
+        if svc.route == "/":
+            default = svc
+            continue
+        prefix = svc.route.rstrip("/")
+        lines.append(
+            f"    use_backend {svc.name}_{suffix} "
+            f"if {{ path {prefix} }} || {{ path_beg {prefix}/ }}"
+        )
+    if default is not None:
+        lines.append(f"    default_backend {default.name}_{suffix}")
+    else:
+        lines.append(
+            '    http-request return status 404 content-type text/plain string "no route\\n"'
+        )
+    return lines
+
+
+def render(env: Environment, ports: Ports, live: Mapping[str, str | None]) -> str:
+    """The HAProxy config. ``live`` maps each service to its live color (None: not yet).
+
+    The first line carries a hash of everything except the colors, so a changed structure
+    (ports, routes) can be told apart from a switch, which needs no reload.
+    """
+    body = _render(env, ports, live)
+    structure = hashlib.sha256(_render(env, ports, {}).encode()).hexdigest()[:16]
+    return f"# conveyor structure {structure}\n{body}"
+
+
+def structure_of(config_text: str) -> str | None:
+    first = config_text.split("\n", 1)[0]
+    prefix = "# conveyor structure "
+    return first[len(prefix) :].strip() if first.startswith(prefix) else None
+
+
+def _render(env: Environment, ports: Ports, live: Mapping[str, str | None]) -> str:
+    services = list(env.services.values())
+    lines = [
+        "global",
+        f"    stats socket ipv4@127.0.0.1:{ports.admin} level admin",
+        "    stats timeout 10s",
+        "",
+        "defaults",
+        "    mode http",
+        "    timeout connect 2s",
+        "    timeout client 30s",
+        "    timeout server 30s",
+        "    timeout http-keep-alive 10s",
+        "    timeout http-request 10s",
+        # A request that could not reach a server (it was just stopped) is retried on the
+        # other ready one instead of failing the client.
+        "    retries 3",
+        "    option redispatch 1",
+        "    retry-on conn-failure empty-response response-timeout",
+        "",
+        "frontend public",
+        f"    bind {ports.bind}:{ports.public}",
+        *_routing_rules(services, "live"),
+        "",
+        "frontend preview",
+        f"    bind {ports.bind}:{ports.preview}",
+        *_routing_rules(services, "preview"),
+        "",
+    ]
+    for svc in services:
+        live_color = live.get(svc.name)
+        for suffix in ("live", "preview"):
+            lines.append(f"backend {svc.name}_{suffix}")
+            for color in COLORS:
+                port = ports.services[svc.name][color]
+                on = live_color == color if suffix == "live" else False
+                lines.append(f"    server {color} 127.0.0.1:{port}" + ("" if on else " disabled"))
+            lines.append("")
+    return "\n".join(lines)
+
+
+def switch_commands(services: Iterable[str], color: str, *, backend: str = "live") -> str:
+    """Runtime-API commands putting ``color`` in service and the other color in maintenance.
+
+    The new server is readied before the old one is disabled, so a backend is never empty.
+    """
+    commands = []
+    for name in services:
+        commands.append(f"set server {name}_{backend}/{color} state ready")
+        commands.append(f"set server {name}_{backend}/{other(color)} state maint")
+    return "; ".join(commands)
+
+
+def park_commands(services: Iterable[str], *, backend: str = "preview") -> str:
+    """Put every server of a backend in maintenance (the preview route after a deploy)."""
+    return "; ".join(
+        f"set server {name}_{backend}/{color} state maint" for name in services for color in COLORS
+    )
+
+
+def admin_direct(port: int, command: str, *, timeout: float = 5.0) -> str:
+    """Send runtime-API commands to a router on this machine's loopback."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+            sock.sendall(command.encode() + b"\n")
+            chunks = []
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+    except OSError as exc:
+        raise RouterError(f"router admin API on 127.0.0.1:{port} unreachable: {exc}") from None
+    return _checked(b"".join(chunks).decode(errors="replace"), command)
+
+
+def _checked(answer: str, command: str) -> str:
+    lowered = answer.lower()
+    for marker in (
+        "unknown command",
+        "no such server",
+        "no such backend",
+        "require 'backend",
+        "permission denied",
+    ):
+        if marker in lowered:
+            raise RouterError(f"router refused '{command[:80]}': {answer.strip()[:200]}")
+    return answer
+
+
+def parse_live_colors(stat_csv: str, services: Iterable[str]) -> dict[str, str | None]:
+    """From ``show stat`` CSV, the color that is not in maintenance in each live backend."""
+    text = stat_csv.lstrip("# ")
+    rows = list(csv.DictReader(io.StringIO(text)))
+    result: dict[str, str | None] = {}
+    for name in services:
+        ready = [
+            row["svname"]
+            for row in rows
+            if row.get("pxname") == f"{name}_live"
+            and row.get("svname") in COLORS
+            and not str(row.get("status", "")).startswith("MAINT")
+        ]
+        result[name] = ready[0] if len(ready) == 1 else None
+    return result
+
+
+# Runs inside the router container (host network) when the router is on another machine:
+# the admin port listens on that machine's loopback only.
+EXEC_ADMIN = (
+    "import socket,sys\n"
+    "s=socket.create_connection(('127.0.0.1',int(sys.argv[1])),timeout=5)\n"
+    "s.sendall(sys.argv[2].encode()+b'\\n')\n"
+    "out=b''\n"
+    "while True:\n"
+    "    c=s.recv(65536)\n"
+    "    if not c: break\n"
+    "    out+=c\n"
+    "sys.stdout.write(out.decode(errors='replace'))\n"
+)
+
+
+def admin_via_exec(container: object, port: int, command: str) -> str:
+    """Send runtime-API commands from inside the router container."""
+    result = container.exec_run(["python3", "-c", EXEC_ADMIN, str(port), command])  # type: ignore[attr-defined]
+    if result.exit_code != 0:
+        raise RouterError(
+            f"router admin API (via exec) failed: {result.output.decode(errors='replace')[-200:]}"
+        )
+    return _checked(result.output.decode(errors="replace"), command)
