@@ -1,0 +1,295 @@
+"""The gate policy: ``[tool.conveyor.scan]`` in the scanned project's ``pyproject.toml``.
+
+```toml
+[tool.conveyor.scan]
+fail_on = "medium"                 # lowest severity that fails the gate
+reports = "reports/scan"           # where results.sarif, findings.json, summary.md go
+exclude = ["tests/fixtures/planted"]
+
+[tool.conveyor.scan.unavailable]   # a *required* scanner that could not run, per context
+pr = "warn"
+main = "fail"
+production = "fail"
+
+[tool.conveyor.scan.scanners.npm-audit]
+required = false                   # optional scanners only ever warn
+paths = ["frontend"]               # scanner-specific options (see `conveyor scan --list`)
+
+[[tool.conveyor.scan.allow]]
+id = "PYSEC-2018-28"               # rule id or alias (CVE, GHSA…)
+scanner = "pip-audit"              # optional: only this scanner's findings
+location = "requests@*"            # optional: fnmatch pattern on the finding's location
+reason = "only used against our own server"
+expires = 2026-12-31               # required; an expired entry fails the gate
+```
+
+Everything is validated when loaded, naming the key path and, for a typo, the closest name.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from conveyor.config import did_you_mean
+from conveyor.errors import ConfigError, UsageError
+from conveyor.scanners.base import ScannerSpec
+from conveyor.scanners.model import SEVERITIES, Finding
+
+PYPROJECT = "pyproject.toml"
+TABLE = "tool.conveyor.scan"
+CONTEXTS = ("pr", "main", "production")
+ON_UNAVAILABLE = ("fail", "warn")
+DEFAULT_UNAVAILABLE = {"pr": "warn", "main": "fail", "production": "fail"}
+ENV_CONTEXT = "CONVEYOR_SCAN_CONTEXT"
+
+
+def default_context(environ: Mapping[str, str] | None = None) -> str:
+    """The context a scan runs in when ``--context`` is not given.
+
+    - ``$CONVEYOR_SCAN_CONTEXT`` wins when set.
+    - In GitHub Actions (``GITHUB_ACTIONS=true``): a ``pull_request``, ``pull_request_target``
+      or ``merge_group`` event is ``pr``; a tag ref (``refs/tags/…``) is ``production``, since
+      tags are what gets released; anything else — a push to main, a schedule, a manual run — is
+      ``main``. CI fails closed unless it is clearly looking at a proposal.
+    - Anywhere else (a developer's machine) it is ``pr``: a laptop may be offline, so an
+      unavailable scanner warns instead of blocking work; CI enforces the strict contexts.
+    """
+    env = os.environ if environ is None else environ
+    forced = env.get(ENV_CONTEXT, "").strip()
+    if forced:
+        if forced not in CONTEXTS:
+            raise UsageError(
+                f"{ENV_CONTEXT}={forced}: unknown context (allowed: {', '.join(CONTEXTS)})"
+                + did_you_mean(forced, CONTEXTS)
+            )
+        return forced
+    if env.get("GITHUB_ACTIONS") != "true":
+        return "pr"
+    event = env.get("GITHUB_EVENT_NAME", "")
+    if event in ("pull_request", "pull_request_target", "merge_group"):
+        return "pr"
+    if env.get("GITHUB_REF", "").startswith("refs/tags/"):
+        return "production"
+    return "main"
+
+
+@dataclass(frozen=True)
+class AllowEntry:
+    """A suppression: which finding, why, and until when."""
+
+    id: str
+    reason: str
+    expires: date
+    scanner: str | None = None
+    location: str | None = None
+
+    def matches(self, finding: Finding) -> bool:
+        if self.scanner and self.scanner != finding.scanner:
+            return False
+        if self.id.lower() not in {i.lower() for i in finding.ids}:
+            return False
+        return self.location is None or fnmatch.fnmatchcase(finding.location, self.location)
+
+    def expired(self, today: date) -> bool:
+        return today > self.expires
+
+    def describe(self) -> str:
+        where = "".join(
+            f" {k}={v}" for k, v in (("scanner", self.scanner), ("location", self.location)) if v
+        )
+        return f"{self.id}{where} (expires {self.expires.isoformat()}: {self.reason})"
+
+
+@dataclass(frozen=True)
+class ScannerPolicy:
+    name: str
+    enabled: bool
+    required: bool
+    timeout: float
+    options: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Policy:
+    root: Path
+    source: str
+    fail_on: str = "medium"
+    reports: Path = Path("reports/scan")
+    exclude: tuple[str, ...] = ()
+    unavailable: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_UNAVAILABLE))
+    scanners: dict[str, ScannerPolicy] = field(default_factory=dict)
+    allow: tuple[AllowEntry, ...] = ()
+
+    def scanner(self, name: str) -> ScannerPolicy:
+        return self.scanners[name]
+
+
+class _Section:
+    """A TOML table being validated: knows its key path and rejects unknown keys."""
+
+    def __init__(self, data: Any, path: str, source: str) -> None:
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"{source} [{path}]: expected a table, got {type(data).__name__}")
+        self.data: Mapping[str, Any] = data
+        self.path = path
+        self.source = source
+
+    def fail(self, key: str | None, message: str) -> ConfigError:
+        where = f"{self.path}.{key}" if key else self.path
+        return ConfigError(f"{self.source} [{where}]: {message}")
+
+    def only(self, allowed: Sequence[str]) -> None:
+        for key in self.data:
+            if key not in allowed:
+                raise self.fail(
+                    key,
+                    f"unknown key (allowed: {', '.join(sorted(allowed))})"
+                    + did_you_mean(key, allowed),
+                )
+
+    def choice(self, key: str, default: str, choices: Sequence[str]) -> str:
+        value = self.data.get(key, default)
+        if not isinstance(value, str) or value not in choices:
+            raise self.fail(
+                key,
+                f"{value!r} is not allowed (allowed: {', '.join(choices)})"
+                + did_you_mean(str(value), choices),
+            )
+        return value
+
+    def typed(self, key: str, default: Any) -> Any:
+        """A value of the same type as ``default`` (a list of strings for a list default)."""
+        value = self.data.get(key, default)
+        if isinstance(default, bool):
+            ok = isinstance(value, bool)
+            kind = "true or false"
+        elif isinstance(default, int | float):
+            ok = isinstance(value, int | float) and not isinstance(value, bool) and value > 0
+            kind = "a positive number"
+        elif isinstance(default, list):
+            ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+            kind = "a list of strings"
+        else:
+            ok = isinstance(value, str)
+            kind = "a string"
+        if not ok:
+            raise self.fail(key, f"expected {kind}, got {value!r}")
+        return list(value) if isinstance(value, list) else value
+
+
+def _allow_entry(raw: Any, index: int, source: str, scanners: Sequence[str]) -> AllowEntry:
+    table = _Section(raw, f"{TABLE}.allow[{index}]", source)
+    table.only(("id", "reason", "expires", "scanner", "location"))
+    for key in ("id", "reason", "expires"):
+        if key not in table.data:
+            raise table.fail(
+                key, "required key is missing (every allowlist entry needs id, reason and expires)"
+            )
+    ident, reason = table.typed("id", ""), table.typed("reason", "")
+    if not ident.strip() or not reason.strip():
+        raise table.fail("reason" if ident.strip() else "id", "must not be empty")
+    expires = table.data["expires"]
+    if isinstance(expires, str):
+        try:
+            expires = date.fromisoformat(expires)
+        except ValueError:
+            raise table.fail("expires", f"{expires!r} is not a date (YYYY-MM-DD)") from None
+    if not isinstance(expires, date):
+        raise table.fail("expires", f"expected a date (YYYY-MM-DD), got {expires!r}")
+    scanner = table.data.get("scanner")
+    if scanner is not None and scanner not in scanners:
+        raise table.fail(
+            "scanner",
+            f"unknown scanner {scanner!r} (known: {', '.join(scanners)})"
+            + did_you_mean(str(scanner), scanners),
+        )
+    location = table.data.get("location")
+    if location is not None and not isinstance(location, str):
+        raise table.fail("location", f"expected a string pattern, got {location!r}")
+    return AllowEntry(ident.strip(), reason.strip(), expires, scanner, location)
+
+
+def parse(
+    data: Mapping[str, Any], root: Path, source: str, registry: Sequence[ScannerSpec]
+) -> Policy:
+    """Validate the ``[tool.conveyor.scan]`` table (``data``) against the scanner registry."""
+    top = _Section(data, TABLE, source)
+    top.only(("fail_on", "reports", "exclude", "unavailable", "scanners", "allow"))
+    fail_on = top.choice("fail_on", "medium", SEVERITIES)
+    reports = Path(top.typed("reports", "reports/scan"))
+    exclude = tuple(e.strip("/") for e in top.typed("exclude", []))
+
+    unavailable = dict(DEFAULT_UNAVAILABLE)
+    ctx_table = _Section(data.get("unavailable", {}), f"{TABLE}.unavailable", source)
+    ctx_table.only(CONTEXTS)
+    for context in CONTEXTS:
+        unavailable[context] = ctx_table.choice(context, unavailable[context], ON_UNAVAILABLE)
+
+    names = [spec.name for spec in registry]
+    scanners_table = _Section(data.get("scanners", {}), f"{TABLE}.scanners", source)
+    scanners_table.only(names)
+    scanners: dict[str, ScannerPolicy] = {}
+    for spec in registry:
+        table = _Section(
+            scanners_table.data.get(spec.name, {}), f"{TABLE}.scanners.{spec.name}", source
+        )
+        table.only(("enabled", "required", "timeout", *spec.options))
+        scanners[spec.name] = ScannerPolicy(
+            name=spec.name,
+            enabled=table.typed("enabled", True),
+            required=table.typed("required", spec.required),
+            timeout=float(table.typed("timeout", spec.timeout)),
+            options={
+                key: table.choice(key, default, spec.choices[key])
+                if key in spec.choices
+                else table.typed(key, default)
+                for key, default in spec.options.items()
+            },
+        )
+
+    raw_allow = data.get("allow", [])
+    if not isinstance(raw_allow, list):
+        raise top.fail("allow", "expected an array of tables ([[tool.conveyor.scan.allow]])")
+    allow = tuple(_allow_entry(raw, i, source, names) for i, raw in enumerate(raw_allow))
+    return Policy(
+        root=root,
+        source=source,
+        fail_on=fail_on,
+        reports=reports,
+        exclude=exclude,
+        unavailable=unavailable,
+        scanners=scanners,
+        allow=allow,
+    )
+
+
+def find_project(start: Path | None = None) -> Path:
+    """The nearest folder (from ``start`` upwards) holding a ``pyproject.toml``."""
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / PYPROJECT).is_file():
+            return folder
+    raise UsageError(f"no {PYPROJECT} in {here} or above — run from the project, or pass --project")
+
+
+def load(root: Path, registry: Sequence[ScannerSpec]) -> Policy:
+    """Read ``root/pyproject.toml``; a missing table means the defaults."""
+    path = root / PYPROJECT
+    try:
+        with path.open("rb") as handle:
+            document = tomllib.load(handle)
+    except FileNotFoundError:
+        raise UsageError(f"{path} does not exist — pass --project DIR") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML ({exc})") from None
+    data: Any = document
+    for key in TABLE.split("."):
+        data = data.get(key, {}) if isinstance(data, Mapping) else {}
+    return parse(data, root, path.name, registry)
