@@ -115,9 +115,8 @@ def backend_requirements(root: Path) -> str:
     return result.stdout
 
 
-def build_backend(ctx: BuildContext) -> list[Path]:
+def build_backend(ctx: BuildContext) -> None:
     uv = tools.require("uv", "run scripts/setup")
-    before = set(ctx.out.iterdir())
     tools.run(
         [
             uv,
@@ -133,11 +132,8 @@ def build_backend(ctx: BuildContext) -> list[Path]:
         env=ctx.env,
         what="uv build (backend)",
     )
-    built = sorted(set(ctx.out.iterdir()) - before)
-    for path in built:
-        if path.name == ".gitignore":  # uv marks its output dir; not an artifact
-            path.unlink()
-    built = [p for p in built if p.exists()]
+    # uv marks its output dir with a .gitignore; it is not an artifact.
+    (ctx.out / ".gitignore").unlink(missing_ok=True)
     requirements = ctx.out / f"{BACKEND_PACKAGE}-{ctx.version.python}-requirements.txt"
     requirements.write_text(backend_requirements(ctx.root), encoding="utf-8")
     sbom = ctx.out / f"{BACKEND_PACKAGE}-{ctx.version.python}.cdx.json"
@@ -157,10 +153,9 @@ def build_backend(ctx: BuildContext) -> list[Path]:
         env=ctx.env,
         what="cyclonedx-py",
     )
-    return [*built, requirements, sbom]
 
 
-def build_frontend(ctx: BuildContext) -> list[Path]:
+def build_frontend(ctx: BuildContext) -> None:
     npm = tools.require("npm", "install Node.js 20 and npm")
     frontend = ctx.root / "frontend"
     if not (frontend / "node_modules").is_dir():
@@ -182,7 +177,6 @@ def build_frontend(ctx: BuildContext) -> list[Path]:
         what="npm sbom",
     )
     sbom.write_text(result.stdout, encoding="utf-8")
-    return [bundle, sbom]
 
 
 def tool_versions() -> dict[str, str]:
@@ -241,24 +235,39 @@ def update_manifest(folder: Path, update: Callable[[dict[str, Any]], None]) -> d
     return manifest
 
 
-def build(config: Config, *, say: Callable[[str], None] = print) -> Path:
-    """Build every artifact of the working tree's version into ``dist/<version>/``."""
+PARTS = {"backend": BACKEND_PACKAGE, "frontend": FRONTEND_PACKAGE}
+
+
+def build(config: Config, *, only: str | None = None, say: Callable[[str], None] = print) -> Path:
+    """Build the working tree's version into ``dist/<version>/`` (one part, or everything).
+
+    Building one part keeps the other part's files, so the two build scripts can run in
+    either order and the manifest always describes the whole folder.
+    """
     root = config.root
     version = versioning.current(root)
     out = root / config.build.dist_dir / version.python
-    if out.exists():
+    if only is None and out.exists():
         shutil.rmtree(out)
-    out.mkdir(parents=True)
+    out.mkdir(parents=True, exist_ok=True)
+    for part, prefix in PARTS.items():
+        if only in (None, part):
+            for stale in out.glob(f"{prefix}-*"):
+                stale.unlink()
     ctx = BuildContext(root=root, out=out, version=version)
     if version.dirty:
         say(f"warning: the working tree is dirty: {version.python} cannot be reproduced")
     say(f"Building {config.project} {version.python} (commit {version.short_commit})…")
-    files: list[Path] = []
-    say("  backend: wheel, sdist, requirements, SBOM")
-    files += build_backend(ctx)
-    say("  frontend: bundle, SBOM")
-    files += build_frontend(ctx)
-    files_meta = describe_files(out, [p.name for p in files])
+    if only in (None, "backend"):
+        say("  backend: wheel, sdist, requirements, SBOM")
+        build_backend(ctx)
+    if only in (None, "frontend"):
+        say("  frontend: bundle, SBOM")
+        build_frontend(ctx)
+    names = [
+        p.name for p in out.iterdir() if p.is_file() and not p.name.startswith((".", MANIFEST))
+    ]
+    files_meta = describe_files(out, names)
     manifest: dict[str, Any] = {
         "schema": MANIFEST_SCHEMA,
         "name": config.project,
@@ -277,7 +286,7 @@ def build(config: Config, *, say: Callable[[str], None] = print) -> Path:
     write_manifest(out, manifest)
     for name, meta in files_meta.items():
         say(f"  {meta['sha256'][:12]}  {meta['size']:>9}  {name}")
-    say(f"Artifacts in {out.relative_to(root)}")
+    say(f"Artifacts in {out.relative_to(root) if out.is_relative_to(root) else out}")
     return out
 
 

@@ -71,6 +71,7 @@ class BlueGreen:
         self.out = out
         self.local_client = local_client
         self.on_phase = on_phase
+        self.timings: dict[str, float] = {}
 
     @contextmanager
     def phase(self, run: Execution, name: str, host: str | None = None) -> Iterator[None]:
@@ -87,6 +88,7 @@ class BlueGreen:
             raise PhaseFailed(name, f"{host + ': ' if host else ''}engine error: {exc}") from None
         finally:
             run.timings[name] = run.timings.get(name, 0.0) + time.monotonic() - started
+            self.timings[name] = run.timings[name]
 
     # --- the whole run -------------------------------------------------------------------
 

@@ -57,7 +57,7 @@ def cmd_version(args: argparse.Namespace) -> int:
 def cmd_build(args: argparse.Namespace) -> int:
     from conveyor import artifacts  # noqa: PLC0415
 
-    artifacts.build(_config(args), say=console.say)
+    artifacts.build(_config(args), only=args.only, say=console.say)
     return 0
 
 
@@ -151,7 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     version = add("version", cmd_version, "Print the release version of the working tree.")
     version.add_argument("--json", action="store_true")
-    add("build", cmd_build, "Build the release artifacts into dist/<version>/.")
+    build = add("build", cmd_build, "Build the release artifacts into dist/<version>/.")
+    build.add_argument("--only", choices=("backend", "frontend"), help="build one part")
     image = add("image", cmd_image, "Build the images of dist/<version>/, push, record digests.")
     image.add_argument("--version", help="artifacts to use (default: the working tree's)")
     image.add_argument("--only", action="append", help="build only this image (repeatable)")

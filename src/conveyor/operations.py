@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -343,7 +346,7 @@ def _move(
             record.failed_phase = failure.phase
             record.reason = failure.reason
             record.ended = time.time()
-            record.phases.update({k: round(v, 3) for k, v in executor_timings(failure).items()})
+            record.phases.update({k: round(v, 3) for k, v in executor.timings.items()})
             session.ledger.write(record)
             serving = (
                 f"{previous.version} ({previous.id}) is still serving"
@@ -370,9 +373,15 @@ def _move(
         lock.release()
 
 
-def executor_timings(failure: PhaseFailed) -> dict[str, float]:
-    del failure
-    return {}
+def _phase_tracer() -> Callable[[str], None] | None:
+    """CONVEYOR_TRACE_PHASES=1 prints each phase as it begins (crash tests and debugging)."""
+    if os.environ.get("CONVEYOR_TRACE_PHASES") != "1":
+        return None
+
+    def trace(phase: str) -> None:
+        print(f"phase: {phase}", file=sys.stderr, flush=True)
+
+    return trace
 
 
 def prune(session: Session, state: EnvironmentState) -> None:

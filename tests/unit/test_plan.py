@@ -1,0 +1,144 @@
+"""The deploy planner: exact steps from config and observed state, no daemon."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from conveyor import config, router
+from conveyor.hosts import ServiceContainer
+from conveyor.observe import EnvironmentState, HostState
+from conveyor.plan import Release, ServiceImage, plan_move
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def staging() -> config.Environment:
+    return config.load(ROOT / "deploy.toml").environment("staging")
+
+
+def release(version: str, image: str) -> Release:
+    return Release(
+        version=version,
+        commit="c" * 40,
+        dirty=False,
+        images={
+            name: ServiceImage(name, f"sha256:{image}{name}", f"reg/{name}@sha256:x", version)
+            for name in ("api", "web")
+        },
+        source=f"dist/{version}",
+    )
+
+
+def container(
+    service: str, color: str, release_id: str, status: str, image: str
+) -> ServiceContainer:
+    return ServiceContainer(
+        name=f"conveyor-staging-{service}-{color}-{release_id}",
+        id=f"id-{service}-{color}-{release_id}",
+        service=service,
+        color=color,
+        release=release_id,
+        version="v",
+        image_id=f"sha256:{image}{service}",
+        status=status,
+        health=None,
+        created=release_id,
+    )
+
+
+def state(live: dict[str, str | None], containers: list[ServiceContainer]) -> EnvironmentState:
+    return EnvironmentState(
+        env="staging",
+        hosts=[HostState("local", "running", live, containers)],
+        records=[],
+        lock=None,
+    )
+
+
+def ports(env: config.Environment) -> dict[str, router.Ports]:
+    return {"local": router.Ports.of(env, 0)}
+
+
+def test_first_deploy_starts_blue_on_an_empty_host(staging: config.Environment) -> None:
+    plan = plan_move(
+        staging, state({"api": None, "web": None}, []), ports(staging), release("1.0", "a"), "r0001"
+    )
+    moves = {m.service: m for m in plan.hosts[0].moves}
+    assert moves["api"].to_color == "blue" and moves["api"].from_color is None
+    assert moves["api"].port == 8101 and moves["web"].port == 8201
+    assert moves["api"].container == "conveyor-staging-api-blue-r0001"
+    assert plan.steps() == [
+        "deploy 1.0 to staging as r0001",
+        "  source: dist/1.0",
+        "1. take the staging lock",
+        "2. [local] start conveyor-staging-api-blue-r0001 from reg/api@sha256:x on 127.0.0.1:8101 (blue)",
+        "3. [local] start conveyor-staging-web-blue-r0001 from reg/web@sha256:x on 127.0.0.1:8201 (blue)",
+        "4. [local] wait until api, web are healthy and /readyz reports 1.0",
+        "5. [local] smoke-check through the router's preview route",
+        "6. [local] switch traffic: api (none) → blue, web (none) → blue",
+        "7. [local] verify for 5 s through http://127.0.0.1:8080; on failure switch every host back",
+        "8. drain 2 s, then stop the old color (kept for rollback)",
+        "9. record r0001 in the ledger and release the lock",
+    ]
+
+
+def test_the_next_deploy_goes_to_the_other_color_and_clears_leftovers(
+    staging: config.Environment,
+) -> None:
+    observed = state(
+        {"api": "blue", "web": "blue"},
+        [
+            container("api", "blue", "r0001", "running", "a"),
+            container("web", "blue", "r0001", "running", "a"),
+            container("api", "green", "r0002", "running", "b"),  # a crashed deploy's leftover
+        ],
+    )
+    plan = plan_move(staging, observed, ports(staging), release("3.0", "c"), "r0003")
+    api = plan.hosts[0].moves[0]
+    assert (api.from_color, api.to_color, api.port) == ("blue", "green", 8102)
+    assert api.stop_first == ("conveyor-staging-api-green-r0002",)
+    assert api.reuse is None
+    assert "[local] stop leftover conveyor-staging-api-green-r0002" in "\n".join(plan.steps())
+
+
+def test_a_rollback_restarts_the_kept_container_of_that_release(
+    staging: config.Environment,
+) -> None:
+    observed = state(
+        {"api": "green", "web": "green"},
+        [
+            container("api", "blue", "r0001", "exited", "a"),
+            container("web", "blue", "r0001", "exited", "a"),
+            container("api", "green", "r0002", "running", "b"),
+            container("web", "green", "r0002", "running", "b"),
+        ],
+    )
+    plan = plan_move(
+        staging, observed, ports(staging), release("1.0", "a"), "r0003", kind="rollback"
+    )
+    for move in plan.hosts[0].moves:
+        assert move.reuse == f"conveyor-staging-{move.service}-blue-r0001"
+        assert move.container == move.reuse
+        assert move.to_color == "blue"
+    assert "restart kept container conveyor-staging-api-blue-r0001" in "\n".join(plan.steps())
+
+
+def test_each_host_moves_from_its_own_live_color(staging: config.Environment) -> None:
+    observed = EnvironmentState(
+        env="staging",
+        hosts=[
+            HostState("h1", "running", {"api": "blue", "web": "blue"}, []),
+            HostState("h2", "running", {"api": "green", "web": "green"}, []),
+        ],
+        records=[],
+        lock=None,
+    )
+    both = {"h1": router.Ports.of(staging, 0), "h2": router.Ports.of(staging, 1000)}
+    plan = plan_move(staging, observed, both, release("2.0", "b"), "r0002")
+    assert [(h.host, h.moves[0].to_color, h.moves[0].port) for h in plan.hosts] == [
+        ("h1", "green", 8102),
+        ("h2", "blue", 9101),
+    ]
