@@ -103,7 +103,7 @@ def scan(session: nox.Session) -> None:
     session.run("python", "-m", "conveyor", "scan", *session.posargs)
 
 
-@nox.session(python=PYTHON, tags=["e2e"], default=False)
+@nox.session(python=PYTHON, tags=["ci"], default=False)
 def e2e(session: nox.Session) -> None:
     """Deploy the reference service to a throwaway environment and drive it end to end."""
     _pytest(session, "tests/e2e", groups=("build",))

@@ -23,21 +23,29 @@ def _flag(enabled: bool, name: str) -> str | None:
     return name if enabled else None
 
 
+def _option(name: str, value: object) -> tuple[str, ...]:
+    return (name, str(value)) if value else ()
+
+
 @task(
     help={
         "env": "environment from deploy.toml",
         "version": "release version (default: HEAD's)",
         "dry_run": "print the plan and change nothing",
+        "lock_wait": "seconds to wait for another deploy's lock (default: fail at once)",
     }
 )
-def deploy(c: Context, env: str, version: str | None = None, dry_run: bool = False) -> None:
+def deploy(
+    c: Context, env: str, version: str | None = None, dry_run: bool = False, lock_wait: float = 0
+) -> None:
     """Blue-green deploy a release to an environment, with health checks and auto-rollback."""
     _conveyor(
         "deploy",
         "--env",
         env,
-        *(("--version", version) if version else ()),
+        *_option("--version", version),
         _flag(dry_run, "--dry-run"),
+        *_option("--lock-wait", lock_wait),
     )
 
 
@@ -46,11 +54,21 @@ def deploy(c: Context, env: str, version: str | None = None, dry_run: bool = Fal
         "env": "environment",
         "to": "version to return to (default: the previous one)",
         "dry_run": "print the plan and change nothing",
+        "lock_wait": "seconds to wait for another deploy's lock (default: fail at once)",
     }
 )
-def rollback(c: Context, env: str, to: str | None = None, dry_run: bool = False) -> None:
+def rollback(
+    c: Context, env: str, to: str | None = None, dry_run: bool = False, lock_wait: float = 0
+) -> None:
     """Switch an environment back to the previous (or a chosen) release."""
-    _conveyor("rollback", "--env", env, *(("--to", to) if to else ()), _flag(dry_run, "--dry-run"))
+    _conveyor(
+        "rollback",
+        "--env",
+        env,
+        *_option("--to", to),
+        _flag(dry_run, "--dry-run"),
+        *_option("--lock-wait", lock_wait),
+    )
 
 
 @task(help={"env": "environment", "json": "machine-readable output"})

@@ -12,8 +12,9 @@ from typing import Any
 
 import pytest
 
+from conveyor import artifacts, engine, images
 from conveyor import config as config_mod
-from conveyor import engine
+from conveyor.config import Config
 from conveyor.errors import EngineUnavailable
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,6 +43,18 @@ def docker_client() -> Any:
         return engine.connect()
     except EngineUnavailable as exc:
         pytest.fail(str(exc))
+
+
+@pytest.fixture(scope="session")
+def release_folder(repo_config: Config) -> Path:
+    """dist/<version>/ of the checkout under test, built by the real build."""
+    return artifacts.build(repo_config, say=lambda line: None)
+
+
+@pytest.fixture(scope="session")
+def release_images(repo_config: Config, docker_client: Any, release_folder: Path) -> dict[str, Any]:
+    """The api and web images of that release, built by the real docker engine (not pushed)."""
+    return images.build_images(repo_config, docker_client, release_folder, push_to_registry=False)
 
 
 @pytest.fixture(scope="session")

@@ -132,6 +132,11 @@ class KeepAliveLoad:
             return None
         return str(value) if value is not None else None
 
+    @property
+    def started(self) -> float:
+        """When the load began, on the time.monotonic() clock."""
+        return self._started
+
     def elapsed(self) -> float:
         """Seconds since the load began, on the clock ``versions`` uses."""
         return time.monotonic() - self._started

@@ -337,7 +337,12 @@ def _move(
         out.say(f"{kind.capitalize()} {release.version} → {env.name} ({record_id}, by {who})")
         session.ledger.write(record)
         executor = BlueGreen(
-            env, session.by_name(), session.ledger, out, local_client=session.primary.client
+            env,
+            session.by_name(),
+            session.ledger,
+            out,
+            local_client=session.primary.client,
+            on_phase=_phase_tracer(),
         )
         try:
             execution = executor.run(plan, record)

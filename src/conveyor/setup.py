@@ -162,7 +162,11 @@ def ensure_base_image(client: Any, config: Config, report: Report) -> str:
 
 
 # Commands the test suite needs besides the engine, and the Debian package for each.
-TEST_TOOLS = {"docker-registry": "docker-registry"}
+TEST_TOOLS = {
+    "docker-registry": "docker-registry",  # a real registry for the image tests
+    "chromium": "chromium",  # the browser for end-to-end and report tests
+    "haproxy": "haproxy",  # `haproxy -c` checks the router config the unit tests render
+}
 
 
 def run(config: Config, *, say: Callable[[str], None] = print) -> Report:

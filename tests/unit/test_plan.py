@@ -74,12 +74,15 @@ def test_first_deploy_starts_blue_on_an_empty_host(staging: config.Environment) 
         "deploy 1.0 to staging as r0001",
         "  source: dist/1.0",
         "1. take the staging lock",
-        "2. [local] start conveyor-staging-api-blue-r0001 from reg/api@sha256:x on 127.0.0.1:8101 (blue)",
-        "3. [local] start conveyor-staging-web-blue-r0001 from reg/web@sha256:x on 127.0.0.1:8201 (blue)",
+        "2. [local] start conveyor-staging-api-blue-r0001 from reg/api@sha256:x "
+        "on 127.0.0.1:8101 (blue)",
+        "3. [local] start conveyor-staging-web-blue-r0001 from reg/web@sha256:x "
+        "on 127.0.0.1:8201 (blue)",
         "4. [local] wait until api, web are healthy and /readyz reports 1.0",
         "5. [local] smoke-check through the router's preview route",
         "6. [local] switch traffic: api (none) → blue, web (none) → blue",
-        "7. [local] verify for 5 s through http://127.0.0.1:8080; on failure switch every host back",
+        "7. [local] verify for 5 s through http://127.0.0.1:8080; "
+        "on failure switch every host back",
         "8. drain 2 s, then stop the old color (kept for rollback)",
         "9. record r0001 in the ledger and release the lock",
     ]

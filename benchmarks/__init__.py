@@ -1,0 +1,1 @@
+"""Measured comparisons against naive baselines, run by ``nox -s bench``."""

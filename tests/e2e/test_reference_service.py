@@ -1,0 +1,116 @@
+"""End to end: build the reference service, deploy it with invoke, use it in a real browser."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conveyor import artifacts, health, sandbox
+
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def rendered_page(url: str) -> str:
+    """The page's DOM after its scripts ran, as headless Chromium sees it."""
+    browser = shutil.which("chromium")
+    if browser is None:
+        pytest.fail("chromium is not installed — run scripts/setup as root")
+    with tempfile.TemporaryDirectory(prefix="conveyor-chromium-") as profile:
+        result = subprocess.run(
+            [
+                browser,
+                *CHROMIUM_FLAGS,
+                f"--user-data-dir={profile}",
+                "--virtual-time-budget=10000",
+                "--dump-dom",
+                url,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        )
+    return result.stdout
+
+
+@pytest.fixture
+def environment(
+    tmp_path: Path, docker_client: Any, release_folder: Path, release_images: dict[str, Any]
+) -> Iterator[tuple[str, list[int], Path]]:
+    name = sandbox.new_name()
+    ports = sandbox.allocate_ports(sandbox.PORTS_NEEDED)
+    path = tmp_path / "deploy.toml"
+    hosts = [{"name": "local", "docker": "local"}]
+    path.write_text(
+        sandbox.environment_toml(name, ports, release_folder.parent, ROOT / "docker", hosts)
+    )
+    yield name, ports, path
+    sandbox.teardown(docker_client, name)
+
+
+def invoke(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["invoke", "--search-root", str(ROOT), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env={**os.environ, "CONVEYOR_CONFIG": str(config)},
+    )
+
+
+def test_deploy_with_invoke_then_use_the_web_ui(
+    environment: tuple[str, list[int], Path], release_folder: Path
+) -> None:
+    name, ports, config = environment
+    version = artifacts.read_manifest(release_folder)["version"]
+
+    plan = invoke(config, "deploy", "--env", name, "--version", version, "--dry-run")
+    assert plan.returncode == 0, plan.stderr
+    assert "switch traffic: api (none) → blue" in plan.stdout
+
+    deployed = invoke(config, "deploy", "--env", name, "--version", version)
+    assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+    url = f"http://127.0.0.1:{ports[0]}/"
+    assert url in deployed.stdout
+
+    page = rendered_page(url)
+    assert 'data-state="ready"' in page, page[-2000:]
+    assert f'data-testid="api-version">{version}<' in page
+    assert f'data-testid="web-version">{version}<' in page
+
+    note = "<b>shipped</b> by conveyor"
+    assert health.probe("127.0.0.1", ports[0], "/api/notes").status == 200
+    connection = http.client.HTTPConnection("127.0.0.1", ports[0], timeout=10)
+    connection.request(
+        "POST",
+        "/api/notes",
+        body=json.dumps({"text": note}),
+        headers={"Content-Type": "application/json"},
+    )
+    assert connection.getresponse().status == 201
+    connection.close()
+    page = rendered_page(url)
+    assert "&lt;b&gt;shipped&lt;/b&gt; by conveyor" in page, "the note is shown, escaped"
+
+    status = invoke(config, "status", "--env", name, "--json")
+    assert json.loads(status.stdout)["live_version"] == version
