@@ -281,7 +281,10 @@ class MirrorServer(ThreadingHTTPServer):
 def serving(db: AdvisoryDB, host: str = "127.0.0.1", port: int = 0) -> Iterator[MirrorServer]:
     """Serve ``db`` in a background thread for the duration of the block."""
     server = MirrorServer(db, host, port)
-    thread = threading.Thread(target=server.serve_forever, name="osv-mirror", daemon=True)
+    # A short poll interval: shutdown() waits for the loop to notice, once per audit.
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="osv-mirror", daemon=True
+    )
     thread.start()
     try:
         yield server

@@ -50,6 +50,14 @@ DEFAULT_UNAVAILABLE = {"pr": "warn", "main": "fail", "production": "fail"}
 ENV_CONTEXT = "CONVEYOR_SCAN_CONTEXT"
 
 
+def hint(word: str, choices: Sequence[str]) -> str:
+    """A typo hint that also knows abbreviations: 'prod' means 'production', not 'pr'."""
+    longer = [c for c in choices if c.startswith(word) and c != word]
+    if len(longer) == 1:
+        return f" (did you mean '{longer[0]}'?)"
+    return did_you_mean(word, choices)
+
+
 def default_context(environ: Mapping[str, str] | None = None) -> str:
     """The context a scan runs in when ``--context`` is not given.
 
@@ -67,7 +75,7 @@ def default_context(environ: Mapping[str, str] | None = None) -> str:
         if forced not in CONTEXTS:
             raise UsageError(
                 f"{ENV_CONTEXT}={forced}: unknown context (allowed: {', '.join(CONTEXTS)})"
-                + did_you_mean(forced, CONTEXTS)
+                + hint(forced, CONTEXTS)
             )
         return forced
     if env.get("GITHUB_ACTIONS") != "true":
@@ -151,7 +159,7 @@ class _Section:
                 raise self.fail(
                     key,
                     f"unknown key (allowed: {', '.join(sorted(allowed))})"
-                    + did_you_mean(key, allowed),
+                    + hint(key, allowed),
                 )
 
     def choice(self, key: str, default: str, choices: Sequence[str]) -> str:
@@ -160,7 +168,7 @@ class _Section:
             raise self.fail(
                 key,
                 f"{value!r} is not allowed (allowed: {', '.join(choices)})"
-                + did_you_mean(str(value), choices),
+                + hint(str(value), choices),
             )
         return value
 
@@ -208,7 +216,7 @@ def _allow_entry(raw: Any, index: int, source: str, scanners: Sequence[str]) -> 
         raise table.fail(
             "scanner",
             f"unknown scanner {scanner!r} (known: {', '.join(scanners)})"
-            + did_you_mean(str(scanner), scanners),
+            + hint(str(scanner), scanners),
         )
     location = table.data.get("location")
     if location is not None and not isinstance(location, str):

@@ -40,6 +40,7 @@ _ASSIGNED = re.compile(
     (?P<quote>['"]?)
     (?!(?:true|false|null|none|yes|no)\b|\$)     # booleans and ${{ }} / $VAR references
     (?P<value>[^'"\s,;)}]{3,})
+    (?![^'"\s,;)}])(?!\s*[:=])  # whole words only; a name being assigned is no value
     """
 )
 # bandit: "Possible hardcoded password: 'hunter2'"

@@ -37,6 +37,8 @@ def _primary(locations: list[dict[str, Any]]) -> dict[str, Any]:
 def parse(data: list[dict[str, Any]], ctx: ScanContext) -> list[Finding]:
     findings = []
     for item in data:
+        if item.get("ignored"):
+            continue  # suppressed by a zizmor ignore comment or config, like bandit's nosec
         location = _primary(item.get("locations") or [])
         symbolic = location.get("symbolic") or {}
         key = (symbolic.get("key") or {}).get("Local") or {}
