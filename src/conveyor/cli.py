@@ -11,6 +11,7 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from conveyor import config as config_mod
 from conveyor import scanners
@@ -57,8 +58,17 @@ def cmd_version(args: argparse.Namespace) -> int:
 def cmd_build(args: argparse.Namespace) -> int:
     from conveyor import artifacts  # noqa: PLC0415
 
-    artifacts.build(_config(args), only=args.only, say=console.say)
+    cfg = _config(args)
+    folder = artifacts.build(cfg, only=args.only, say=console.say)
+    _publish(cfg, folder)
     return 0
+
+
+def _publish(cfg: config_mod.Config, folder: Path) -> None:
+    from conveyor import store  # noqa: PLC0415
+
+    for stored in store.publish(cfg, folder):
+        console.say(f"Stored {stored.version} in {stored.where}")
 
 
 def cmd_image(args: argparse.Namespace) -> int:
@@ -71,6 +81,7 @@ def cmd_image(args: argparse.Namespace) -> int:
     )
     for name, entry in results.items():
         console.say(f"  {name}: {images.image_reference(entry)}")
+    _publish(cfg, folder)  # again: the manifest now names the image digests
     return 0
 
 
@@ -126,6 +137,51 @@ def cmd_unlock(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_artifacts_list(args: argparse.Namespace) -> int:
+    from conveyor import store  # noqa: PLC0415
+
+    cfg = _config(args)
+    found = [v for s in store.stores(cfg) for v in s.list()]
+    found.sort(key=lambda v: (v.build_time, v.stored_at), reverse=True)
+    if args.json:
+        print(json.dumps([v.as_dict() for v in found], indent=2))
+        return 0
+    if not found:
+        console.say("no stored versions yet — run `nox -s build`")
+    for v in found:
+        digests = ", ".join(f"{n} {d.removeprefix('sha256:')[:12]}" for n, d in v.images.items())
+        console.say(
+            f"{v.version:<32} built {v.build_time:<20} manifest {v.manifest_sha256[:12]}  "
+            f"{digests or 'no images'}  [{v.where}]"
+        )
+    return 0
+
+
+def _ledger_reader(cfg: config_mod.Config, skip: list[str]) -> Callable[[str], list[Any]]:
+    from conveyor import operations  # noqa: PLC0415
+
+    def read(env: str) -> list[Any]:
+        if env in skip:
+            return []
+        return operations.history(cfg, env)
+
+    return read
+
+
+def cmd_artifacts_prune(args: argparse.Namespace) -> int:
+    from conveyor import store  # noqa: PLC0415
+
+    cfg = _config(args)
+    store.prune(
+        cfg,
+        _ledger_reader(cfg, args.skip_env or []),
+        keep=args.keep,
+        dry_run=args.dry_run,
+        say=console.say,
+    )
+    return 0
+
+
 def not_implemented(what: str, issue: str) -> Handler:
     def handler(args: argparse.Namespace) -> int:
         raise NotImplementedYet(f"{what}: not implemented yet (tracked in the {issue} issue)")
@@ -162,6 +218,21 @@ def build_parser() -> argparse.ArgumentParser:
     verify = arts_sub.add_parser("verify", help="Re-check every checksum of dist/<version>.")
     verify.add_argument("folder")
     verify.set_defaults(handler=cmd_artifacts_verify)
+    listing = arts_sub.add_parser("list", help="Stored versions with their digests and dates.")
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(handler=cmd_artifacts_list)
+    pruning = arts_sub.add_parser(
+        "prune", help="Keep the newest N versions; never one live or kept for rollback."
+    )
+    pruning.add_argument("--keep", type=int, help="versions to keep (default: [artifacts] keep)")
+    pruning.add_argument("--dry-run", action="store_true")
+    pruning.add_argument(
+        "--skip-env",
+        action="append",
+        metavar="ENV",
+        help="do not read this environment's ledger (its versions are then NOT protected)",
+    )
+    pruning.set_defaults(handler=cmd_artifacts_prune)
 
     scanners.register(sub)
 
