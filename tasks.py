@@ -6,11 +6,16 @@ Each task parses its options and hands them to the library's single edge
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from invoke.context import Context
 from invoke.exceptions import Exit
 from invoke.tasks import task
 
-from conveyor import cli
+from conveyor import ciplan, cli
+from conveyor.errors import ConveyorError
+
+WORKFLOWS = Path(__file__).resolve().parent / ".github" / "workflows"
 
 
 def _conveyor(*argv: str | None) -> None:
@@ -113,3 +118,18 @@ def approve(c: Context, env: str, release: str) -> None:
 def report(c: Context, env: str) -> None:
     """Write the deployment report (frequency, failure rate, time to restore) as HTML."""
     _conveyor("report", "--env", env)
+
+
+@task(
+    help={
+        "event": "GitHub event: push, pull_request, schedule or workflow_dispatch",
+        "ref": "the pushed ref, or the branch a pull request targets (default: refs/heads/main)",
+    }
+)
+def ci_plan(c: Context, event: str = "push", ref: str = ciplan.DEFAULT_REF) -> None:
+    """Show the GitHub jobs an event would run, in order, with their commands (no GitHub needed)."""
+    try:
+        plan = ciplan.plan(WORKFLOWS, event=event, ref=ref)
+    except ConveyorError as exc:
+        raise Exit(f"ci-plan: {exc}", code=exc.exit_code) from None
+    print(ciplan.render(plan))
