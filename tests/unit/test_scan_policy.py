@@ -30,7 +30,7 @@ def test_defaults_without_a_table() -> None:
     assert rules.scanner("bandit").options == {"paths": ["src", "backend"]}
     assert not rules.scanner("trivy-vuln").required
     assert not rules.scanner("actionlint").required
-    assert rules.scanner("pip-audit").options["source"] == "mirror"
+    assert rules.scanner("pip-audit").options["source"] == "auto"
     assert rules.scanner("trivy-image").timeout == 900.0
     assert rules.allow == ()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -102,18 +103,39 @@ def test_pip_audit_without_an_advisory_db_is_unavailable(
     monkeypatch.setattr(pip_audit, "find_tool", lambda name: "/bin/true")
     monkeypatch.setenv("CONVEYOR_ADVISORY_DB", str(tmp_path / "no-db"))
     (tmp_path / "requirements.txt").write_text("requests==2.19.0\n", encoding="utf-8")
-    options = dict(pip_audit.SPEC.options, requirements=["requirements.txt"], uv_lock=False)
+    options = dict(
+        pip_audit.SPEC.options, requirements=["requirements.txt"], uv_lock=False, source="mirror"
+    )
     result = pip_audit.run(ScanContext(root=tmp_path, cache=tmp_path, options=options))
     assert result.status is Status.UNAVAILABLE
     assert result.reason.startswith(f"no advisory database at {tmp_path / 'no-db'}")
 
 
+def test_pip_audit_auto_falls_back_to_the_osv_api_without_a_snapshot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, free_port: Callable[[], int]
+) -> None:
+    monkeypatch.setattr(pip_audit, "find_tool", lambda name: "/bin/true")
+    monkeypatch.setenv("CONVEYOR_ADVISORY_DB", str(tmp_path / "no-db"))
+    (tmp_path / "requirements.txt").write_text("requests==2.19.0\n", encoding="utf-8")
+    port = free_port()  # stands in for api.osv.dev, which tests must not contact
+    options = dict(
+        pip_audit.SPEC.options,
+        requirements=["requirements.txt"],
+        uv_lock=False,
+        osv_url=f"http://127.0.0.1:{port}/v1/query",
+    )
+    assert options["source"] == "auto"
+    result = pip_audit.run(ScanContext(root=tmp_path, cache=tmp_path, options=options))
+    assert result.status is Status.UNAVAILABLE
+    assert f"cannot reach the advisory source 127.0.0.1:{port}" in result.reason
+
+
 def test_pip_audit_with_an_unreachable_osv_url_is_unavailable(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, free_port: object
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, free_port: Callable[[], int]
 ) -> None:
     monkeypatch.setattr(pip_audit, "find_tool", lambda name: "/bin/true")
     (tmp_path / "requirements.txt").write_text("requests==2.19.0\n", encoding="utf-8")
-    port = free_port()  # type: ignore[operator]
+    port = free_port()
     options = dict(
         pip_audit.SPEC.options,
         requirements=["requirements.txt"],

@@ -6,7 +6,8 @@ extras) of each workspace package in ``uv_packages`` exported from ``uv.lock``, 
 
 Where advisories come from (``source``):
 
-- ``mirror`` (default): conveyor's own OSV mirror (:mod:`conveyor.advisories`) serving a folder
+- ``auto`` (default): ``mirror`` when the advisory folder exists, else ``osv``.
+- ``mirror``: conveyor's own OSV mirror (:mod:`conveyor.advisories`) serving a folder
   of OSV advisories on 127.0.0.1 — ``advisory_db``, else ``$CONVEYOR_ADVISORY_DB``, else
   ``<root>/../shared/advisories/pypa-advisory-database``. Works with no network.
 - ``osv``: an OSV API at ``osv_url`` (api.osv.dev by default).
@@ -47,7 +48,7 @@ from conveyor.scanners.base import (
 from conveyor.scanners.model import SEVERITIES, Finding, ScannerRun
 
 NAME = "pip-audit"
-SOURCES = ("mirror", "osv", "pypi")
+SOURCES = ("auto", "mirror", "osv", "pypi")
 PYPI_URL = "https://pypi.org/pypi"
 NETWORK_TIMEOUT = 15
 _UNREACHABLE = re.compile(
@@ -91,15 +92,22 @@ def _probe(url: str) -> None:
         raise Unavailable(f"cannot reach the advisory source {host}:{port} ({exc})") from None
 
 
+def _advisory_db(ctx: ScanContext) -> Path:
+    configured: str = ctx.option("advisory_db")
+    if os.environ.get(advisories.ENV_DB) or not configured:
+        return advisories.default_db(ctx.root)
+    return (ctx.root / configured).resolve()
+
+
 @contextmanager
 def _source_args(ctx: ScanContext) -> Iterator[tuple[list[str], str]]:
     source = ctx.option("source")
+    path = _advisory_db(ctx)
+    if source == "auto":
+        # The mirror where the snapshot is laid out (offline CI, this workspace), the OSV API
+        # elsewhere (a hosted runner); the note in the report says which one answered.
+        source = "mirror" if path.is_dir() else "osv"
     if source == "mirror":
-        configured = ctx.option("advisory_db")
-        if os.environ.get(advisories.ENV_DB) or not configured:
-            path = advisories.default_db(ctx.root)
-        else:
-            path = (ctx.root / configured).resolve()
         try:
             db = advisories.AdvisoryDB.load(path)
         except advisories.AdvisoryError as exc:
@@ -282,7 +290,7 @@ SPEC = ScannerSpec(
     description="known vulnerabilities in locked Python dependencies (pip-audit --strict)",
     run=run,
     options={
-        "source": "mirror",
+        "source": "auto",
         "advisory_db": "",
         "osv_url": "https://api.osv.dev/v1/query",
         "requirements": [],
