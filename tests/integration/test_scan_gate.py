@@ -106,7 +106,8 @@ def run_scan(scan_python: Path) -> Scanner:
     def run(project: Path, *args: str, env: dict[str, str] | None = None) -> Scan:
         clean_env = {
             k: v for k, v in os.environ.items()
-            if not k.startswith("GITHUB_") and k != "CONVEYOR_SCAN_CONTEXT"
+            # The default context comes from these; every test names its context instead.
+            if not k.startswith("GITHUB_") and k not in ("CI", "CONVEYOR_SCAN_CONTEXT")
         }  # fmt: skip
         clean_env.update(
             CONVEYOR_ADVISORY_DB=str(ADVISORY_DB),
@@ -296,7 +297,7 @@ def test_an_allowlisted_finding_passes_until_its_expiry_then_fails(
     original = policy.read_text(encoding="utf-8")
 
     policy.write_text(original + entries.replace("EXPIRES", str(today + timedelta(days=30))))
-    live = run_scan(project, "pip-audit")
+    live = run_scan(project, "pip-audit", "--context", "pr")
     assert live.code == 0, live.output
     assert {f["rule"] for f in live.findings["findings"]} == {"PYSEC-2018-28", "PYSEC-2023-74"}
     assert all(f["allowlisted"] and not f["blocking"] for f in live.findings["findings"])
@@ -304,7 +305,7 @@ def test_an_allowlisted_finding_passes_until_its_expiry_then_fails(
     assert all(r["suppressions"][0]["status"] == "accepted" for r in sarif["runs"][0]["results"])
 
     policy.write_text(original + entries.replace("EXPIRES", str(today - timedelta(days=1))))
-    expired = run_scan(project, "pip-audit")
+    expired = run_scan(project, "pip-audit", "--context", "pr")
     assert expired.code == 1
     assert sum("has expired" in f for f in expired.findings["failures"]) == 2
     assert all(f["blocking"] for f in expired.findings["findings"])

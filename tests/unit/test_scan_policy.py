@@ -155,6 +155,9 @@ def test_an_entry_expires_after_its_date() -> None:
     ("env", "expected"),
     [
         ({}, "pr"),
+        ({"CI": "false"}, "pr"),
+        ({"CI": "true"}, "main"),
+        ({"CI": "1", "GITHUB_ACTIONS": "true", "GITHUB_EVENT_NAME": "pull_request"}, "pr"),
         ({"GITHUB_ACTIONS": "true", "GITHUB_EVENT_NAME": "pull_request"}, "pr"),
         ({"GITHUB_ACTIONS": "true", "GITHUB_EVENT_NAME": "pull_request_target"}, "pr"),
         ({"GITHUB_ACTIONS": "true", "GITHUB_EVENT_NAME": "merge_group"}, "pr"),

@@ -66,6 +66,8 @@ def default_context(environ: Mapping[str, str] | None = None) -> str:
       or ``merge_group`` event is ``pr``; a tag ref (``refs/tags/…``) is ``production``, since
       tags are what gets released; anything else — a push to main, a schedule, a manual run — is
       ``main``. CI fails closed unless it is clearly looking at a proposal.
+    - Another CI (``CI`` set to a true value, as ``.ci/run`` does): ``main`` — it gates what
+      lands, and cannot tell a proposal apart.
     - Anywhere else (a developer's machine) it is ``pr``: a laptop may be offline, so an
       unavailable scanner warns instead of blocking work; CI enforces the strict contexts.
     """
@@ -79,7 +81,8 @@ def default_context(environ: Mapping[str, str] | None = None) -> str:
             )
         return forced
     if env.get("GITHUB_ACTIONS") != "true":
-        return "pr"
+        ci = env.get("CI", "").strip().lower()
+        return "main" if ci and ci not in ("0", "false", "no") else "pr"
     event = env.get("GITHUB_EVENT_NAME", "")
     if event in ("pull_request", "pull_request_target", "merge_group"):
         return "pr"
@@ -158,8 +161,7 @@ class _Section:
             if key not in allowed:
                 raise self.fail(
                     key,
-                    f"unknown key (allowed: {', '.join(sorted(allowed))})"
-                    + hint(key, allowed),
+                    f"unknown key (allowed: {', '.join(sorted(allowed))})" + hint(key, allowed),
                 )
 
     def choice(self, key: str, default: str, choices: Sequence[str]) -> str:
