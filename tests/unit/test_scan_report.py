@@ -135,6 +135,18 @@ def test_summary_lists_reasons_and_tables() -> None:
     assert "### Blocking findings (2)" in text
     assert "### Allowlisted (1)" in text
     assert "| npm-audit | no | ⛔ unavailable (405 from the audit endpoint) |" in text
+    assert "### Images" not in text
+
+
+def test_summary_lists_the_images_and_their_recorded_result() -> None:
+    runs, verdict = scenario()
+    images = {
+        "api": {"passed": False, "blocking": 1, "findings": {"critical": 1}, "sbom": "i.cdx.json"},
+        "web": {"passed": True, "blocking": 0, "findings": {}, "sbom": "w.cdx.json"},
+    }
+    text = report.summary_markdown(runs, verdict, images=images)
+    assert "| api | ❌ failed | 1 | 1 | 0 | 0 | 0 | 0 | i.cdx.json |" in text
+    assert "| web | ✅ passed | 0 | 0 | 0 | 0 | 0 | 0 | w.cdx.json |" in text
 
 
 def test_summary_shrinks_to_fit_its_limit() -> None:

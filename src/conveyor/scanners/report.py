@@ -215,7 +215,11 @@ def _status_cell(run: ScannerRun) -> str:
 
 
 def summary_markdown(
-    runs: Sequence[ScannerRun], verdict: Verdict, *, max_rows: int = SUMMARY_ROWS
+    runs: Sequence[ScannerRun],
+    verdict: Verdict,
+    *,
+    max_rows: int = SUMMARY_ROWS,
+    images: dict[str, Any] | None = None,
 ) -> str:
     head = "✅ passed" if verdict.passed else "❌ failed"
     lines = [
@@ -233,6 +237,22 @@ def summary_markdown(
             + " | ".join(str(counts[s]) for s in SEVERITIES)
             + f" | {run.duration:.1f} s |"
         )
+    if images:
+        lines += [
+            "",
+            "### Images (recorded in the release manifest)",
+            "",
+            "| image | scan | blocking | " + " | ".join(SEVERITIES) + " | SBOM |",
+            "|---|---|---:|" + "---:|" * len(SEVERITIES) + "---|",
+        ]
+        for name, entry in sorted(images.items()):
+            found = entry.get("findings", {})
+            lines.append(
+                f"| {name} | {'✅ passed' if entry.get('passed') else '❌ failed'} | "
+                f"{entry.get('blocking', 0)} | "
+                + " | ".join(str(found.get(s, 0)) for s in SEVERITIES)
+                + f" | {_cell(str(entry.get('sbom', '—')), 80)} |"
+            )
     if verdict.failures:
         lines += ["", "### Why the gate failed", ""]
         lines += [f"- {_cell(f, 400)}" for f in verdict.failures]
@@ -278,13 +298,19 @@ def summary_markdown(
     return "\n".join(lines) + "\n"
 
 
-def bounded_summary(runs: Sequence[ScannerRun], verdict: Verdict, limit: int) -> str:
+def bounded_summary(
+    runs: Sequence[ScannerRun],
+    verdict: Verdict,
+    limit: int,
+    *,
+    images: dict[str, Any] | None = None,
+) -> str:
     """The summary, with fewer table rows until it fits in ``limit`` bytes."""
     rows = SUMMARY_ROWS
-    text = summary_markdown(runs, verdict, max_rows=rows)
+    text = summary_markdown(runs, verdict, max_rows=rows, images=images)
     while len(text.encode()) > limit and rows > 0:
         rows //= 2
-        text = summary_markdown(runs, verdict, max_rows=rows)
+        text = summary_markdown(runs, verdict, max_rows=rows, images=images)
     if len(text.encode()) > limit:
         text = text.encode()[: max(0, limit - 64)].decode(errors="ignore")
         text += "\n\n…truncated: see findings.json\n"
@@ -368,6 +394,6 @@ def write(
     document = findings_document(runs, verdict, project=project, images=images)
     paths["findings"].write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
     paths["summary"].write_text(
-        bounded_summary(runs, verdict, STEP_SUMMARY_LIMIT - 1), encoding="utf-8"
+        bounded_summary(runs, verdict, STEP_SUMMARY_LIMIT - 1, images=images), encoding="utf-8"
     )
     return paths
