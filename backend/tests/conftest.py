@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from refapi.settings import Settings, database_url
 
 REFAPI_ENV_VARS = (

@@ -11,6 +11,7 @@ automatic rollback.
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -27,7 +28,7 @@ from conveyor.console import Console
 from conveyor.errors import ConveyorError, DeployFailed
 from conveyor.hosts import HostTarget
 from conveyor.ledger import Ledger, ReleaseRecord
-from conveyor.plan import DeployPlan, HostPlan
+from conveyor.plan import DeployPlan, HostPlan, ServiceMove
 
 PHASES = ("prepare", "start", "ready", "smoke", "switch", "verify", "drain")
 LOG_DIR = Path(".conveyor/logs")
@@ -52,6 +53,12 @@ class Execution:
     switch_seconds: list[float] = field(default_factory=list)
     ready_at: float | None = None
     first_start: float | None = None
+    stopping: threading.Thread | None = None
+
+    def wait_stopped(self, timeout: float = 60.0) -> None:
+        """Wait for the old color's containers to finish stopping."""
+        if self.stopping is not None:
+            self.stopping.join(timeout)
 
 
 class BlueGreen:
@@ -140,33 +147,31 @@ class BlueGreen:
                     f"{target.name}: port {move.port} ({move.service}@{move.to_color}) is in use "
                     f"by another process — free it or change deploy.toml",
                 )
-        containers = []
-        for move in host_plan.moves:
-            service = self.env.services[move.service]
+
+        def create(move: ServiceMove) -> Any:
             if move.reuse:
-                container = target.client.containers.get(move.reuse)
+                return target.client.containers.get(move.reuse)
+            return target.create_service_container(
+                self.env.services[move.service],
+                move.to_color,
+                run.plan.release_id,
+                move.image.version,
+                move.image.image_id,
+            )
+
+        # Services start side by side: the slowest one, not their sum, bounds readiness.
+        with ThreadPoolExecutor(max_workers=len(host_plan.moves)) as pool:
+            containers = list(pool.map(create, host_plan.moves))
+            for move, container in zip(host_plan.moves, containers, strict=True):
+                run.started.setdefault(target.name, []).append(container)
+                verb = "restarting kept" if move.reuse else "starting"
                 self.out.say(
-                    f"  {target.name}: restarting kept {move.service}@{move.to_color} "
+                    f"  {target.name}: {verb} {move.service}@{move.to_color} "
                     f"({move.image.version}) on :{move.port}"
                 )
-            else:
-                container = target.create_service_container(
-                    service,
-                    move.to_color,
-                    run.plan.release_id,
-                    move.image.version,
-                    move.image.image_id,
-                )
-                self.out.say(
-                    f"  {target.name}: starting {move.service}@{move.to_color} "
-                    f"({move.image.version}) on :{move.port}"
-                )
-            containers.append(container)
-            run.started.setdefault(target.name, []).append(container)
-        if run.first_start is None:
-            run.first_start = time.monotonic()
-        for container in containers:
-            container.start()
+            if run.first_start is None:
+                run.first_start = time.monotonic()
+            list(pool.map(lambda c: c.start(), containers))
 
     def wait_ready(self, target: HostTarget, host_plan: HostPlan, run: Execution) -> None:
         """Docker's view (running, not unhealthy) plus /readyz naming the expected version."""
@@ -319,7 +324,11 @@ class BlueGreen:
             for container in target.service_containers():
                 if container.running and container.name not in keep:
                     stops.append((target, container.name))
-        self._stop_all(stops)
+        # Traffic left the old color already; stopping it need not hold up the record.
+        run.stopping = threading.Thread(
+            target=self._stop_all, args=(stops,), name="stop-old-color", daemon=True
+        )
+        run.stopping.start()
 
     def _stop_all(self, stops: list[tuple[HostTarget, str]]) -> None:
         def stop(item: tuple[HostTarget, str]) -> None:

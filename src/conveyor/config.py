@@ -194,6 +194,9 @@ class Host:
     # "direct" from this machine, "exec" from inside the router container; "auto" picks
     # direct for local engines and exec for remote ones.
     access: str = "auto"
+    # With docker = "env:NAME": the endpoint to use when NAME is unset ("local" or a URL),
+    # so one deploy.toml serves a laptop (local engine) and CI (a real host from a secret).
+    fallback: str | None = None
 
     def reaches_directly(self) -> bool:
         if self.access != "auto":
@@ -210,11 +213,13 @@ class Host:
         if self.docker.startswith("env:"):
             var = self.docker[4:]
             value = os.environ.get(var)
-            if not value:
-                raise ConfigError(
-                    f"host {self.name}: environment variable {var} (its Docker endpoint) is not set"
-                )
-            return value
+            if value:
+                return value
+            if self.fallback is not None:
+                return None if self.fallback == "local" else self.fallback
+            raise ConfigError(
+                f"host {self.name}: environment variable {var} (its Docker endpoint) is not set"
+            )
         return self.docker
 
 
@@ -242,6 +247,20 @@ class Approval:
     expires_hours: float = 24.0
 
 
+# What a deploy tells people about (conveyor.notify sends them through apprise).
+NOTIFY_EVENTS = ("started", "succeeded", "failed", "rolled-back", "approval-needed")
+
+
+@dataclass(frozen=True)
+class Notifications:
+    """Where deploy notifications go. An apprise URL carries its token, so the file only
+    names where to read each one (``env:NAME`` or ``file:PATH``), never the URL itself."""
+
+    urls: tuple[SecretRef, ...] = ()
+    events: tuple[str, ...] = NOTIFY_EVENTS
+    timeout: float = 10.0
+
+
 @dataclass(frozen=True)
 class Environment:
     name: str
@@ -254,6 +273,8 @@ class Environment:
     max_error_rate: float = 0.0
     # Refuse a release whose image scan is missing (a failed scan is always refused).
     require_scan: bool = False
+    # Extra notification URLs (references) for this environment only, beside [notifications].
+    notify: tuple[SecretRef, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -294,6 +315,7 @@ class Config:
     artifacts: ArtifactSettings
     images: dict[str, ImageSpec]
     environments: dict[str, Environment]
+    notifications: Notifications = field(default_factory=Notifications)
 
     @property
     def root(self) -> Path:
@@ -312,7 +334,7 @@ class Config:
     def registry_url(self) -> str:
         """The registry to push to: CONVEYOR_REGISTRY wins over the file, so CI can point
         the same config at its own registry."""
-        return os.environ.get("CONVEYOR_REGISTRY", self.registry.url).rstrip("/")
+        return (os.environ.get("CONVEYOR_REGISTRY") or self.registry.url).rstrip("/")
 
 
 def _load_secrets(table: _Table) -> tuple[SecretRef, ...]:
@@ -327,6 +349,46 @@ def _load_secrets(table: _Table) -> tuple[SecretRef, ...]:
             )
         refs.append(SecretRef(name=name, scheme=scheme, target=target))
     return tuple(refs)
+
+
+def _load_references(table: _Table, key: str) -> tuple[SecretRef, ...]:
+    """A list of ``env:NAME`` / ``file:PATH`` references, e.g. notification URLs."""
+    raw = table._get(key, [])
+    if not isinstance(raw, list) or not all(isinstance(item, str) for item in raw):
+        raise table.fail(key, "expected an array of strings like 'env:VARIABLE'")
+    refs = []
+    for index, value in enumerate(raw):
+        scheme, sep, target = value.partition(":")
+        if not sep or scheme not in SECRET_SCHEMES or not target or "/" in scheme:
+            # Never echo the value: an apprise URL carries its token.
+            raise table.fail(
+                f"{key}[{index}]",
+                "must be a reference 'env:VARIABLE' or 'file:PATH' — a notification URL "
+                "holds its token, so keep it in the environment, never in this file",
+            )
+        refs.append(SecretRef(name=f"{key}[{index}]", scheme=scheme, target=target))
+    return tuple(refs)
+
+
+def _load_notifications(root: _Table) -> Notifications:
+    table = root.table("notifications")
+    events = table._get("events", list(NOTIFY_EVENTS))
+    if not isinstance(events, list):
+        raise table.fail("events", "expected an array of event names")
+    for event in events:
+        if event not in NOTIFY_EVENTS:
+            raise table.fail(
+                "events",
+                f"unknown event {event!r} (allowed: {', '.join(NOTIFY_EVENTS)})"
+                + did_you_mean(str(event), NOTIFY_EVENTS),
+            )
+    notifications = Notifications(
+        urls=_load_references(table, "urls"),
+        events=tuple(events),
+        timeout=table.number("timeout", 10.0),
+    )
+    table.finish()
+    return notifications
 
 
 def _load_service(name: str, table: _Table, images: Mapping[str, ImageSpec]) -> Service:
@@ -393,6 +455,7 @@ def _load_environment(name: str, table: _Table, images: Mapping[str, ImageSpec])
                 docker=docker,
                 port_offset=host_table.integer("port_offset", 0, minimum=0),
                 access=host_table.string("access", "auto", choices=HOST_ACCESS),
+                fallback=host_table.string("fallback", None),
             )
         )
         host_table.finish()
@@ -446,6 +509,7 @@ def _load_environment(name: str, table: _Table, images: Mapping[str, ImageSpec])
         keep_releases=table.integer("keep_releases", 3, minimum=1),
         max_error_rate=table.number("max_error_rate", 0.0),
         require_scan=table.boolean("require_scan", False),
+        notify=_load_references(table, "notify"),
     )
     table.finish()
     _check_ports(env, table)
@@ -516,6 +580,7 @@ def parse(data: Mapping[str, Any], path: Path) -> Config:
     artifacts_table.finish()
 
     images = _load_images(root)
+    notifications = _load_notifications(root)
     environments = {
         env_name: _load_environment(env_name, table, images)
         for env_name, table in root.tables("environments").items()
@@ -530,6 +595,7 @@ def parse(data: Mapping[str, Any], path: Path) -> Config:
         artifacts=artifacts,
         images=images,
         environments=environments,
+        notifications=notifications,
     )
 
 

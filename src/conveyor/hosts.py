@@ -174,8 +174,11 @@ class HostTarget:
 
     # --- router --------------------------------------------------------------------------
 
-    def ensure_router(self, live_hint: dict[str, str | None], out: Console) -> None:
-        """A running router whose config has the current structure; never a needless reload."""
+    def ensure_router(self, live_hint: dict[str, str | None], out: Console) -> bool:
+        """A running router whose config has the current structure; never a needless reload.
+
+        Returns whether the router was created, replaced or reloaded.
+        """
         if self.router_image is None:
             raise ConveyorError("router image unknown")
         container = self.router_container()
@@ -188,15 +191,17 @@ class HostTarget:
                 container = None
         if container is None:
             self._create_router(live_hint, out)
-            return
+            return True
         wanted = router.render(self.env, self.ports, live_hint)
         current = self._read_router_config()
-        if router.structure_of(current or "") != router.structure_of(wanted):
-            # Ports or routes changed: rewrite with the colors that are live now, then reload.
-            live = self.live_colors()
-            self.write_router_config(live)
-            container.kill(signal="SIGUSR2")
-            self._wait_router(out)
+        if router.structure_of(current or "") == router.structure_of(wanted):
+            return False
+        # Ports or routes changed: rewrite with the colors that are live now, then reload.
+        live = self.live_colors()
+        self.write_router_config(live)
+        container.kill(signal="SIGUSR2")
+        self._wait_router(out)
+        return True
 
     def _image_id(self) -> str:
         return str(self.client.images.get(self.router_image).id)

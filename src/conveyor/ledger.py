@@ -128,8 +128,7 @@ class Ledger:
         return sorted(records, key=lambda r: (r.started, r.id))
 
     def next_id(self) -> str:
-        numbers = [int(r.id[1:]) for r in self.records() if r.id[1:].isdigit()]
-        return f"r{max(numbers, default=0) + 1:04d}"
+        return next_id(self.records())
 
     def audit(self, kind: str, **details: Any) -> None:
         payload = {"kind": kind, "at": time.time(), "who": who(), **details}
@@ -150,6 +149,11 @@ class Ledger:
         path = f"logs/{release}/{name}.log"
         self.store.write(path, text.encode(errors="replace"))
         return path
+
+
+def next_id(records: list[ReleaseRecord]) -> str:
+    numbers = [int(r.id[1:]) for r in records if r.id[1:].isdigit()]
+    return f"r{max(numbers, default=0) + 1:04d}"
 
 
 def current_live(records: list[ReleaseRecord]) -> ReleaseRecord | None:

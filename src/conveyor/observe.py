@@ -105,9 +105,14 @@ def observe_host(target: HostTarget) -> HostState:
 
 
 def observe(
-    targets: list[HostTarget], ledger: ledger_mod.Ledger, lock: LockInfo | None
+    targets: list[HostTarget],
+    ledger: ledger_mod.Ledger,
+    lock: LockInfo | None,
+    *,
+    records: list[ReleaseRecord] | None = None,
 ) -> EnvironmentState:
-    records = ledger.records()
+    if records is None:
+        records = ledger.records()
     return EnvironmentState(
         env=targets[0].env.name,
         hosts=[observe_host(t) for t in targets],

@@ -24,11 +24,17 @@ def parse(data: dict[str, Any]) -> config.Config:
     return config.parse(data, Path("deploy.toml"))
 
 
-def test_the_shipped_file_is_valid_and_staging_runs_locally() -> None:
+def test_the_shipped_file_is_valid_and_staging_runs_locally(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     cfg = config.load(ROOT / "deploy.toml")
     staging = cfg.environment("staging")
-    assert [h.docker for h in staging.hosts] == ["local"]
-    assert staging.hosts[0].endpoint() is None
+    monkeypatch.delenv("CONVEYOR_STAGING_DOCKER_HOST", raising=False)
+    assert staging.hosts[0].endpoint() is None, "without the CI secret: the local engine"
+    assert staging.hosts[0].reaches_directly()
+    monkeypatch.setenv("CONVEYOR_STAGING_DOCKER_HOST", "ssh://deploy@staging.example")
+    assert staging.hosts[0].endpoint() == "ssh://deploy@staging.example"
+    assert not staging.hosts[0].reaches_directly()
     assert set(staging.services) == {"api", "web"}
     assert staging.services["api"].ports == {"blue": 8101, "green": 8102}
     assert staging.router.bind == "127.0.0.1"

@@ -1,4 +1,6 @@
-"""`refapi` (or `refapi serve`) migrates then serves; `refapi migrate` only migrates.
+"""`refapi` (or `refapi serve`) migrates then serves; `refapi migrate` only migrates;
+`refapi warm` imports everything serving needs and exits (image builds run it so only the
+modules the service really loads get precompiled bytecode).
 
 Exit codes: 0 clean stop (SIGTERM and SIGINT included), 1 migration failed, 2 bad
 configuration or arguments, 3 did not start (an injected crash, or uvicorn's own startup
@@ -7,6 +9,7 @@ failure such as a port in use). Failures print one line on stderr, never a trace
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -16,7 +19,7 @@ from refapi.settings import Settings
 
 # uvicorn's own code for "could not start"; an injected crash reports the same way.
 STARTUP_FAILURE = 3
-USAGE = "usage: refapi [serve | migrate]   (configured by environment variables)"
+USAGE = "usage: refapi [serve | migrate | warm]   (configured by environment variables)"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -24,6 +27,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args in (["-h"], ["--help"]):
         print(f"{USAGE}\n\n{(__doc__ or '').strip()}")
         return 0
+    if args == ["warm"]:
+        return warm()
     if args not in ([], ["serve"], ["migrate"]):
         return _fail(f"unexpected arguments {' '.join(args)!r}; {USAGE}", 2)
     try:
@@ -50,6 +55,29 @@ def migrate(settings: Settings) -> int:
         engine.dispose()
     where = settings.database_url.render_as_string(hide_password=True)
     print(f"refapi: {where} is at revision {revision}", file=sys.stderr)
+    return 0
+
+
+def warm() -> int:
+    """Load what ``serve`` loads — migrations against a throwaway SQLite file, the app,
+    uvicorn's protocol and loop modules — without listening on any port."""
+    import tempfile  # noqa: PLC0415
+
+    import uvicorn  # noqa: PLC0415
+
+    from refapi.app import create_app  # noqa: PLC0415
+    from refapi.database import create_engine  # noqa: PLC0415
+
+    with tempfile.TemporaryDirectory(prefix="refapi-warm-") as folder:
+        os.environ["DATABASE_URL"] = f"sqlite:///{folder}/warm.db"
+        settings = Settings.from_env()
+        migrate(settings)
+        engine = create_engine(settings.database_url)
+        try:
+            config = uvicorn.Config(create_app(settings, engine), lifespan="on", log_level="info")
+            config.load()
+        finally:
+            engine.dispose()
     return 0
 
 
@@ -80,7 +108,15 @@ def serve(settings: Settings) -> int:
     for stop_signal in (signal.SIGTERM, signal.SIGINT):
         signal.signal(stop_signal, server.handle_exit)
     server.run()
-    return 0 if server.started else STARTUP_FAILURE
+    code = 0 if server.started else STARTUP_FAILURE
+    if server.started:
+        # Everything is closed and flushed once uvicorn returns; the interpreter's own
+        # teardown (module cleanup, garbage collection) only adds ~0.4 s to every stop
+        # of the old color during a deploy.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 def _fail(message: str, code: int) -> int:

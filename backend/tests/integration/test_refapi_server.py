@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from refapi.migrations import head_revision
 
 Start = Callable[..., Any]

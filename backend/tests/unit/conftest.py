@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+
 from refapi.app import create_app
 from refapi.database import create_engine
 from refapi.migrations import upgrade_to_head

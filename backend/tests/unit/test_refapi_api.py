@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+
 from refapi.migrations import head_revision
 from refapi.settings import Fault, database_url
 

@@ -6,9 +6,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from sqlalchemy import create_engine
+
 from refapi.__main__ import main
 from refapi.migrations import current_revision, head_revision
-from sqlalchemy import create_engine
 
 
 def one_line(stderr: str) -> str:

@@ -9,13 +9,14 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from sqlalchemy import inspect
+from sqlalchemy.engine import Engine
+
 from refapi import migrations
 from refapi.database import create_engine
 from refapi.errors import MigrationError
 from refapi.models import Base
 from refapi.settings import database_url
-from sqlalchemy import inspect
-from sqlalchemy.engine import Engine
 
 
 @pytest.fixture

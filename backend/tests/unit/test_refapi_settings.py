@@ -3,6 +3,7 @@ from __future__ import annotations
 from importlib import metadata
 
 import pytest
+
 from refapi.errors import ConfigError
 from refapi.settings import Fault, Settings
 
