@@ -137,6 +137,35 @@ def cmd_unlock(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_promote(args: argparse.Namespace) -> int:
+    from conveyor import promotion  # noqa: PLC0415
+
+    promotion.promote(
+        _config(args),
+        args.source,
+        args.target,
+        dry_run=args.dry_run,
+        lock_wait=args.lock_wait,
+    )
+    return 0
+
+
+def cmd_approve(args: argparse.Namespace) -> int:
+    from conveyor import approvals  # noqa: PLC0415
+
+    approvals.approve(_config(args), args.env, args.release, note=args.note or "")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from conveyor import report  # noqa: PLC0415
+
+    cfg = _config(args)
+    path = report.write(cfg, args.env, output=Path(args.output), ledger_json=args.ledger)
+    console.say(f"wrote {path}")
+    return 0
+
+
 def cmd_artifacts_list(args: argparse.Namespace) -> int:
     from conveyor import store  # noqa: PLC0415
 
@@ -257,13 +286,32 @@ def build_parser() -> argparse.ArgumentParser:
     unlock = add("unlock", cmd_unlock, "Remove an environment's deploy lock (audited).")
     unlock.add_argument("--env", required=True)
 
-    for name, what, issue in [
-        ("promote", "promote staging's release", "release governance"),
-        ("approve", "approve a production release", "release governance"),
-        ("report", "write the deployment report", "release governance"),
-    ]:
-        p = add(name, not_implemented(what, issue), what[0].upper() + what[1:] + ".")
-        p.set_defaults(accepts_anything=True)
+    promote = add(
+        "promote",
+        cmd_promote,
+        "Deploy to one environment exactly the image IDs live and healthy in another.",
+    )
+    promote.add_argument("--from", dest="source", default="staging", metavar="ENV")
+    promote.add_argument("--to", dest="target", default="production", metavar="ENV")
+    promote.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+    promote.add_argument("--lock-wait", type=float, default=0.0, metavar="SECONDS")
+    approve = add(
+        "approve", cmd_approve, "Approve one release (bound to its image IDs) for a gated env."
+    )
+    approve.add_argument("--env", required=True)
+    approve.add_argument(
+        "--release",
+        required=True,
+        metavar="KEY",
+        help="release key printed by `promote --dry-run` (12+ hex digits), or ENV:RELEASE-ID",
+    )
+    approve.add_argument("--note", help="why (recorded with the approval)")
+    report = add("report", cmd_report, "Write the deployment report (DORA metrics) as HTML.")
+    report.add_argument("--env", required=True)
+    report.add_argument("--output", default="reports/deploy", metavar="DIR")
+    report.add_argument(
+        "--ledger", metavar="FILE", help="read `history --json` output instead of the engine"
+    )
     return parser
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import docker.errors
 
-from conveyor import artifacts, images
+from conveyor import approvals, artifacts, images, notify
 from conveyor import ledger as ledger_mod
 from conveyor.bluegreen import BlueGreen, Execution, PhaseFailed, raise_failed
 from conveyor.config import Config, Environment
@@ -218,6 +218,30 @@ def deploy(
     )
 
 
+def deploy_release(
+    config: Config,
+    env_name: str,
+    release: Release,
+    *,
+    kind: str = "deploy",
+    dry_run: bool = False,
+    lock_wait: float = 0.0,
+    message: str = "",
+    out: Console = console,
+) -> Outcome | DeployPlan:
+    """Deploy a release resolved elsewhere (``promote`` hands over another environment's)."""
+    return _move(
+        config,
+        env_name,
+        release,
+        kind=kind,
+        dry_run=dry_run,
+        lock_wait=lock_wait,
+        message=message,
+        out=out,
+    )
+
+
 def rollback(
     config: Config,
     env_name: str,
@@ -284,7 +308,13 @@ def _move(
         out.say("Dry run — nothing will be changed. The plan:")
         for line in plan.steps():
             out.say(f"  {line}")
+        for line in approvals.status_lines(session, release, kind=kind):
+            out.say(line)
         return plan
+
+    # A gated environment checks its approval before anything is built, locked or started.
+    announce = notify.Announcer(config, env, out)
+    approval = approvals.require(session, release, kind=kind, out=out, announce=announce)
 
     began = time.time()
     session.ensure_router_images()
@@ -332,10 +362,12 @@ def _move(
             previous=previous.id if previous else None,
             scan=release.scan,
             commit_time=release.commit_time,
+            approval=approval,
         )
         record.phases["lock"] = lock_seconds
         out.say(f"{kind.capitalize()} {release.version} → {env.name} ({record_id}, by {who})")
         session.ledger.write(record)
+        announce.started(record)
         executor = BlueGreen(
             env,
             session.by_name(),
@@ -358,6 +390,7 @@ def _move(
                 if previous
                 else "nothing was serving before, and nothing is now"
             )
+            announce.failed(record, serving)
             raise raise_failed(failure, plan, serving) from None
         record.phases.update({k: round(v, 3) for k, v in execution.timings.items()})
         record.outcome = ledger_mod.SUCCEEDED
@@ -373,9 +406,11 @@ def _move(
             )
         url = session.public_url()
         out.say(f"✓ {env.name} serves {release.version} at {url} ({record.duration:.1f} s)")
+        announce.succeeded(record, url)
         return Outcome(record=record, plan=plan, url=url, execution=execution)
     finally:
         lock.release()
+        announce.close()
 
 
 def _phase_tracer() -> Callable[[str], None] | None:

@@ -1,0 +1,512 @@
+"""The approval gate: a gated environment runs only a release that a person approved.
+
+An approval is bound to a release's image IDs, never to a version string: the **release key**
+is the sha256 of the sorted ``service=image-id`` lines, so approving one set of images never
+lets another through, even one that reports the same version. ``promote --dry-run`` and a
+refused deploy print the key (its first 16 hex digits); ``approve --env E --release KEY``
+records the approver in the gated environment's ledger (an ``approval`` audit event), and the
+deploy checks it before it takes the lock or changes anything.
+
+A deploy finds, in this order: a recorded approval of exactly these image IDs that has not
+expired and, unless the environment allows self-approval, was given by someone other than the
+deployer; in GitHub Actions, the run's approval of the GitHub environment of the same name
+(its required reviewers are the gate) for a release built from the run's commit; on an
+interactive terminal where self-approval is allowed, the deployer typing the version. Anything
+else fails closed: the deploy exits non-zero, says what to run, and nothing is changed. A
+rollback needs no new approval: it returns to a release that already passed the gate.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from conveyor import artifacts
+from conveyor import config as config_mod
+from conveyor import ledger as ledger_mod
+from conveyor.console import Console, console
+from conveyor.errors import ConveyorError, UsageError
+
+if TYPE_CHECKING:
+    from conveyor.notify import Announcer
+    from conveyor.operations import Session
+    from conveyor.plan import Release
+
+AUDIT_KIND = "approval"
+SHOWN = 16  # hex digits of a release key shown to people
+MIN_PREFIX = 12  # the shortest key prefix `approve --release` accepts
+
+
+class ApprovalRequired(ConveyorError):
+    """A gated environment has no valid approval for the release: nothing was changed."""
+
+    exit_code = 4
+
+
+def release_key(digests: Mapping[str, str]) -> str:
+    """The sha256 of the sorted ``service=image-id`` lines: what an approval is bound to."""
+    lines = "".join(f"{service}={image_id}\n" for service, image_id in sorted(digests.items()))
+    return hashlib.sha256(lines.encode()).hexdigest()
+
+
+def short(key: str) -> str:
+    return key[:SHOWN]
+
+
+def describe_digests(digests: Mapping[str, str]) -> str:
+    return ", ".join(f"{s} {i.removeprefix('sha256:')[:12]}" for s, i in sorted(digests.items()))
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A release someone may approve: where it was found and exactly which images it runs."""
+
+    key: str
+    version: str
+    commit: str
+    digests: dict[str, str]
+    source: str
+    dirty: bool = False
+    scan: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Approval:
+    id: str
+    environment: str
+    key: str
+    digests: dict[str, str]
+    version: str
+    commit: str
+    approver: str
+    at: float
+    expires: float
+    method: str  # "ledger" (invoke approve), "github" (environment reviewers) or "terminal"
+    source: str = ""
+    note: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Approval | None:
+        try:
+            return cls(
+                id=str(data["id"]),
+                environment=str(data["environment"]),
+                key=str(data["key"]),
+                digests={str(k): str(v) for k, v in dict(data["digests"]).items()},
+                version=str(data["version"]),
+                commit=str(data.get("commit", "")),
+                approver=str(data["approver"]),
+                at=float(data["at"]),
+                expires=float(data["expires"]),
+                method=str(data.get("method", "ledger")),
+                source=str(data.get("source", "")),
+                note=str(data.get("note", "")),
+            )
+        except (KeyError, TypeError, ValueError):
+            return None
+
+
+def new_approval(
+    candidate: Candidate,
+    environment: str,
+    approver: str,
+    policy: config_mod.Approval,
+    *,
+    method: str,
+    note: str = "",
+    now: float | None = None,
+) -> Approval:
+    at = time.time() if now is None else now
+    return Approval(
+        id=f"a-{secrets.token_hex(4)}",
+        environment=environment,
+        key=candidate.key,
+        digests=dict(candidate.digests),
+        version=candidate.version,
+        commit=candidate.commit,
+        approver=approver,
+        at=at,
+        expires=at + policy.expires_hours * 3600,
+        method=method,
+        source=candidate.source,
+        note=note,
+    )
+
+
+def recorded(events: Iterable[Mapping[str, Any]], environment: str) -> list[Approval]:
+    """Approvals found in an environment's audit events, oldest first."""
+    found = []
+    for event in events:
+        if event.get("kind") != AUDIT_KIND or not isinstance(event.get("approval"), Mapping):
+            continue
+        approval = Approval.from_dict(event["approval"])
+        if approval is not None and approval.environment == environment:
+            found.append(approval)
+    return sorted(found, key=lambda a: a.at)
+
+
+@dataclass
+class Verdict:
+    """The approval a deploy may use, or why none of the recorded ones counts."""
+
+    approval: Approval | None
+    rejected: list[str] = field(default_factory=list)
+
+
+def _same_person(a: str, b: str) -> bool:
+    return a.strip().casefold() == b.strip().casefold()
+
+
+def _ago(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def evaluate(
+    policy: config_mod.Approval,
+    digests: Mapping[str, str],
+    deployer: str,
+    approvals: Iterable[Approval],
+    *,
+    now: float | None = None,
+) -> Verdict:
+    """Pick the newest approval that covers exactly ``digests``; say why the others do not.
+
+    Expiry is checked against both the time recorded with the approval and the policy in
+    force now, so shortening ``expires_hours`` takes effect at once.
+    """
+    now = time.time() if now is None else now
+    key = release_key(digests)
+    verdict = Verdict(approval=None)
+    for approval in sorted(approvals, key=lambda a: a.at, reverse=True):
+        if approval.key != key or approval.digests != dict(digests):
+            continue
+        expires = min(approval.expires, approval.at + policy.expires_hours * 3600)
+        if expires <= now:
+            verdict.rejected.append(
+                f"the approval by {approval.approver} expired {_ago(now - expires)} ago"
+            )
+            continue
+        if approval.at > now + 300:
+            verdict.rejected.append(f"the approval by {approval.approver} is dated in the future")
+            continue
+        if _same_person(approval.approver, deployer) and not policy.allow_self_approval:
+            verdict.rejected.append(
+                f"{approval.approver} approved it but is also deploying it, and self-approval "
+                f"is not allowed here"
+            )
+            continue
+        verdict.approval = approval
+        return verdict
+    return verdict
+
+
+# --- candidates: what `approve --release R` may name -----------------------------------------
+
+
+def candidate_from_record(record: ledger_mod.ReleaseRecord, where: str) -> Candidate:
+    digests = record.digests()
+    return Candidate(
+        key=release_key(digests),
+        version=record.version,
+        commit=record.commit,
+        digests=digests,
+        source=f"{where} {record.id}",
+        dirty=record.dirty,
+        scan=record.scan,
+    )
+
+
+def candidate_from_release(release: Release) -> Candidate:
+    digests = release.digests()
+    return Candidate(
+        key=release_key(digests),
+        version=release.version,
+        commit=release.commit,
+        digests=digests,
+        source=release.source,
+        dirty=release.dirty,
+        scan=release.scan,
+    )
+
+
+def dist_candidates(config: config_mod.Config, env: config_mod.Environment) -> list[Candidate]:
+    """Releases in dist/ whose manifests list an image for every service of ``env``."""
+    found = []
+    dist = config.root / config.build.dist_dir
+    for manifest_path in sorted(Path(dist).glob("*/manifest.json")):
+        try:
+            manifest = artifacts.read_manifest(manifest_path.parent)
+        except (ConveyorError, OSError, ValueError):
+            continue
+        entries = manifest.get("images", {})
+        digests = {}
+        for name, service in env.services.items():
+            entry = entries.get(service.image)
+            if isinstance(entry, dict) and entry.get("id"):
+                digests[name] = str(entry["id"])
+        if len(digests) != len(env.services):
+            continue
+        found.append(
+            Candidate(
+                key=release_key(digests),
+                version=str(manifest.get("version", manifest_path.parent.name)),
+                commit=str(manifest.get("commit", "")),
+                digests=digests,
+                source=f"{config.build.dist_dir}/{manifest_path.parent.name}",
+                dirty=bool(manifest.get("dirty")),
+            )
+        )
+    return found
+
+
+def match(reference: str, candidates: Iterable[Candidate]) -> Candidate:
+    """The one candidate whose release key starts with ``reference``."""
+    ref = reference.strip().lower().removeprefix("sha256:")
+    if len(ref) < MIN_PREFIX or any(c not in "0123456789abcdef" for c in ref):
+        raise UsageError(
+            f"'{reference}' is not a release key: give at least {MIN_PREFIX} hex digits of the "
+            f"key that `invoke promote --dry-run` prints, or ENV:RELEASE-ID (e.g. staging:r0007)"
+        )
+    by_key: dict[str, Candidate] = {}
+    for candidate in candidates:
+        if candidate.key.startswith(ref):
+            by_key.setdefault(candidate.key, candidate)
+    if len(by_key) > 1:
+        raise UsageError(f"release key '{reference}' is ambiguous: give more digits")
+    if not by_key:
+        raise UsageError(
+            f"no release with key '{reference}' is live in another environment, in this "
+            f"environment's ledger or in dist/ — check the key `invoke promote --dry-run` printed"
+        )
+    return next(iter(by_key.values()))
+
+
+# --- approve (the command) --------------------------------------------------------------------
+
+
+def approve(
+    config: config_mod.Config,
+    env_name: str,
+    reference: str,
+    *,
+    note: str = "",
+    out: Console = console,
+    ask: Callable[[str], str] | None = None,
+) -> Approval:
+    """Record that the person running this approves exactly one release for ``env_name``.
+
+    ``reference`` is a release key (or a prefix of at least 12 hex digits), or
+    ``ENV:RELEASE-ID`` naming a ledger record. On a terminal the approver confirms by typing
+    the version; ``ask`` replaces that prompt in tests.
+    """
+    from conveyor.operations import Session  # noqa: PLC0415 - operations imports this module
+
+    env = config.environment(env_name)
+    if not env.approval.required:
+        raise UsageError(
+            f"{env_name} does not require approvals (set approval.required = true in "
+            f"{config.path.name} to gate it)"
+        )
+    session = Session(config, env_name, out)
+    candidate = _resolve(config, session, reference, Session)
+    missing = set(env.services) - set(candidate.digests)
+    if missing:
+        raise UsageError(
+            f"{candidate.source} has no image for {', '.join(sorted(missing))}, which "
+            f"{env_name} runs — it cannot be deployed there"
+        )
+    candidate = Candidate(
+        key=release_key({s: candidate.digests[s] for s in env.services}),
+        version=candidate.version,
+        commit=candidate.commit,
+        digests={s: candidate.digests[s] for s in env.services},
+        source=candidate.source,
+        dirty=candidate.dirty,
+        scan=candidate.scan,
+    )
+    approver = ledger_mod.who()
+    out.say(f"Approving for {env_name}: {candidate.version} from {candidate.source}")
+    out.say(f"  commit {candidate.commit[:12] or '?'}, release key {short(candidate.key)}")
+    for service, image_id in sorted(candidate.digests.items()):
+        out.say(f"  {service}: {image_id}")
+    if candidate.dirty:
+        out.warn(f"{candidate.version} was built from a dirty tree")
+    if candidate.scan is not None and candidate.scan.get("passed") is not True:
+        out.warn(f"{candidate.version}: {candidate.scan.get('why', 'scan gate did not pass')}")
+    if ask is None and _interactive():
+        ask = input
+    if ask is not None:
+        typed = ask(f"Type the version ({candidate.version}) to approve it for {env_name}: ")
+        if typed.strip() != candidate.version:
+            raise UsageError(f"not approved: you typed '{typed.strip()}', not the version")
+    approval = new_approval(candidate, env_name, approver, env.approval, method="ledger", note=note)
+    session.ledger.audit(AUDIT_KIND, approval=approval.as_dict())
+    until = time.strftime("%Y-%m-%d %H:%M %Z", time.localtime(approval.expires))
+    out.say(
+        f"✓ {approver} approved {candidate.version} for {env_name} until {until} ({approval.id}); "
+        f"it covers these image IDs only"
+    )
+    if not env.approval.allow_self_approval:
+        out.say(f"  someone other than {approver} must run the deploy")
+    return approval
+
+
+def _resolve(
+    config: config_mod.Config, session: Session, reference: str, open_session: Any
+) -> Candidate:
+    env_part, sep, record_id = reference.partition(":")
+    if sep and env_part in config.environments:
+        other = session if env_part == session.env.name else open_session(config, env_part)
+        records = [r for r in other.ledger.records() if r.id == record_id]
+        if not records:
+            raise UsageError(f"no release {record_id} in the {env_part} ledger")
+        if records[0].outcome != ledger_mod.SUCCEEDED:
+            raise UsageError(
+                f"{env_part} {record_id} did not succeed ({records[0].outcome}): only a release "
+                f"that went live can be approved"
+            )
+        return candidate_from_record(records[0], env_part)
+    candidates: list[Candidate] = []
+    for name in config.environments:
+        if name == session.env.name:
+            continue
+        try:
+            live = ledger_mod.current_live(open_session(config, name).ledger.records())
+        except ConveyorError:
+            continue  # an environment we cannot reach cannot be the source
+        if live is not None:
+            candidates.append(candidate_from_record(live, name))
+    candidates.extend(
+        candidate_from_record(r, session.env.name)
+        for r in reversed(session.ledger.records())
+        if r.outcome == ledger_mod.SUCCEEDED
+    )
+    candidates.extend(dist_candidates(config, session.env))
+    return match(reference, candidates)
+
+
+# --- the gate, inside a deploy ----------------------------------------------------------------
+
+
+def _interactive() -> bool:
+    return sys.stdin.isatty() and sys.stdout.isatty() and not os.environ.get("CI")
+
+
+def status_lines(session: Session, release: Release, *, kind: str) -> list[str]:
+    """What ``--dry-run`` says about the gate."""
+    policy = session.env.approval
+    if not policy.required:
+        return []
+    key = release_key(release.digests())
+    if kind == "rollback":
+        return ["approval: not needed for a rollback to a release that was live here"]
+    deployer = ledger_mod.who()
+    verdict = evaluate(
+        policy,
+        release.digests(),
+        deployer,
+        recorded(session.ledger.audit_events(), session.env.name),
+    )
+    if verdict.approval is not None:
+        a = verdict.approval
+        until = time.strftime("%Y-%m-%d %H:%M", time.localtime(a.expires))
+        return [f"approval: {a.approver} approved release key {short(key)} until {until}"]
+    lines = [
+        f"approval: required, none valid yet for release key {short(key)} "
+        f"({describe_digests(release.digests())})",
+        f"  a reviewer runs: invoke approve --env {session.env.name} --release {short(key)}",
+    ]
+    lines.extend(f"  not valid: {why}" for why in verdict.rejected)
+    return lines
+
+
+def require(
+    session: Session,
+    release: Release,
+    *,
+    kind: str,
+    out: Console,
+    announce: Announcer | None = None,
+    ask: Callable[[str], str] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> dict[str, Any] | None:
+    """The approval a deploy to a gated environment runs under, as recorded in its ledger
+    record; raise ``ApprovalRequired`` (having changed nothing) when there is none."""
+    from conveyor import github  # noqa: PLC0415 - only deploys to gated environments need it
+
+    env = session.env
+    policy = env.approval
+    if not policy.required:
+        return None
+    digests = release.digests()
+    key = release_key(digests)
+    if kind == "rollback":
+        return {"method": "rollback", "key": key, "note": "returns to a release live here before"}
+    deployer = ledger_mod.who()
+    verdict = evaluate(policy, digests, deployer, recorded(session.ledger.audit_events(), env.name))
+    if verdict.approval is not None:
+        a = verdict.approval
+        out.say(f"Approved by {a.approver} ({a.method}, {a.id}) for release key {short(key)}")
+        return {**a.as_dict(), "deployer": deployer}
+
+    candidate = candidate_from_release(release)
+    environ = os.environ if environ is None else environ
+    if environ.get("GITHUB_ACTIONS") == "true":
+        reviewer, why = github.environment_approval(env.name, environ=environ)
+        run_commit = environ.get("GITHUB_SHA", "")
+        if reviewer is None:
+            verdict.rejected.append(why)
+        elif run_commit and release.commit != run_commit:
+            verdict.rejected.append(
+                f"GitHub reviewer {reviewer} approved this run's commit {run_commit[:12]}, but "
+                f"the release was built from {release.commit[:12]}"
+            )
+        elif _same_person(reviewer, deployer) and not policy.allow_self_approval:
+            verdict.rejected.append(
+                f"{reviewer} approved the GitHub run they started, and self-approval is not "
+                f"allowed here"
+            )
+        else:
+            approval = new_approval(
+                candidate, env.name, reviewer, policy, method="github", note=why
+            )
+            session.ledger.audit(AUDIT_KIND, approval=approval.as_dict())
+            out.say(f"Approved by {reviewer} in GitHub's {env.name} environment ({why})")
+            return {**approval.as_dict(), "deployer": deployer}
+
+    if ask is None and _interactive():
+        ask = input
+    if ask is not None and policy.allow_self_approval:
+        out.say(f"{env.name} needs an approval of {release.version} (release key {short(key)}):")
+        for service, image_id in sorted(digests.items()):
+            out.say(f"  {service}: {image_id}")
+        typed = ask(f"Type the version ({release.version}) to approve and deploy it: ")
+        if typed.strip() == release.version:
+            approval = new_approval(candidate, env.name, deployer, policy, method="terminal")
+            session.ledger.audit(AUDIT_KIND, approval=approval.as_dict())
+            return {**approval.as_dict(), "deployer": deployer}
+        verdict.rejected.append(f"the version typed was '{typed.strip()}'")
+
+    if announce is not None:
+        announce.approval_needed(release, key)
+    detail = f" (not valid: {'; '.join(verdict.rejected)})" if verdict.rejected else ""
+    who = "a reviewer" if policy.allow_self_approval else f"someone other than {deployer}"
+    raise ApprovalRequired(
+        f"{env.name} needs an approval of {release.version} with release key {short(key)} "
+        f"({describe_digests(digests)}){detail} — {who} runs "
+        f"`invoke approve --env {env.name} --release {short(key)}`; nothing was changed"
+    )

@@ -1,0 +1,367 @@
+"""The approval gate: bound to image IDs, expiring, refusing self-approval, failing closed."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conveyor import approvals
+from conveyor.config import Approval as Policy
+from conveyor.config import Config, Environment
+from conveyor.console import Console
+from conveyor.errors import UsageError
+from conveyor.plan import Release, ServiceImage
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from test_governance_fakes import recording_server
+
+API = "sha256:" + "a" * 64
+WEB = "sha256:" + "b" * 64
+OTHER_API = "sha256:" + "c" * 64
+STRICT = Policy(required=True, allow_self_approval=False, expires_hours=24)
+LAX = Policy(required=True, allow_self_approval=True, expires_hours=24)
+
+
+def release(api: str = API, web: str = WEB, version: str = "1.4.0") -> Release:
+    return Release(
+        version=version,
+        commit="f" * 40,
+        dirty=False,
+        images={
+            "api": ServiceImage("api", api, api, version),
+            "web": ServiceImage("web", web, web, version),
+        },
+        source="staging r0007",
+        scan={"passed": True, "why": "scan gate passed"},
+    )
+
+
+def approval_of(
+    rel: Release, approver: str = "alice", *, at: float | None = None, policy: Policy = STRICT
+) -> approvals.Approval:
+    return approvals.new_approval(
+        approvals.candidate_from_release(rel),
+        "production",
+        approver,
+        policy,
+        method="ledger",
+        now=at,
+    )
+
+
+class FakeLedger:
+    def __init__(self, events: list[dict[str, Any]] | None = None) -> None:
+        self.events = events or []
+
+    def audit_events(self) -> list[dict[str, Any]]:
+        return list(self.events)
+
+    def audit(self, kind: str, **details: Any) -> None:
+        self.events.append({"kind": kind, "at": time.time(), **details})
+
+
+@dataclasses.dataclass
+class FakeSession:
+    env: Environment
+    ledger: FakeLedger
+
+
+class FakeAnnouncer:
+    def __init__(self) -> None:
+        self.needed: list[tuple[str, str]] = []
+
+    def approval_needed(self, rel: Release, key: str) -> None:
+        self.needed.append((rel.version, key))
+
+
+@pytest.fixture
+def production(repo_config: Config) -> Environment:
+    return repo_config.environments["production"]
+
+
+@pytest.fixture(autouse=True)
+def deployer(monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("GITHUB_ACTOR", "bob")
+    monkeypatch.delenv("GITHUB_ACTIONS", raising=False)
+    monkeypatch.setattr(approvals, "_interactive", lambda: False)
+    return "bob"
+
+
+def quiet() -> Console:
+    return Console(open("/dev/null", "w"), quiet=True)
+
+
+# --- the key -----------------------------------------------------------------------------
+
+
+def test_the_key_is_bound_to_image_ids_not_to_the_version() -> None:
+    key = approvals.release_key({"api": API, "web": WEB})
+    assert key == approvals.release_key({"web": WEB, "api": API})  # order does not matter
+    assert key != approvals.release_key({"api": OTHER_API, "web": WEB})
+    assert release().digests() != release(api=OTHER_API).digests()
+    same_version_other_images = release(api=OTHER_API, version="1.4.0")
+    assert approvals.release_key(same_version_other_images.digests()) != key
+    assert len(key) == 64 and approvals.short(key) == key[:16]
+
+
+# --- evaluate ----------------------------------------------------------------------------
+
+
+def test_an_approval_by_someone_else_of_exactly_these_images_is_valid() -> None:
+    rel = release()
+    verdict = approvals.evaluate(STRICT, rel.digests(), "bob", [approval_of(rel)])
+    assert verdict.approval is not None and verdict.approval.approver == "alice"
+
+
+def test_an_approval_of_other_images_never_lets_this_release_through() -> None:
+    approved = release(api=OTHER_API)  # same version, one different image
+    verdict = approvals.evaluate(STRICT, release().digests(), "bob", [approval_of(approved)])
+    assert verdict.approval is None
+
+
+def test_an_approval_with_matching_key_but_tampered_digests_is_ignored() -> None:
+    rel = release()
+    forged = dataclasses.replace(approval_of(rel), digests={"api": OTHER_API, "web": WEB})
+    assert approvals.evaluate(STRICT, rel.digests(), "bob", [forged]).approval is None
+
+
+def test_approvals_expire_after_the_configured_hours() -> None:
+    rel = release()
+    now = time.time()
+    old = approval_of(rel, at=now - 25 * 3600)
+    verdict = approvals.evaluate(STRICT, rel.digests(), "bob", [old], now=now)
+    assert verdict.approval is None
+    assert "expired 60 min ago" in verdict.rejected[0]
+    fresh = approval_of(rel, at=now - 23 * 3600)
+    assert approvals.evaluate(STRICT, rel.digests(), "bob", [fresh], now=now).approval == fresh
+
+
+def test_a_shorter_expiry_in_the_config_applies_to_approvals_already_given() -> None:
+    rel = release()
+    now = time.time()
+    given = approval_of(rel, at=now - 2 * 3600)  # valid for 24 h when given
+    one_hour = Policy(required=True, allow_self_approval=False, expires_hours=1)
+    assert approvals.evaluate(one_hour, rel.digests(), "bob", [given], now=now).approval is None
+
+
+def test_self_approval_is_refused_unless_the_environment_allows_it() -> None:
+    rel = release()
+    own = approval_of(rel, approver="Bob")  # the same person, whatever the case
+    refused = approvals.evaluate(STRICT, rel.digests(), "bob", [own])
+    assert refused.approval is None
+    assert "self-approval is not allowed" in refused.rejected[0]
+    assert approvals.evaluate(LAX, rel.digests(), "bob", [own]).approval == own
+
+
+def test_the_newest_valid_approval_wins_and_invalid_ones_are_explained() -> None:
+    rel = release()
+    now = time.time()
+    first = approval_of(rel, "carol", at=now - 3600)
+    second = approval_of(rel, "alice", at=now - 60)
+    own = approval_of(rel, "bob", at=now - 10)
+    verdict = approvals.evaluate(STRICT, rel.digests(), "bob", [first, own, second], now=now)
+    assert verdict.approval == second
+    assert len(verdict.rejected) == 1
+
+
+def test_recorded_reads_only_this_environments_approval_events() -> None:
+    rel = release()
+    mine = approval_of(rel)
+    theirs = dataclasses.replace(approval_of(rel), environment="staging")
+    events = [
+        {"kind": "approval", "approval": mine.as_dict()},
+        {"kind": "approval", "approval": theirs.as_dict()},
+        {"kind": "approval", "approval": {"garbage": True}},
+        {"kind": "unlock", "holder": {}},
+    ]
+    assert approvals.recorded(events, "production") == [mine]
+
+
+# --- what `approve --release R` may name ------------------------------------------------
+
+
+def test_a_key_prefix_names_exactly_one_candidate() -> None:
+    a = approvals.candidate_from_release(release())
+    b = approvals.candidate_from_release(release(api=OTHER_API))
+    assert approvals.match(a.key[:16], [a, b]) == a
+    assert approvals.match(b.key.upper()[:12], [a, b]) == b
+    with pytest.raises(UsageError, match="not a release key"):
+        approvals.match("1.4.0", [a, b])
+    with pytest.raises(UsageError, match="not a release key"):
+        approvals.match(a.key[:8], [a, b])
+    with pytest.raises(UsageError, match="no release with key"):
+        approvals.match("0" * 16, [a, b])
+
+
+def test_an_ambiguous_prefix_is_refused() -> None:
+    a = approvals.candidate_from_release(release())
+    twin = dataclasses.replace(a, key=a.key[:20] + "0" * 44)
+    with pytest.raises(UsageError, match="ambiguous"):
+        approvals.match(a.key[:12], [a, twin])
+
+
+# --- the gate inside a deploy --------------------------------------------------------------
+
+
+def test_a_gated_deploy_without_approval_fails_closed_and_records_nothing(
+    production: Environment,
+) -> None:
+    session = FakeSession(production, FakeLedger())
+    announce = FakeAnnouncer()
+    rel = release()
+    with pytest.raises(approvals.ApprovalRequired) as info:
+        approvals.require(session, rel, kind="promote", out=quiet(), announce=announce)  # type: ignore[arg-type]
+    message = str(info.value)
+    key = approvals.release_key(rel.digests())
+    assert f"--release {key[:16]}" in message
+    assert "nothing was changed" in message and "someone other than bob" in message
+    assert info.value.exit_code == 4
+    assert session.ledger.events == []
+    assert announce.needed == [("1.4.0", key)]
+
+
+def test_an_ungated_environment_needs_nothing(repo_config: Config) -> None:
+    session = FakeSession(repo_config.environments["staging"], FakeLedger())
+    assert approvals.require(session, release(), kind="deploy", out=quiet()) is None  # type: ignore[arg-type]
+
+
+def test_a_valid_recorded_approval_is_what_the_deploy_records(production: Environment) -> None:
+    rel = release()
+    given = approval_of(rel)
+    session = FakeSession(
+        production, FakeLedger([{"kind": "approval", "approval": given.as_dict()}])
+    )
+    used = approvals.require(session, rel, kind="promote", out=quiet())  # type: ignore[arg-type]
+    assert used is not None
+    assert used["approver"] == "alice" and used["deployer"] == "bob"
+    assert used["digests"] == rel.digests() and used["id"] == given.id
+
+
+def test_the_refusal_says_why_a_recorded_approval_did_not_count(production: Environment) -> None:
+    rel = release()
+    own = approval_of(rel, approver="bob")
+    session = FakeSession(production, FakeLedger([{"kind": "approval", "approval": own.as_dict()}]))
+    with pytest.raises(approvals.ApprovalRequired, match="bob approved it but is also deploying"):
+        approvals.require(session, rel, kind="promote", out=quiet())  # type: ignore[arg-type]
+
+
+def test_a_rollback_needs_no_new_approval(production: Environment) -> None:
+    session = FakeSession(production, FakeLedger())
+    used = approvals.require(session, release(), kind="rollback", out=quiet())  # type: ignore[arg-type]
+    assert used is not None and used["method"] == "rollback"
+
+
+def test_typing_the_version_approves_only_where_self_approval_is_allowed(
+    production: Environment,
+) -> None:
+    rel = release()
+    asked: list[str] = []
+
+    def typed(answer: str) -> Any:
+        def ask(prompt: str) -> str:
+            asked.append(prompt)
+            return answer
+
+        return ask
+
+    strict = FakeSession(production, FakeLedger())
+    with pytest.raises(approvals.ApprovalRequired):
+        approvals.require(strict, rel, kind="deploy", out=quiet(), ask=typed("1.4.0"))  # type: ignore[arg-type]
+    assert asked == [], "a terminal is no way around a ban on self-approval"
+
+    lax = FakeSession(dataclasses.replace(production, approval=LAX), FakeLedger())
+    with pytest.raises(approvals.ApprovalRequired, match=r"the version typed was '1\.4'"):
+        approvals.require(lax, rel, kind="deploy", out=quiet(), ask=typed("1.4"))  # type: ignore[arg-type]
+    assert lax.ledger.events == []
+    used = approvals.require(lax, rel, kind="deploy", out=quiet(), ask=typed("1.4.0"))  # type: ignore[arg-type]
+    assert used is not None and used["method"] == "terminal" and used["approver"] == "bob"
+    assert [e["kind"] for e in lax.ledger.events] == ["approval"]
+    assert "Type the version (1.4.0)" in asked[-1]
+
+
+# --- GitHub's environment reviewers --------------------------------------------------------
+
+
+def github_env(url: str, sha: str = "f" * 40) -> dict[str, str]:
+    return {
+        "GITHUB_ACTIONS": "true",
+        "GITHUB_API_URL": url,
+        "GITHUB_REPOSITORY": "acme/shop",
+        "GITHUB_RUN_ID": "77",
+        "GITHUB_TOKEN": "ghs_" + "t" * 36,
+        "GITHUB_SHA": sha,
+    }
+
+
+def reviews(*entries: tuple[str, str, str]) -> list[dict[str, Any]]:
+    return [
+        {"state": state, "user": {"login": login}, "environments": [{"name": env}], "comment": ""}
+        for state, login, env in entries
+    ]
+
+
+def test_a_github_environment_reviewer_approves_the_runs_release(production: Environment) -> None:
+    rel = release()
+    session = FakeSession(production, FakeLedger())
+    with recording_server() as api:
+        api.routes[("GET", "/repos/acme/shop/actions/runs/77/approvals")] = (
+            200,
+            reviews(("rejected", "mallory", "production"), ("approved", "alice", "production")),
+        )
+        used = approvals.require(
+            session,
+            rel,
+            kind="promote",
+            out=quiet(),
+            environ=github_env(api.url),  # type: ignore[arg-type]
+        )
+    assert used is not None and used["method"] == "github" and used["approver"] == "alice"
+    assert used["digests"] == rel.digests()
+    assert [e["approval"]["approver"] for e in session.ledger.events] == ["alice"]
+    (request,) = api.requests
+    assert request.headers["Authorization"] == "Bearer ghs_" + "t" * 36
+
+
+@pytest.mark.parametrize(
+    ("entries", "sha", "why"),
+    [
+        ((), "f" * 40, "no reviewer approved GitHub's production environment"),
+        ((("approved", "alice", "staging"),), "f" * 40, "no reviewer approved"),
+        ((("approved", "bob", "production"),), "f" * 40, "approved the GitHub run they started"),
+        ((("approved", "alice", "production"),), "e" * 40, "but the release was built from"),
+    ],
+)
+def test_github_approval_refusals(
+    production: Environment, entries: tuple[Any, ...], sha: str, why: str
+) -> None:
+    session = FakeSession(production, FakeLedger())
+    with recording_server() as api:
+        api.routes[("GET", "/repos/acme/shop/actions/runs/77/approvals")] = (200, reviews(*entries))
+        with pytest.raises(approvals.ApprovalRequired, match=why):
+            approvals.require(
+                session,
+                release(),
+                kind="promote",
+                out=quiet(),
+                environ=github_env(api.url, sha),  # type: ignore[arg-type]
+            )
+    assert session.ledger.events == []
+
+
+def test_an_unreachable_github_fails_closed(production: Environment) -> None:
+    session = FakeSession(production, FakeLedger())
+    with recording_server() as api:
+        api.routes[("GET", "/repos/acme/shop/actions/runs/77/approvals")] = (403, {})
+        with pytest.raises(approvals.ApprovalRequired, match=r"HTTP 403.*actions: read"):
+            approvals.require(
+                session,
+                release(),
+                kind="promote",
+                out=quiet(),
+                environ=github_env(api.url),  # type: ignore[arg-type]
+            )

@@ -1,0 +1,144 @@
+"""Promotion's checks, from an observed source environment: what passes and every refusal."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import pytest
+
+from conveyor import promotion
+from conveyor.hosts import ServiceContainer
+from conveyor.ledger import ReleaseRecord
+from conveyor.observe import EnvironmentState, HostState
+
+API = "sha256:" + "a" * 64
+WEB = "sha256:" + "b" * 64
+SERVICES = {"api", "web"}
+
+
+def record(id: str = "r0002", **changes: Any) -> ReleaseRecord:
+    base = ReleaseRecord(
+        id=id,
+        environment="staging",
+        kind="deploy",
+        version="2.0.0",
+        commit="c" * 40,
+        services={
+            "api": {"image_id": API, "reference": "reg/api@sha256:" + "1" * 64, "version": "2.0.0"},
+            "web": {"image_id": WEB, "reference": WEB, "version": "2.0.0"},
+        },
+        who="bob",
+        started=float(int(id[1:])),
+        ended=float(int(id[1:])) + 0.5,
+        outcome="succeeded",
+        scan={"passed": True, "why": "scan gate passed"},
+        commit_time=1,
+    )
+    return dataclasses.replace(base, **changes)
+
+
+def container(service: str, image_id: str, *, health: str | None = "healthy") -> ServiceContainer:
+    return ServiceContainer(
+        name=f"conveyor-staging-{service}-green-r0002",
+        id=service,
+        service=service,
+        color="green",
+        release="r0002",
+        version="2.0.0",
+        image_id=image_id,
+        status="running",
+        health=health,
+        created="2026-01-01T00:00:00Z",
+    )
+
+
+def state(records: list[ReleaseRecord], **containers: ServiceContainer) -> EnvironmentState:
+    running = containers or {"api": container("api", API), "web": container("web", WEB)}
+    host = HostState(
+        name="local",
+        router="running",
+        live=dict.fromkeys(running, "green"),
+        containers=list(running.values()),
+    )
+    return EnvironmentState(env="staging", hosts=[host], records=records, lock=None)
+
+
+def test_the_live_healthy_release_is_promotable_with_its_exact_images() -> None:
+    older = record("r0001", version="1.0.0")
+    live = record("r0002")
+    chosen, checks = promotion.promotable(state([older, live]), SERVICES)
+    assert chosen is live
+    assert checks[-1] == "running containers on local match its image IDs and are healthy"
+    release = promotion.release_of(chosen, "staging")
+    assert release.digests() == {"api": API, "web": WEB}
+    assert release.images["api"].reference == "reg/api@sha256:" + "1" * 64
+    assert release.source == "staging r0002 (promoted)"
+    assert release.scan == live.scan and release.commit_time == 1
+
+
+@pytest.mark.parametrize(
+    ("records", "why"),
+    [
+        ([], "staging has no releases to promote"),
+        ([record("r0001"), record("r0002", outcome="running")], "is still running"),
+        (
+            [record("r0001"), record("r0002", outcome="failed", failed_phase="ready", reason="x")],
+            "current release r0002 \\(2.0.0\\) failed in ready: x",
+        ),
+        ([record("r0001"), record("r0002", outcome="interrupted")], "was interrupted"),
+        (
+            [
+                record("r0001"),
+                record("r0002", version="3.0.0"),
+                record("r0003", kind="rollback", rollback_of="r0002"),
+            ],
+            "staging was rolled back \\(r0003 returned to 2.0.0, rolling back r0002\\)",
+        ),
+        ([record("r0002", dirty=True)], "built from a dirty tree"),
+        (
+            [record("r0002", scan={"passed": False, "why": "the scan gate failed for api"})],
+            "scan gate did not pass \\(the scan gate failed for api\\)",
+        ),
+        ([record("r0002", scan=None)], "scan gate did not pass \\(no scan recorded\\)"),
+        ([record("r0002", scan={"passed": None, "why": "no scan recorded"})], "did not pass"),
+    ],
+)
+def test_refusals(records: list[ReleaseRecord], why: str) -> None:
+    with pytest.raises(promotion.PromotionRefused, match=why):
+        promotion.promotable(state(records), SERVICES)
+
+
+def test_refused_when_the_running_image_is_not_the_ledgers() -> None:
+    tampered = state(
+        [record()], api=container("api", "sha256:" + "9" * 64), web=container("web", WEB)
+    )
+    with pytest.raises(promotion.PromotionRefused, match="live api runs image sha256:999"):
+        promotion.promotable(tampered, SERVICES)
+
+
+def test_refused_when_nothing_takes_live_traffic() -> None:
+    observed = state([record()])
+    observed.hosts[0].live["web"] = None
+    with pytest.raises(promotion.PromotionRefused, match="no running container takes web's live"):
+        promotion.promotable(observed, SERVICES)
+
+
+def test_refused_when_the_live_container_is_unhealthy() -> None:
+    sick = state(
+        [record()], api=container("api", API, health="unhealthy"), web=container("web", WEB)
+    )
+    with pytest.raises(promotion.PromotionRefused, match="is unhealthy"):
+        promotion.promotable(sick, SERVICES)
+
+
+def test_refused_when_the_target_runs_a_service_the_source_lacks() -> None:
+    with pytest.raises(promotion.PromotionRefused, match="no image for worker"):
+        promotion.promotable(state([record()]), SERVICES | {"worker"})
+
+
+def test_a_router_that_cannot_be_read_is_refused() -> None:
+    observed = state([record()])
+    observed.hosts[0].error = "admin socket closed"
+    with pytest.raises(promotion.PromotionRefused, match="cannot read its router"):
+        promotion.promotable(observed, SERVICES)
