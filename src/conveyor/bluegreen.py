@@ -91,8 +91,12 @@ class BlueGreen:
             raise
         except ConveyorError as exc:
             raise PhaseFailed(name, f"{host + ': ' if host else ''}{exc}") from None
-        except docker.errors.DockerException as exc:
-            raise PhaseFailed(name, f"{host + ': ' if host else ''}engine error: {exc}") from None
+        except Exception as exc:
+            where = f"{host}: " if host else ""
+            hint = ""
+            if type(exc).__name__ == "ChannelException":
+                hint = " (the host's sshd refused another session: set MaxSessions 30 there)"
+            raise PhaseFailed(name, f"{where}{type(exc).__name__}: {exc}{hint}") from None
         finally:
             run.timings[name] = run.timings.get(name, 0.0) + time.monotonic() - started
             self.timings[name] = run.timings[name]
@@ -359,10 +363,10 @@ class BlueGreen:
                 if commands:
                     target.admin("; ".join(commands))
                 target.write_router_config(back)
-            except ConveyorError as exc:
+            except Exception as exc:
                 self.out.warn(f"{host_name}: could not switch back: {exc}")
         for host_plan in run.plan.hosts:
-            with contextlib.suppress(ConveyorError):
+            with contextlib.suppress(Exception):
                 self.targets[host_plan.host].admin(
                     router.park_commands(m.service for m in host_plan.moves)
                 )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -329,3 +330,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("conveyor: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:
+        # A bug or an engine failing mid-call: still one line, the traceback on request.
+        if os.environ.get("CONVEYOR_DEBUG") == "1":
+            raise
+        print(
+            f"conveyor: unexpected {type(exc).__name__}: {str(exc)[:300]} "
+            f"(CONVEYOR_DEBUG=1 shows the traceback)",
+            file=sys.stderr,
+        )
+        return 1

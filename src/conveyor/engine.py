@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import os
+import re
+import signal
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import docker
@@ -17,6 +23,59 @@ def describe(endpoint: str | None) -> str:
     return endpoint or os.environ.get("DOCKER_HOST") or DEFAULT_SOCKET
 
 
+_agent_started = False
+
+
+def prepare_ssh() -> None:
+    """For ``ssh://`` hosts in CI: load ``CONVEYOR_SSH_KEY`` into an ssh-agent and trust the
+    host keys in ``CONVEYOR_SSH_KNOWN_HOSTS``. The key never touches the disk.
+
+    Without those variables the user's own ssh setup (agent, ~/.ssh/config) is used as is.
+    """
+    global _agent_started  # noqa: PLW0603 - one agent per process
+    key = os.environ.get("CONVEYOR_SSH_KEY")
+    if key and not _agent_started:
+        if not os.environ.get("SSH_AUTH_SOCK"):
+            started = subprocess.run(
+                ["ssh-agent", "-s"], capture_output=True, text=True, check=True
+            ).stdout
+            for name in ("SSH_AUTH_SOCK", "SSH_AGENT_PID"):
+                found = re.search(rf"{name}=([^;]+);", started)
+                if found:
+                    os.environ[name] = found.group(1)
+            pid = int(os.environ.get("SSH_AGENT_PID", "0"))
+            if pid:
+                atexit.register(_stop_agent, pid)
+        added = subprocess.run(
+            ["ssh-add", "-q", "-"],
+            input=key.strip() + "\n",
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if added.returncode != 0:
+            # ssh-add's message never contains the key; it says what is wrong with it.
+            raise EngineUnavailable(
+                f"CONVEYOR_SSH_KEY was not accepted by ssh-add: {added.stderr.strip()[:120]}"
+            )
+        _agent_started = True
+    known = os.environ.get("CONVEYOR_SSH_KNOWN_HOSTS")
+    if known:
+        folder = Path.home() / ".ssh"
+        folder.mkdir(mode=0o700, exist_ok=True)
+        path = folder / "known_hosts"
+        present = set(path.read_text().splitlines()) if path.exists() else set()
+        missing = [line for line in known.strip().splitlines() if line and line not in present]
+        if missing:
+            with path.open("a") as handle:
+                handle.write("\n".join(missing) + "\n")
+
+
+def _stop_agent(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+
+
 def connect(endpoint: str | None = None, *, timeout: int = 120) -> Any:
     """A ``docker.DockerClient`` that has answered a ping.
 
@@ -24,16 +83,26 @@ def connect(endpoint: str | None = None, *, timeout: int = 120) -> Any:
     The API version is negotiated: Debian's dockerd 20.10 speaks 1.41.
     """
     where = describe(endpoint)
+    if endpoint is not None and endpoint.startswith("ssh://"):
+        prepare_ssh()
     try:
         if endpoint is None:
             client = docker.from_env(timeout=timeout)
         else:
+            # ssh:// goes through paramiko (agent, ~/.ssh/known_hosts, host keys checked):
+            # the ssh-binary transport breaks its pipe on the many short execs a deploy makes.
+            # Each pooled connection and each exec is an ssh session: keep the pool small.
             client = docker.DockerClient(
-                base_url=endpoint, timeout=timeout, use_ssh_client=endpoint.startswith("ssh://")
+                base_url=endpoint, timeout=timeout, use_ssh_client=False, max_pool_size=4
             )
         client.ping()
     except DockerException as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if endpoint is not None and not endpoint.startswith("unix://"):
+            raise EngineUnavailable(
+                f"cannot reach the Docker engine at {where} — check that the host is up and "
+                f"reachable (ssh access, DOCKER_HOST) [{reason[:160]}]"
+            ) from None
         raise EngineUnavailable(
             f"no Docker engine at {where} — run scripts/setup (or start dockerd) [{reason[:160]}]"
         ) from None

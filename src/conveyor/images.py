@@ -320,7 +320,10 @@ def router_image_tag(config: Config, client: Any) -> str:
     """The router image's tag: a hash of its Dockerfile and base, so edits rebuild it."""
     spec = _router_spec(config)
     base = resolve_base_image(client, config)
-    dockerfile = (config.root / spec.dockerfile).read_bytes()
+    path = config.root / spec.dockerfile
+    if not path.is_file():
+        raise ImageError(f"deploy.toml [images.{spec.name}]: {spec.dockerfile} does not exist")
+    dockerfile = path.read_bytes()
     return f"{local_name(spec)}:{hashlib.sha256(dockerfile + base.encode()).hexdigest()[:12]}"
 
 

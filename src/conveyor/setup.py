@@ -166,6 +166,7 @@ TEST_TOOLS = {
     "docker-registry": "docker-registry",  # a real registry for the image tests
     "chromium": "chromium",  # the browser for end-to-end and report tests
     "haproxy": "haproxy",  # `haproxy -c` checks the router config the unit tests render
+    "sshd": "openssh-server",  # a real ssh:// host for the remote-engine tests
 }
 
 
