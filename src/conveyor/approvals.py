@@ -354,7 +354,7 @@ def approve(
         if typed.strip() != candidate.version:
             raise UsageError(f"not approved: you typed '{typed.strip()}', not the version")
     approval = new_approval(candidate, env_name, approver, env.approval, method="ledger", note=note)
-    session.ledger.audit(AUDIT_KIND, approval=approval.as_dict())
+    record_approval(session, approval)
     until = time.strftime("%Y-%m-%d %H:%M %Z", time.localtime(approval.expires))
     out.say(
         f"✓ {approver} approved {candidate.version} for {env_name} until {until} ({approval.id}); "
@@ -397,6 +397,15 @@ def _resolve(
     )
     candidates.extend(dist_candidates(config, session.env))
     return match(reference, candidates)
+
+
+def record_approval(session: Session, approval: Approval) -> None:
+    """Append the approval to the environment's audit trail, on its engine."""
+    if not session.store.exists():
+        # A production nobody deployed to yet has no state container; it is made from the
+        # router image, which the first deploy would build there anyway.
+        session.ensure_router_images()
+    session.ledger.audit(AUDIT_KIND, approval=approval.as_dict())
 
 
 # --- the gate, inside a deploy ----------------------------------------------------------------
@@ -484,7 +493,7 @@ def require(
             approval = new_approval(
                 candidate, env.name, reviewer, policy, method="github", note=why
             )
-            session.ledger.audit(AUDIT_KIND, approval=approval.as_dict())
+            record_approval(session, approval)
             out.say(f"Approved by {reviewer} in GitHub's {env.name} environment ({why})")
             return {**approval.as_dict(), "deployer": deployer}
 
@@ -497,7 +506,7 @@ def require(
         typed = ask(f"Type the version ({release.version}) to approve and deploy it: ")
         if typed.strip() == release.version:
             approval = new_approval(candidate, env.name, deployer, policy, method="terminal")
-            session.ledger.audit(AUDIT_KIND, approval=approval.as_dict())
+            record_approval(session, approval)
             return {**approval.as_dict(), "deployer": deployer}
         verdict.rejected.append(f"the version typed was '{typed.strip()}'")
 

@@ -180,8 +180,13 @@ class Notifier:
         thread.start()
 
     def _deliver(self, message: Message) -> None:
-        import apprise  # noqa: PLC0415 - a deploy without notification targets never loads it
-
+        try:
+            import apprise  # noqa: PLC0415 - a deploy without notification targets never loads it
+        except ImportError:
+            self.out.warn("notifications need apprise: run `uv sync` (it is a dependency)")
+            with self._lock:
+                self.sent.extend((message.event, t.label, False) for t in self.targets)
+            return
         for target in self.targets:
             ok = False
             with contextlib.suppress(Exception), _quiet_apprise():

@@ -63,17 +63,23 @@ def ok(result: Any) -> Any:
 def refused(result: Any, code: int = 1) -> str:
     assert result.returncode == code, f"rc={result.returncode}\n{result.stdout}\n{result.stderr}"
     assert "Traceback" not in result.stderr, result.stderr
-    last = result.stderr.strip().splitlines()[-1]
+    last: str = result.stderr.strip().splitlines()[-1]
     assert last.startswith("conveyor: "), result.stderr
     return last
 
 
 def history(env: Any) -> list[dict[str, Any]]:
-    return json.loads(ok(env.cli("history", "--env", env.name, "--json")).stdout)
+    records: list[dict[str, Any]] = json.loads(
+        ok(env.cli("history", "--env", env.name, "--json")).stdout
+    )
+    return records
 
 
 def containers(client: Any, env: Any) -> list[Any]:
-    return client.containers.list(all=True, filters={"label": f"conveyor.env={env.name}"})
+    found: list[Any] = client.containers.list(
+        all=True, filters={"label": f"conveyor.env={env.name}"}
+    )
+    return found
 
 
 def live_images(client: Any, env: Any) -> dict[str, str]:

@@ -6,7 +6,7 @@ import dataclasses
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import pytest
 
@@ -16,6 +16,9 @@ from conveyor.config import Config, Environment
 from conveyor.console import Console
 from conveyor.errors import UsageError
 from conveyor.plan import Release, ServiceImage
+
+if TYPE_CHECKING:
+    from conveyor.operations import Session
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from test_governance_fakes import recording_server
@@ -66,9 +69,28 @@ class FakeLedger:
 
 
 @dataclasses.dataclass
+class FakeStore:
+    present: bool = True
+
+    def exists(self) -> bool:
+        return self.present
+
+
+@dataclasses.dataclass
 class FakeSession:
     env: Environment
     ledger: FakeLedger
+    store: FakeStore = dataclasses.field(default_factory=FakeStore)
+    router_images_built: int = 0
+
+    def ensure_router_images(self) -> None:
+        self.router_images_built += 1
+        self.store.present = True
+
+
+def gate(session: FakeSession, rel: Release, **kwargs: Any) -> dict[str, Any] | None:
+    """The deploy-time gate, run against the fake session."""
+    return approvals.require(cast("Session", session), rel, **kwargs)
 
 
 class FakeAnnouncer:
@@ -215,7 +237,7 @@ def test_a_gated_deploy_without_approval_fails_closed_and_records_nothing(
     announce = FakeAnnouncer()
     rel = release()
     with pytest.raises(approvals.ApprovalRequired) as info:
-        approvals.require(session, rel, kind="promote", out=quiet(), announce=announce)  # type: ignore[arg-type]
+        gate(session, rel, kind="promote", out=quiet(), announce=announce)
     message = str(info.value)
     key = approvals.release_key(rel.digests())
     assert f"--release {key[:16]}" in message
@@ -227,7 +249,7 @@ def test_a_gated_deploy_without_approval_fails_closed_and_records_nothing(
 
 def test_an_ungated_environment_needs_nothing(repo_config: Config) -> None:
     session = FakeSession(repo_config.environments["staging"], FakeLedger())
-    assert approvals.require(session, release(), kind="deploy", out=quiet()) is None  # type: ignore[arg-type]
+    assert gate(session, release(), kind="deploy", out=quiet()) is None
 
 
 def test_a_valid_recorded_approval_is_what_the_deploy_records(production: Environment) -> None:
@@ -236,7 +258,7 @@ def test_a_valid_recorded_approval_is_what_the_deploy_records(production: Enviro
     session = FakeSession(
         production, FakeLedger([{"kind": "approval", "approval": given.as_dict()}])
     )
-    used = approvals.require(session, rel, kind="promote", out=quiet())  # type: ignore[arg-type]
+    used = gate(session, rel, kind="promote", out=quiet())
     assert used is not None
     assert used["approver"] == "alice" and used["deployer"] == "bob"
     assert used["digests"] == rel.digests() and used["id"] == given.id
@@ -247,12 +269,12 @@ def test_the_refusal_says_why_a_recorded_approval_did_not_count(production: Envi
     own = approval_of(rel, approver="bob")
     session = FakeSession(production, FakeLedger([{"kind": "approval", "approval": own.as_dict()}]))
     with pytest.raises(approvals.ApprovalRequired, match="bob approved it but is also deploying"):
-        approvals.require(session, rel, kind="promote", out=quiet())  # type: ignore[arg-type]
+        gate(session, rel, kind="promote", out=quiet())
 
 
 def test_a_rollback_needs_no_new_approval(production: Environment) -> None:
     session = FakeSession(production, FakeLedger())
-    used = approvals.require(session, release(), kind="rollback", out=quiet())  # type: ignore[arg-type]
+    used = gate(session, release(), kind="rollback", out=quiet())
     assert used is not None and used["method"] == "rollback"
 
 
@@ -271,14 +293,14 @@ def test_typing_the_version_approves_only_where_self_approval_is_allowed(
 
     strict = FakeSession(production, FakeLedger())
     with pytest.raises(approvals.ApprovalRequired):
-        approvals.require(strict, rel, kind="deploy", out=quiet(), ask=typed("1.4.0"))  # type: ignore[arg-type]
+        gate(strict, rel, kind="deploy", out=quiet(), ask=typed("1.4.0"))
     assert asked == [], "a terminal is no way around a ban on self-approval"
 
     lax = FakeSession(dataclasses.replace(production, approval=LAX), FakeLedger())
     with pytest.raises(approvals.ApprovalRequired, match=r"the version typed was '1\.4'"):
-        approvals.require(lax, rel, kind="deploy", out=quiet(), ask=typed("1.4"))  # type: ignore[arg-type]
+        gate(lax, rel, kind="deploy", out=quiet(), ask=typed("1.4"))
     assert lax.ledger.events == []
-    used = approvals.require(lax, rel, kind="deploy", out=quiet(), ask=typed("1.4.0"))  # type: ignore[arg-type]
+    used = gate(lax, rel, kind="deploy", out=quiet(), ask=typed("1.4.0"))
     assert used is not None and used["method"] == "terminal" and used["approver"] == "bob"
     assert [e["kind"] for e in lax.ledger.events] == ["approval"]
     assert "Type the version (1.4.0)" in asked[-1]
@@ -313,12 +335,12 @@ def test_a_github_environment_reviewer_approves_the_runs_release(production: Env
             200,
             reviews(("rejected", "mallory", "production"), ("approved", "alice", "production")),
         )
-        used = approvals.require(
+        used = gate(
             session,
             rel,
             kind="promote",
             out=quiet(),
-            environ=github_env(api.url),  # type: ignore[arg-type]
+            environ=github_env(api.url),
         )
     assert used is not None and used["method"] == "github" and used["approver"] == "alice"
     assert used["digests"] == rel.digests()
@@ -343,12 +365,12 @@ def test_github_approval_refusals(
     with recording_server() as api:
         api.routes[("GET", "/repos/acme/shop/actions/runs/77/approvals")] = (200, reviews(*entries))
         with pytest.raises(approvals.ApprovalRequired, match=why):
-            approvals.require(
+            gate(
                 session,
                 release(),
                 kind="promote",
                 out=quiet(),
-                environ=github_env(api.url, sha),  # type: ignore[arg-type]
+                environ=github_env(api.url, sha),
             )
     assert session.ledger.events == []
 
@@ -358,10 +380,20 @@ def test_an_unreachable_github_fails_closed(production: Environment) -> None:
     with recording_server() as api:
         api.routes[("GET", "/repos/acme/shop/actions/runs/77/approvals")] = (403, {})
         with pytest.raises(approvals.ApprovalRequired, match=r"HTTP 403.*actions: read"):
-            approvals.require(
+            gate(
                 session,
                 release(),
                 kind="promote",
                 out=quiet(),
-                environ=github_env(api.url),  # type: ignore[arg-type]
+                environ=github_env(api.url),
             )
+
+
+def test_recording_on_a_fresh_environment_first_prepares_its_state_store(
+    production: Environment,
+) -> None:
+    fresh = FakeSession(production, FakeLedger(), FakeStore(present=False))
+    approvals.record_approval(cast(Any, fresh), approval_of(release()))
+    approvals.record_approval(cast(Any, fresh), approval_of(release()))
+    assert fresh.router_images_built == 1
+    assert [e["kind"] for e in fresh.ledger.events] == ["approval", "approval"]
