@@ -74,7 +74,7 @@ def test_unexpected_arguments_exit_2(capsys: pytest.CaptureFixture[str]) -> None
     assert main(["serve", "--reload"]) == 2
 
     assert one_line(capsys.readouterr().err).startswith(
-        "refapi: unexpected arguments 'serve --reload'; usage: refapi [serve | migrate]"
+        "refapi: unexpected arguments 'serve --reload'; usage: refapi [serve | migrate | warm]"
     )
 
 
@@ -101,3 +101,18 @@ def test_fault_crash_exits_3_before_touching_the_database(
 
     assert one_line(capsys.readouterr().err) == "refapi: fault injected: crash"
     assert list(tmp_path.iterdir()) == []
+
+
+def test_warm_loads_what_serving_needs_without_listening() -> None:
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys; from refapi.__main__ import main; rc = main(['warm']); "
+        "print(rc, 'uvicorn.protocols.http.h11_impl' in sys.modules, "
+        "'alembic.runtime.migration' in sys.modules, 'refapi.app' in sys.modules)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert result.stdout.split() == ["0", "True", "True", "True"], result.stderr
