@@ -62,8 +62,16 @@ def annotate(
         print(annotation(level, message, title=title), flush=True)
 
 
-def append_summary(markdown: str, environ: Mapping[str, str] | None = None) -> Path | None:
-    """Append to ``$GITHUB_STEP_SUMMARY``, never taking it past GitHub's 1 MiB."""
+def append_summary(
+    markdown: str,
+    environ: Mapping[str, str] | None = None,
+    *,
+    where_else: str = "",
+) -> Path | None:
+    """Append to ``$GITHUB_STEP_SUMMARY``, never taking it past GitHub's 1 MiB.
+
+    ``where_else`` names where the full text is when it had to be cut.
+    """
     env = os.environ if environ is None else environ
     target = env.get("GITHUB_STEP_SUMMARY")
     if not target:
@@ -73,7 +81,8 @@ def append_summary(markdown: str, environ: Mapping[str, str] | None = None) -> P
     room = SUMMARY_LIMIT - used - 1
     data = markdown.encode()
     if len(data) > room:
-        note = "\n\n…truncated to fit GitHub's 1 MiB step summary\n".encode()
+        see = f": see {where_else}" if where_else else ""
+        note = f"\n\n…truncated to fit GitHub's 1 MiB step summary{see}\n".encode()
         data = data[: max(0, room - len(note))].decode(errors="ignore").encode() + note
         if len(data) > room:
             return None

@@ -100,7 +100,8 @@ def release_from_dist(config: Config, env: Environment, version: str | None) -> 
     )
 
 
-def release_from_record(record: ReleaseRecord) -> Release:
+def release_from_record(record: ReleaseRecord, *, source: str | None = None) -> Release:
+    """The release a ledger record ran (what rollback returns to and promotion ships)."""
     return Release(
         version=record.version,
         commit=record.commit,
@@ -114,7 +115,7 @@ def release_from_record(record: ReleaseRecord) -> Release:
             )
             for name, svc in record.services.items()
         },
-        source=f"ledger {record.id}",
+        source=source or f"ledger {record.id}",
         scan=record.scan,
         commit_time=record.commit_time,
     )
@@ -165,8 +166,9 @@ class Session:
     def read_lock(self) -> LockInfo | None:
         return self.lock().read()
 
-    def observe(self) -> EnvironmentState:
-        return observe(self.targets, self.ledger, self.read_lock())
+    def observe(self, records: list[ReleaseRecord] | None = None) -> EnvironmentState:
+        """The environment now; pass ``records`` to skip re-reading a ledger we hold."""
+        return observe(self.targets, self.ledger, self.read_lock(), records=records)
 
     def by_name(self) -> dict[str, HostTarget]:
         return {t.name: t for t in self.targets}
@@ -329,15 +331,20 @@ def _move(
     try:
         lock_seconds = time.time() - began
         state = session.observe()
-        for stale in state.interrupted() + [r for r in state.records if r.outcome == "running"]:
+        # We hold the lock, so a record still "running" belongs to a process that died.
+        for stale in [r for r in state.records if r.outcome == ledger_mod.RUNNING]:
             stale.outcome = ledger_mod.INTERRUPTED
             stale.reason = stale.reason or "the deploying process died before finishing"
             stale.ended = stale.ended or time.time()
             session.ledger.write(stale)
-        for target in session.targets:
-            target.ensure_router(_live_hint(target, state), out)
-        state = session.observe()
-        record_id = session.ledger.next_id()
+        changed = [
+            target.name
+            for target in session.targets
+            if target.ensure_router(_live_hint(target, state), out)
+        ]
+        if changed:
+            state = session.observe(records=state.records)
+        record_id = ledger_mod.next_id(state.records)
         plan = plan_move(env, state, ports, release, record_id, kind=kind, rollback_of=rollback_of)
         previous = state.live_record()
         record = ReleaseRecord(
@@ -396,8 +403,11 @@ def _move(
         record.outcome = ledger_mod.SUCCEEDED
         record.ended = time.time()
         session.ledger.write(record)
-        prune(session, state)
-        check = session.observe()
+        records = [r for r in state.records if r.id != record.id] + [record]
+        # The old color is being stopped in the background; wait for it before checking.
+        execution.wait_stopped()
+        prune(session, records)
+        check = session.observe(records=records)
         live_versions = check.serving_versions()
         wrong = {s: v for s, v in live_versions.items() if v != {release.version}}
         if wrong or set(live_versions) != set(env.services):
@@ -424,10 +434,9 @@ def _phase_tracer() -> Callable[[str], None] | None:
     return trace
 
 
-def prune(session: Session, state: EnvironmentState) -> None:
+def prune(session: Session, records: list[ReleaseRecord]) -> None:
     """Keep ``keep_releases`` stopped containers per service; never the rollback target."""
-    records = session.ledger.records()
-    protected_images = set()
+    protected_images: set[str] = set()
     previous = ledger_mod.previous_live(records)
     if previous is not None:
         protected_images = set(previous.digests().values())
@@ -442,7 +451,6 @@ def prune(session: Session, state: EnvironmentState) -> None:
                     continue
                 with contextlib.suppress(docker.errors.NotFound):
                     target.client.containers.get(old.id).remove(v=False)
-    del state
 
 
 # --- status, history, unlock ---------------------------------------------------------------

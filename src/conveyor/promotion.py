@@ -19,7 +19,7 @@ from conveyor.console import Console, console
 from conveyor.errors import ConveyorError, UsageError
 from conveyor.ledger import ReleaseRecord
 from conveyor.observe import EnvironmentState
-from conveyor.plan import DeployPlan, Release, ServiceImage
+from conveyor.plan import DeployPlan, Release
 
 UNHEALTHY = {"unhealthy", "starting"}
 
@@ -125,24 +125,11 @@ def promotable(state: EnvironmentState, services: set[str]) -> tuple[ReleaseReco
     return record, checks
 
 
-def release_of(record: ReleaseRecord, source: str) -> Release:
-    return Release(
-        version=record.version,
-        commit=record.commit,
-        dirty=record.dirty,
-        images={
-            name: ServiceImage(
-                service=name,
-                image_id=str(svc["image_id"]),
-                reference=str(svc.get("reference") or svc["image_id"]),
-                version=str(svc.get("version", record.version)),
-            )
-            for name, svc in sorted(record.services.items())
-        },
-        source=f"{source} {record.id} (promoted)",
-        scan=record.scan,
-        commit_time=record.commit_time,
-    )
+def promoted_release(record: ReleaseRecord, source: str) -> Release:
+    """Exactly the images ``record`` ran in ``source``: never a rebuild."""
+    from conveyor.operations import release_from_record  # noqa: PLC0415 - a cycle
+
+    return release_from_record(record, source=f"{source} {record.id} (promoted)")
 
 
 def candidate(config: Config, source: str, target: str, *, out: Console = console) -> Candidate:
@@ -154,7 +141,7 @@ def candidate(config: Config, source: str, target: str, *, out: Console = consol
         raise UsageError(f"cannot promote {source} to itself")
     state = Session(config, source, out).observe()
     record, checks = promotable(state, set(target_env.services))
-    release = release_of(record, source)
+    release = promoted_release(record, source)
     only = {name: img for name, img in release.images.items() if name in target_env.services}
     release = Release(
         version=release.version,

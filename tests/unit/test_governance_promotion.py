@@ -70,7 +70,7 @@ def test_the_live_healthy_release_is_promotable_with_its_exact_images() -> None:
     chosen, checks = promotion.promotable(state([older, live]), SERVICES)
     assert chosen is live
     assert checks[-1] == "running containers on local match its image IDs and are healthy"
-    release = promotion.release_of(chosen, "staging")
+    release = promotion.promoted_release(chosen, "staging")
     assert release.digests() == {"api": API, "web": WEB}
     assert release.images["api"].reference == "reg/api@sha256:" + "1" * 64
     assert release.source == "staging r0002 (promoted)"

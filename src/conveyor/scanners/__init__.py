@@ -38,7 +38,9 @@ def cmd_scan(args: argparse.Namespace) -> int:
                 console.say(f"{'':<16} {options}")
         return 0
     context = args.context or policy.default_context()
-    artifacts = Path(args.artifacts).resolve() if args.artifacts else None
+    artifacts = Path(args.artifacts).resolve() if args.artifacts else _built_release(root)
+    if artifacts is not None and not args.artifacts:
+        console.say(f"Scanning the images of {artifacts.name} too (built by `nox -s image`)")
     outcome = runner.scan(
         rules,
         context=context,
@@ -98,6 +100,23 @@ def cmd_advisories_query(args: argparse.Namespace) -> int:
     if not found:
         console.say(f"{args.package} {args.version}: no known advisories in {path}")
     return 0
+
+
+def _built_release(root: Path) -> Path | None:
+    """dist/<version>/ of the working tree when its images exist: a release is scanned whole.
+
+    CI runs `nox -s build image scan` in one job; without this the images would go unscanned
+    and a gated environment would refuse them.
+    """
+    from conveyor import artifacts, config  # noqa: PLC0415
+    from conveyor.errors import ConveyorError  # noqa: PLC0415
+
+    try:
+        folder = artifacts.dist_folder(config.load(root / "deploy.toml"), None)
+        manifest = artifacts.read_manifest(folder)
+    except ConveyorError:
+        return None
+    return folder.resolve() if manifest.get("images") else None
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

@@ -12,7 +12,6 @@ Every string goes through :func:`conveyor.scanners.redact.redact` on the way out
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -319,22 +318,9 @@ def bounded_summary(
 
 def append_step_summary(text: str, environ: dict[str, str] | None = None) -> Path | None:
     """Append to ``$GITHUB_STEP_SUMMARY`` without taking it past GitHub's 1 MiB."""
-    env = os.environ if environ is None else environ
-    target = env.get("GITHUB_STEP_SUMMARY")
-    if not target:
-        return None
-    path = Path(target)
-    used = path.stat().st_size if path.exists() else 0
-    room = STEP_SUMMARY_LIMIT - used - 1
-    data = text.encode()
-    if len(data) > room:
-        note = "\n\n…truncated to fit the step summary: see reports/scan/summary.md\n".encode()
-        data = data[: max(0, room - len(note))].decode(errors="ignore").encode() + note
-        if len(data) > room:
-            return None
-    with path.open("ab") as handle:
-        handle.write(data)
-    return path
+    from conveyor import github  # noqa: PLC0415
+
+    return github.append_summary(text, environ, where_else="reports/scan/summary.md")
 
 
 def console_table(runs: Sequence[ScannerRun], verdict: Verdict) -> list[str]:
