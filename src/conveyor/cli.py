@@ -73,7 +73,7 @@ def _publish(cfg: config_mod.Config, folder: Path) -> None:
 
 
 def cmd_image(args: argparse.Namespace) -> int:
-    from conveyor import artifacts, engine, images  # noqa: PLC0415
+    from conveyor import artifacts, engine, github, images  # noqa: PLC0415
 
     cfg = _config(args)
     folder = artifacts.dist_folder(cfg, args.version)
@@ -83,6 +83,7 @@ def cmd_image(args: argparse.Namespace) -> int:
     for name, entry in results.items():
         console.say(f"  {name}: {images.image_reference(entry)}")
     _publish(cfg, folder)  # again: the manifest now names the image digests
+    github.append_summary(github.build_summary(artifacts.read_manifest(folder)))
     return 0
 
 
