@@ -107,9 +107,7 @@ class KeepAliveLoad:
         self.result.seconds = time.monotonic() - self._started
         return self.result
 
-    def _record(
-        self, latency: float | None, error: str | None, version: str | None = None
-    ) -> None:
+    def _record(self, latency: float | None, error: str | None, version: str | None = None) -> None:
         with self._lock:
             if version is not None:
                 now = time.monotonic() - self._started

@@ -39,10 +39,18 @@ FIXTURES = ROOT / "tests" / "fixtures"
 PLANTED = FIXTURES / "planted"
 SARIF_SCHEMA = FIXTURES / "sarif-schema-2.1.0.json"
 SARIF_SCHEMA_SHA256 = "c3b4bb2d6093897483348925aaa73af03b3e3f4bd4ca38cef26dcb4212a2682e"
-ADVISORY_DB = Path(
-    os.environ.get("CONVEYOR_ADVISORY_DB")
-    or ROOT.parent / "shared" / "advisories" / "pypa-advisory-database"
-)
+
+
+def _advisory_db() -> Path:
+    """The full PyPA snapshot where this machine has it, else the vendored subset of it."""
+    explicit = os.environ.get("CONVEYOR_ADVISORY_DB")
+    if explicit:
+        return Path(explicit)
+    shared = ROOT.parent / "shared" / "advisories" / "pypa-advisory-database"
+    return shared if shared.is_dir() else FIXTURES / "advisories" / "pypa-advisory-database"
+
+
+ADVISORY_DB = _advisory_db()
 SCAN_TOOLS = ("bandit", "pip-audit", "trivy", "zizmor", "check-jsonschema")
 # Well-formed (ghp_ + 36 characters) but fake; assembled here so that no token-shaped literal
 # is ever committed.
