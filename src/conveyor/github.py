@@ -190,7 +190,8 @@ class Client:
             },
         )
         try:
-            with urllib.request.urlopen(request, timeout=TIMEOUT) as response:  # noqa: S310
+            # The base URL's scheme is checked to be http(s) in __init__.
+            with urllib.request.urlopen(request, timeout=TIMEOUT) as response:  # noqa: S310  # nosec B310
                 raw = response.read()
         except urllib.error.HTTPError as exc:
             raise GitHubError(f"{method} {path}: HTTP {exc.code}") from None
