@@ -13,7 +13,6 @@ import os
 import platform
 import shutil
 import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -302,11 +301,6 @@ def build_images(
 def image_reference(entry: dict[str, Any]) -> str:
     """How a deploy names an image: by registry digest when pushed, else by local image ID."""
     return str(entry.get("reference") or entry["id"])
-
-
-def iter_release_refs(manifest: dict[str, Any]) -> Iterator[tuple[str, str]]:
-    for name, entry in sorted(manifest.get("images", {}).items()):
-        yield name, image_reference(entry)
 
 
 def _router_spec(config: Config) -> ImageSpec:
