@@ -53,20 +53,27 @@ class ServiceContainer:
         return self.status in {"running", "restarting"}
 
     @classmethod
-    def from_container(cls, container: Any) -> ServiceContainer:
-        labels = container.labels
-        state = container.attrs.get("State", {})
+    def from_listing(cls, attrs: dict[str, Any]) -> ServiceContainer:
+        """From the engine's container *list* entry: one call for all, no inspect each."""
+        labels = attrs.get("Labels") or {}
+        status_text = str(attrs.get("Status", ""))
+        health = None
+        for marker, value in (("(healthy)", "healthy"), ("(unhealthy)", "unhealthy"),
+                              ("(health: starting)", "starting")):  # fmt: skip
+            if marker in status_text:
+                health = value
         return cls(
-            name=container.name,
-            id=container.id,
+            name=str((attrs.get("Names") or ["/?"])[0]).lstrip("/"),
+            id=str(attrs.get("Id", "")),
             service=labels.get("conveyor.service", "?"),
             color=labels.get("conveyor.color", "?"),
             release=labels.get("conveyor.release", "?"),
             version=labels.get("conveyor.version", "?"),
-            image_id=container.attrs.get("Image", ""),
-            status=state.get("Status", container.status),
-            health=(state.get("Health") or {}).get("Status"),
-            created=container.attrs.get("Created", ""),
+            image_id=str(attrs.get("ImageID", "")),
+            status=str(attrs.get("State", "?")),
+            health=health,
+            # Seconds, then the release id: two containers made in one second still order.
+            created=f"{int(attrs.get('Created', 0)):012d}-{labels.get('conveyor.release', '')}",
         )
 
 
@@ -88,11 +95,11 @@ class HostTarget:
     # --- observation ---------------------------------------------------------------------
 
     def service_containers(self) -> list[ServiceContainer]:
-        found = self.client.containers.list(
+        found = self.client.api.containers(
             all=True,
             filters={"label": [f"conveyor.env={self.env.name}", f"conveyor.role={ROLE_SERVICE}"]},
         )
-        return sorted((ServiceContainer.from_container(c) for c in found), key=lambda c: c.created)
+        return sorted((ServiceContainer.from_listing(c) for c in found), key=lambda c: c.created)
 
     def router_container(self) -> Any:
         if self._router is not None:
