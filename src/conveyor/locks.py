@@ -167,7 +167,7 @@ class EnvironmentLock:
                     f"or, if that deploy is dead, run: invoke unlock --env {self.env}"
                 )
             time.sleep(0.5)
-        self._beat()
+        # The first heartbeat comes from the thread: until then `since` stands in for it.
         self._stop.clear()
         self._beater = threading.Thread(
             target=self._beat_forever, daemon=True, name="lock-heartbeat"
@@ -183,6 +183,7 @@ class EnvironmentLock:
 
     def _beat_forever(self) -> None:
         interval = max(0.5, min(5.0, self.stale_after / 4))
+        self._beat()
         while not self._stop.wait(interval):
             self._beat()
 

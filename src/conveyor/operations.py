@@ -166,9 +166,13 @@ class Session:
     def read_lock(self) -> LockInfo | None:
         return self.lock().read()
 
-    def observe(self, records: list[ReleaseRecord] | None = None) -> EnvironmentState:
-        """The environment now; pass ``records`` to skip re-reading a ledger we hold."""
-        return observe(self.targets, self.ledger, self.read_lock(), records=records)
+    def observe(
+        self, records: list[ReleaseRecord] | None = None, *, holding_lock: bool = False
+    ) -> EnvironmentState:
+        """The environment now. A deploy that holds the lock passes the records it already
+        read and skips reading the lock it holds."""
+        lock = None if holding_lock else self.read_lock()
+        return observe(self.targets, self.ledger, lock, records=records)
 
     def by_name(self) -> dict[str, HostTarget]:
         return {t.name: t for t in self.targets}
@@ -330,7 +334,7 @@ def _move(
     lock.acquire(who, release.version, message, wait=lock_wait, on_broken=broken)
     try:
         lock_seconds = time.time() - began
-        state = session.observe()
+        state = session.observe(holding_lock=True)
         # We hold the lock, so a record still "running" belongs to a process that died.
         for stale in [r for r in state.records if r.outcome == ledger_mod.RUNNING]:
             stale.outcome = ledger_mod.INTERRUPTED
@@ -343,7 +347,7 @@ def _move(
             if target.ensure_router(_live_hint(target, state), out)
         ]
         if changed:
-            state = session.observe(records=state.records)
+            state = session.observe(records=state.records, holding_lock=True)
         record_id = ledger_mod.next_id(state.records)
         plan = plan_move(env, state, ports, release, record_id, kind=kind, rollback_of=rollback_of)
         previous = state.live_record()
@@ -404,10 +408,11 @@ def _move(
         record.ended = time.time()
         session.ledger.write(record)
         records = [r for r in state.records if r.id != record.id] + [record]
-        # The old color is being stopped in the background; wait for it before checking.
+        check = session.observe(records=records, holding_lock=True)
+        # The old color has been stopping in the background since the drain began; it must be
+        # down before pruning, and before the lock is released.
         execution.wait_stopped()
         prune(session, records)
-        check = session.observe(records=records)
         live_versions = check.serving_versions()
         wrong = {s: v for s, v in live_versions.items() if v != {release.version}}
         if wrong or set(live_versions) != set(env.services):
