@@ -194,7 +194,11 @@ def second_engine(
     except subprocess.TimeoutExpired:
         process.kill()
     log.close()
-    subprocess.run(["umount", "-R", str(folder / "data")], check=False, capture_output=True)
+    # dockerd leaves mounts behind (its data root, the default netns): undo them, deepest first.
+    mounts = Path("/proc/mounts").read_text().split("\n")
+    inside = sorted({line.split()[1] for line in mounts if f" {folder}/" in line}, reverse=True)
+    for mount in inside:
+        subprocess.run(["umount", "-l", mount], check=False, capture_output=True)
     shutil.rmtree(folder, ignore_errors=True)
 
 
