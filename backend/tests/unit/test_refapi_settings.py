@@ -24,7 +24,7 @@ def test_defaults_when_nothing_is_set() -> None:
 def test_every_variable_is_read() -> None:
     settings = Settings.from_env(
         {
-            "HOST": "10.1.2.3",
+            "HOST": "127.0.0.2",
             "PORT": "9001",
             "DATABASE_URL": "sqlite:////data/api.db",
             "APP_VERSION": "2.0.0",
@@ -35,7 +35,7 @@ def test_every_variable_is_read() -> None:
         }
     )
 
-    assert (settings.host, settings.port) == ("10.1.2.3", 9001)
+    assert (settings.host, settings.port) == ("127.0.0.2", 9001)
     assert settings.database_url.database == "/data/api.db"
     assert (settings.version, settings.commit) == ("2.0.0", "deadbeef")
     assert settings.migrate_on_start is False
