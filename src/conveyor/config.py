@@ -28,16 +28,30 @@ _MISSING: Any = object()
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
-    """Return ``" (did you mean 'x'?)"`` when a close match exists, else an empty string."""
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    """Return ``" (did you mean 'x'?)"`` when a close match exists, else an empty string.
+
+    An abbreviation wins over spelling: 'prod' means 'production', not 'pr'.
+    """
+    options = list(choices)
+    longer = [c for c in options if c.startswith(word) and c != word]
+    if word and len(longer) == 1:
+        return f" (did you mean '{longer[0]}'?)"
+    close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
-class _Table:
-    """A TOML table being validated: remembers its key path and which keys were read."""
+class TomlTable:
+    """A TOML table being validated: remembers its key path and which keys were read.
 
-    def __init__(self, data: Mapping[str, Any], path: str, source: str) -> None:
-        self.data = data
+    Every config conveyor reads (deploy.toml, ``[tool.conveyor.scan]``) goes through this, so
+    errors look alike: ``FILE [key.path]: what is wrong (allowed: …) (did you mean …?)``.
+    """
+
+    def __init__(self, data: Any, path: str, source: str) -> None:
+        if not isinstance(data, Mapping):
+            where = f" [{path}]" if path else ""
+            raise ConfigError(f"{source}{where}: expected a table, got {type(data).__name__}")
+        self.data: Mapping[str, Any] = data
         self.path = path
         self.source = source
         self._read: set[str] = set()
@@ -46,7 +60,8 @@ class _Table:
         where = f"{self.path}.{key}" if key and self.path else (key or self.path)
         return ConfigError(f"{self.source} [{where}]: {message}")
 
-    def _get(self, key: str, default: Any) -> Any:
+    def value(self, key: str, default: Any) -> Any:
+        """The raw value (marked as read), ``default`` when absent."""
         self._read.add(key)
         if key in self.data:
             return self.data[key]
@@ -57,7 +72,7 @@ class _Table:
     def string(
         self, key: str, default: Any = _MISSING, choices: Iterable[str] | None = None
     ) -> Any:
-        value = self._get(key, default)
+        value = self.value(key, default)
         if value is default and default is not _MISSING:
             return value
         if not isinstance(value, str):
@@ -73,7 +88,7 @@ class _Table:
         return value
 
     def integer(self, key: str, default: Any = _MISSING, minimum: int | None = None) -> Any:
-        value = self._get(key, default)
+        value = self.value(key, default)
         if value is default and default is not _MISSING:
             return value
         if isinstance(value, bool) or not isinstance(value, int):
@@ -83,7 +98,7 @@ class _Table:
         return value
 
     def number(self, key: str, default: Any = _MISSING, minimum: float | None = 0.0) -> Any:
-        value = self._get(key, default)
+        value = self.value(key, default)
         if value is default and default is not _MISSING:
             return float(value) if value is not None else None
         if isinstance(value, bool) or not isinstance(value, int | float):
@@ -93,20 +108,32 @@ class _Table:
         return float(value)
 
     def boolean(self, key: str, default: Any = _MISSING) -> Any:
-        value = self._get(key, default)
+        value = self.value(key, default)
         if not isinstance(value, bool):
             raise self.fail(key, f"expected true or false, got {value!r}")
         return value
 
-    def table(self, key: str, *, required: bool = False) -> _Table:
-        value = self._get(key, _MISSING if required else {})
+    def positive(self, key: str, default: float) -> float:
+        value = self.value(key, default)
+        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            raise self.fail(key, f"expected a positive number, got {value!r}")
+        return float(value)
+
+    def string_list(self, key: str, default: list[str]) -> list[str]:
+        value = self.value(key, default)
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise self.fail(key, f"expected a list of strings, got {value!r}")
+        return list(value)
+
+    def table(self, key: str, *, required: bool = False) -> TomlTable:
+        value = self.value(key, _MISSING if required else {})
         if not isinstance(value, Mapping):
             raise self.fail(key, f"expected a table, got {type(value).__name__}")
-        return _Table(value, f"{self.path}.{key}" if self.path else key, self.source)
+        return TomlTable(value, f"{self.path}.{key}" if self.path else key, self.source)
 
-    def tables(self, key: str) -> dict[str, _Table]:
+    def tables(self, key: str) -> dict[str, TomlTable]:
         outer = self.table(key)
-        result: dict[str, _Table] = {}
+        result: dict[str, TomlTable] = {}
         for name in outer.data:
             result[name] = outer.table(name)
         outer.finish()
@@ -337,7 +364,7 @@ class Config:
         return (os.environ.get("CONVEYOR_REGISTRY") or self.registry.url).rstrip("/")
 
 
-def _load_secrets(table: _Table) -> tuple[SecretRef, ...]:
+def _load_secrets(table: TomlTable) -> tuple[SecretRef, ...]:
     refs = []
     for name, value in table.strings("secrets", {}).items():
         scheme, sep, target = value.partition(":")
@@ -351,9 +378,9 @@ def _load_secrets(table: _Table) -> tuple[SecretRef, ...]:
     return tuple(refs)
 
 
-def _load_references(table: _Table, key: str) -> tuple[SecretRef, ...]:
+def _load_references(table: TomlTable, key: str) -> tuple[SecretRef, ...]:
     """A list of ``env:NAME`` / ``file:PATH`` references, e.g. notification URLs."""
-    raw = table._get(key, [])
+    raw = table.value(key, [])
     if not isinstance(raw, list) or not all(isinstance(item, str) for item in raw):
         raise table.fail(key, "expected an array of strings like 'env:VARIABLE'")
     refs = []
@@ -370,9 +397,9 @@ def _load_references(table: _Table, key: str) -> tuple[SecretRef, ...]:
     return tuple(refs)
 
 
-def _load_notifications(root: _Table) -> Notifications:
+def _load_notifications(root: TomlTable) -> Notifications:
     table = root.table("notifications")
-    events = table._get("events", list(NOTIFY_EVENTS))
+    events = table.value("events", list(NOTIFY_EVENTS))
     if not isinstance(events, list):
         raise table.fail("events", "expected an array of event names")
     for event in events:
@@ -391,7 +418,7 @@ def _load_notifications(root: _Table) -> Notifications:
     return notifications
 
 
-def _load_service(name: str, table: _Table, images: Mapping[str, ImageSpec]) -> Service:
+def _load_service(name: str, table: TomlTable, images: Mapping[str, ImageSpec]) -> Service:
     image = table.string("image", name)
     if image not in images:
         raise table.fail(
@@ -433,17 +460,17 @@ def _load_service(name: str, table: _Table, images: Mapping[str, ImageSpec]) -> 
     return service
 
 
-def _load_environment(name: str, table: _Table, images: Mapping[str, ImageSpec]) -> Environment:
+def _load_environment(name: str, table: TomlTable, images: Mapping[str, ImageSpec]) -> Environment:
     if not _NAME.match(name):
         raise table.fail(None, "environment names are lower-case letters, digits and '-'")
-    hosts_raw = table._get("hosts", [{"name": "local", "docker": "local"}])
+    hosts_raw = table.value("hosts", [{"name": "local", "docker": "local"}])
     if not isinstance(hosts_raw, list) or not hosts_raw:
         raise table.fail("hosts", "expected a non-empty array of tables")
     hosts = []
     for index, raw in enumerate(hosts_raw):
         if not isinstance(raw, Mapping):
             raise table.fail(f"hosts[{index}]", "expected a table")
-        host_table = _Table(raw, f"{table.path}.hosts[{index}]", table.source)
+        host_table = TomlTable(raw, f"{table.path}.hosts[{index}]", table.source)
         docker = host_table.string("docker", "local")
         if docker != "local" and not docker.startswith(("unix://", "tcp://", "ssh://", "env:")):
             raise host_table.fail(
@@ -516,7 +543,7 @@ def _load_environment(name: str, table: _Table, images: Mapping[str, ImageSpec])
     return env
 
 
-def _check_ports(env: Environment, table: _Table) -> None:
+def _check_ports(env: Environment, table: TomlTable) -> None:
     """Host networking shares one port space per host: a clash would only show at deploy time."""
     used: dict[int, str] = {}
     for what, port in [
@@ -533,7 +560,7 @@ def _check_ports(env: Environment, table: _Table) -> None:
         used[port] = what
 
 
-def _load_images(root: _Table) -> dict[str, ImageSpec]:
+def _load_images(root: TomlTable) -> dict[str, ImageSpec]:
     images = {}
     for name, table in root.tables("images").items():
         images[name] = ImageSpec(
@@ -548,7 +575,7 @@ def _load_images(root: _Table) -> dict[str, ImageSpec]:
 
 def parse(data: Mapping[str, Any], path: Path) -> Config:
     """Validate a parsed deploy.toml."""
-    root = _Table(data, "", path.name)
+    root = TomlTable(data, "", path.name)
     project = root.table("project")
     name = project.string("name", "conveyor")
     source_url = project.string("source", "")

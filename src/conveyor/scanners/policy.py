@@ -37,7 +37,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from conveyor.config import did_you_mean
+from conveyor.config import TomlTable, did_you_mean
 from conveyor.errors import ConfigError, UsageError
 from conveyor.scanners.base import ScannerSpec
 from conveyor.scanners.model import SEVERITIES, Finding
@@ -48,14 +48,6 @@ CONTEXTS = ("pr", "main", "production")
 ON_UNAVAILABLE = ("fail", "warn")
 DEFAULT_UNAVAILABLE = {"pr": "warn", "main": "fail", "production": "fail"}
 ENV_CONTEXT = "CONVEYOR_SCAN_CONTEXT"
-
-
-def hint(word: str, choices: Sequence[str]) -> str:
-    """A typo hint that also knows abbreviations: 'prod' means 'production', not 'pr'."""
-    longer = [c for c in choices if c.startswith(word) and c != word]
-    if len(longer) == 1:
-        return f" (did you mean '{longer[0]}'?)"
-    return did_you_mean(word, choices)
 
 
 def default_context(environ: Mapping[str, str] | None = None) -> str:
@@ -77,7 +69,7 @@ def default_context(environ: Mapping[str, str] | None = None) -> str:
         if forced not in CONTEXTS:
             raise UsageError(
                 f"{ENV_CONTEXT}={forced}: unknown context (allowed: {', '.join(CONTEXTS)})"
-                + hint(forced, CONTEXTS)
+                + did_you_mean(forced, CONTEXTS)
             )
         return forced
     if env.get("GITHUB_ACTIONS") != "true":
@@ -142,70 +134,20 @@ class Policy:
         return self.scanners[name]
 
 
-class _Section:
-    """A TOML table being validated: knows its key path and rejects unknown keys."""
-
-    def __init__(self, data: Any, path: str, source: str) -> None:
-        if not isinstance(data, Mapping):
-            raise ConfigError(f"{source} [{path}]: expected a table, got {type(data).__name__}")
-        self.data: Mapping[str, Any] = data
-        self.path = path
-        self.source = source
-
-    def fail(self, key: str | None, message: str) -> ConfigError:
-        where = f"{self.path}.{key}" if key else self.path
-        return ConfigError(f"{self.source} [{where}]: {message}")
-
-    def only(self, allowed: Sequence[str]) -> None:
-        for key in self.data:
-            if key not in allowed:
-                raise self.fail(
-                    key,
-                    f"unknown key (allowed: {', '.join(sorted(allowed))})" + hint(key, allowed),
-                )
-
-    def choice(self, key: str, default: str, choices: Sequence[str]) -> str:
-        value = self.data.get(key, default)
-        if not isinstance(value, str) or value not in choices:
-            raise self.fail(
-                key,
-                f"{value!r} is not allowed (allowed: {', '.join(choices)})"
-                + hint(str(value), choices),
-            )
-        return value
-
-    def typed(self, key: str, default: Any) -> Any:
-        """A value of the same type as ``default`` (a list of strings for a list default)."""
-        value = self.data.get(key, default)
-        if isinstance(default, bool):
-            ok = isinstance(value, bool)
-            kind = "true or false"
-        elif isinstance(default, int | float):
-            ok = isinstance(value, int | float) and not isinstance(value, bool) and value > 0
-            kind = "a positive number"
-        elif isinstance(default, list):
-            ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
-            kind = "a list of strings"
-        else:
-            ok = isinstance(value, str)
-            kind = "a string"
-        if not ok:
-            raise self.fail(key, f"expected {kind}, got {value!r}")
-        return list(value) if isinstance(value, list) else value
-
-
 def _allow_entry(raw: Any, index: int, source: str, scanners: Sequence[str]) -> AllowEntry:
-    table = _Section(raw, f"{TABLE}.allow[{index}]", source)
-    table.only(("id", "reason", "expires", "scanner", "location"))
+    table = TomlTable(raw, f"{TABLE}.allow[{index}]", source)
     for key in ("id", "reason", "expires"):
         if key not in table.data:
             raise table.fail(
                 key, "required key is missing (every allowlist entry needs id, reason and expires)"
             )
-    ident, reason = table.typed("id", ""), table.typed("reason", "")
-    if not ident.strip() or not reason.strip():
-        raise table.fail("reason" if ident.strip() else "id", "must not be empty")
-    expires = table.data["expires"]
+    ident, reason = table.string("id").strip(), table.string("reason").strip()
+    scanner = table.value("scanner", None)
+    location = table.value("location", None)
+    expires = table.value("expires", None)
+    table.finish()
+    if not ident or not reason:
+        raise table.fail("reason" if ident else "id", "must not be empty")
     if isinstance(expires, str):
         try:
             expires = date.fromisoformat(expires)
@@ -213,61 +155,59 @@ def _allow_entry(raw: Any, index: int, source: str, scanners: Sequence[str]) -> 
             raise table.fail("expires", f"{expires!r} is not a date (YYYY-MM-DD)") from None
     if not isinstance(expires, date):
         raise table.fail("expires", f"expected a date (YYYY-MM-DD), got {expires!r}")
-    scanner = table.data.get("scanner")
     if scanner is not None and scanner not in scanners:
         raise table.fail(
             "scanner",
             f"unknown scanner {scanner!r} (known: {', '.join(scanners)})"
-            + hint(str(scanner), scanners),
+            + did_you_mean(str(scanner), scanners),
         )
-    location = table.data.get("location")
     if location is not None and not isinstance(location, str):
         raise table.fail("location", f"expected a string pattern, got {location!r}")
-    return AllowEntry(ident.strip(), reason.strip(), expires, scanner, location)
+    return AllowEntry(ident, reason, expires, scanner, location)
 
 
 def parse(
     data: Mapping[str, Any], root: Path, source: str, registry: Sequence[ScannerSpec]
 ) -> Policy:
     """Validate the ``[tool.conveyor.scan]`` table (``data``) against the scanner registry."""
-    top = _Section(data, TABLE, source)
-    top.only(("fail_on", "reports", "exclude", "unavailable", "scanners", "allow"))
-    fail_on = top.choice("fail_on", "medium", SEVERITIES)
-    reports = Path(top.typed("reports", "reports/scan"))
-    exclude = tuple(e.strip("/") for e in top.typed("exclude", []))
+    top = TomlTable(data, TABLE, source)
+    fail_on = top.string("fail_on", "medium", choices=SEVERITIES)
+    reports = Path(top.string("reports", "reports/scan"))
+    exclude = tuple(e.strip("/") for e in top.string_list("exclude", []))
 
     unavailable = dict(DEFAULT_UNAVAILABLE)
-    ctx_table = _Section(data.get("unavailable", {}), f"{TABLE}.unavailable", source)
-    ctx_table.only(CONTEXTS)
+    ctx_table = top.table("unavailable")
     for context in CONTEXTS:
-        unavailable[context] = ctx_table.choice(context, unavailable[context], ON_UNAVAILABLE)
+        unavailable[context] = ctx_table.string(
+            context, unavailable[context], choices=ON_UNAVAILABLE
+        )
+    ctx_table.finish()
 
-    names = [spec.name for spec in registry]
-    scanners_table = _Section(data.get("scanners", {}), f"{TABLE}.scanners", source)
-    scanners_table.only(names)
+    scanners_table = top.table("scanners")
     scanners: dict[str, ScannerPolicy] = {}
     for spec in registry:
-        table = _Section(
-            scanners_table.data.get(spec.name, {}), f"{TABLE}.scanners.{spec.name}", source
-        )
-        table.only(("enabled", "required", "timeout", *spec.options))
+        table = scanners_table.table(spec.name)
         scanners[spec.name] = ScannerPolicy(
             name=spec.name,
-            enabled=table.typed("enabled", True),
-            required=table.typed("required", spec.required),
-            timeout=float(table.typed("timeout", spec.timeout)),
+            enabled=table.boolean("enabled", True),
+            required=table.boolean("required", spec.required),
+            timeout=table.positive("timeout", spec.timeout),
             options={
-                key: table.choice(key, default, spec.choices[key])
+                key: table.string(key, default, choices=spec.choices[key])
                 if key in spec.choices
-                else table.typed(key, default)
+                else _option(table, key, default)
                 for key, default in spec.options.items()
             },
         )
+        table.finish()
+    scanners_table.finish()
 
-    raw_allow = data.get("allow", [])
+    raw_allow = top.value("allow", [])
     if not isinstance(raw_allow, list):
         raise top.fail("allow", "expected an array of tables ([[tool.conveyor.scan.allow]])")
+    names = [spec.name for spec in registry]
     allow = tuple(_allow_entry(raw, i, source, names) for i, raw in enumerate(raw_allow))
+    top.finish()
     return Policy(
         root=root,
         source=source,
@@ -278,6 +218,17 @@ def parse(
         scanners=scanners,
         allow=allow,
     )
+
+
+def _option(table: TomlTable, key: str, default: Any) -> Any:
+    """A scanner option, typed like its default."""
+    if isinstance(default, bool):
+        return table.boolean(key, default)
+    if isinstance(default, int | float):
+        return table.positive(key, default)
+    if isinstance(default, list):
+        return table.string_list(key, default)
+    return table.string(key, default)
 
 
 def find_project(start: Path | None = None) -> Path:
