@@ -59,6 +59,16 @@ class TestEnvironment:
             check=False,
         )
 
+    def cli_running(self, *args: str, env: dict[str, str] | None = None) -> Any:
+        """The same command, started in the background (stdout and stderr piped)."""
+        return subprocess.Popen(
+            ["python", "-m", "conveyor", "--config", str(self.config_path), *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, **(env or {})},
+        )
+
 
 @dataclass
 class EnvironmentFactory:

@@ -199,24 +199,8 @@ def test_lock_contention_waits_or_says_who_holds_it(make_environment: Any) -> No
         line = one_clear_line(refused)
         assert "is locked by alice@example.com" in line and "hotfix in progress" in line
         assert "invoke unlock" in line
-        waiting = subprocess.Popen(
-            [
-                "python",
-                "-m",
-                "conveyor",
-                "--config",
-                str(env.config_path),
-                "deploy",
-                "--env",
-                env.name,
-                "--version",
-                "2.0.0",
-                "--lock-wait",
-                "60",
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
+        waiting = env.cli_running(
+            "deploy", "--env", env.name, "--version", "2.0.0", "--lock-wait", "60"
         )
         assert waiting.poll() is None
     finally:
@@ -316,23 +300,13 @@ def test_sigkill_at_any_phase_leaves_the_live_release_serving(
     env = make_environment(verify=2, drain=0.5)
     ok(deploy(env, "1.0.0"))
     with load_on(env.public()) as load:
-        process = subprocess.Popen(
-            [
-                "python",
-                "-m",
-                "conveyor",
-                "--config",
-                str(env.config_path),
-                "deploy",
-                "--env",
-                env.name,
-                "--version",
-                "2.0.0",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-            env={**os.environ, "CONVEYOR_TRACE_PHASES": "1"},
+        process = env.cli_running(
+            "deploy",
+            "--env",
+            env.name,
+            "--version",
+            "2.0.0",
+            env={"CONVEYOR_TRACE_PHASES": "1"},
         )
         assert process.stderr is not None
         seen = []
