@@ -47,6 +47,10 @@ class DeployFailed(ConveyorError):
     """A deploy failed; the previously live release is still serving."""
 
 
+class ToolTimeout(ConveyorError):
+    """An external tool did not finish within its time limit."""
+
+
 class NotImplementedYet(ConveyorError):
     """A command the product will have, not built yet."""
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from conveyor import engine
+from conveyor import engine, tools
 from conveyor.config import Config
 from conveyor.errors import ConveyorError, EngineUnavailable
 from conveyor.images import image_present, try_pull
@@ -56,13 +56,12 @@ def apt_install(packages: list[str], report: Report) -> None:
             f"missing {', '.join(packages)} and not root — run: sudo apt-get install -y "
             + " ".join(packages)
         )
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    subprocess.run(["apt-get", "update", "-q"], check=True, env=env, stdout=subprocess.DEVNULL)
-    subprocess.run(
+    env = {"DEBIAN_FRONTEND": "noninteractive"}
+    tools.run(["apt-get", "update", "-q"], env=env, what="apt-get update")
+    tools.run(
         ["apt-get", "install", "-y", "-q", "--no-install-recommends", *packages],
-        check=True,
         env=env,
-        stdout=subprocess.DEVNULL,
+        what=f"apt-get install {' '.join(packages)}",
     )
     report.did(f"installed {', '.join(packages)} from Debian")
 
@@ -119,7 +118,7 @@ def build_offline_base(client: Any, name: str, report: Report) -> None:
         raise ConveyorError("building the offline base image needs root (debootstrap)")
     with tempfile.TemporaryDirectory(prefix="conveyor-rootfs-") as tmp:
         rootfs = Path(tmp) / "rootfs"
-        subprocess.run(
+        tools.run(
             [
                 "debootstrap",
                 "--variant=minbase",
@@ -128,11 +127,10 @@ def build_offline_base(client: Any, name: str, report: Report) -> None:
                 str(rootfs),
                 DEBIAN_MIRROR,
             ],
-            check=True,
-            stdout=subprocess.DEVNULL,
+            what="debootstrap",
         )
         tarball = Path(tmp) / "rootfs.tar"
-        subprocess.run(["tar", "-C", str(rootfs), "-cf", str(tarball), "."], check=True)
+        tools.run(["tar", "-C", str(rootfs), "-cf", str(tarball), "."], what="tar")
         repository, _, tag = name.rpartition(":")
         client.api.import_image_from_file(str(tarball), repository=repository, tag=tag)
     report.did(f"built the offline base image {name} with debootstrap")

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from conveyor.errors import ConveyorError
+from conveyor.errors import ConveyorError, ToolTimeout
 
 
 def find(name: str) -> str | None:
@@ -34,8 +34,14 @@ def run(
     env: Mapping[str, str] | None = None,
     what: str | None = None,
     timeout: float | None = None,
+    check: bool = True,
 ) -> subprocess.CompletedProcess[str]:
-    """Run a tool, capture its output and fail with the last lines of stderr if it fails."""
+    """Run a tool with its output captured and stdin closed.
+
+    With ``check`` (the default) a non-zero exit fails with the last lines of stderr;
+    without it the caller judges the exit code (scanners exit non-zero to say "found
+    something"). Running out of ``timeout`` raises ``ToolTimeout`` either way.
+    """
     full_env = {**os.environ, **(env or {})}
     try:
         result = subprocess.run(
@@ -46,12 +52,14 @@ def run(
             text=True,
             timeout=timeout,
             check=False,
+            stdin=subprocess.DEVNULL,
         )
     except FileNotFoundError:
         raise ConveyorError(f"{argv[0]} is not installed") from None
     except subprocess.TimeoutExpired:
-        raise ConveyorError(f"{what or argv[0]} did not finish within {timeout:.0f} s") from None
-    if result.returncode != 0:
+        name = what or Path(argv[0]).name
+        raise ToolTimeout(f"{name} did not finish within {timeout:.0f} s") from None
+    if check and result.returncode != 0:
         tail = (result.stderr or result.stdout).strip().splitlines()[-3:]
         raise ConveyorError(
             f"{what or Path(argv[0]).name} failed (exit {result.returncode}): "

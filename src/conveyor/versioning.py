@@ -9,13 +9,13 @@ PEP 440 for Python (``1.4.0`` on a tag, ``1.4.1.dev3+g1a2b3c4`` three commits af
 from __future__ import annotations
 
 import re
-import subprocess
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from packaging.version import InvalidVersion, Version
 
+from conveyor import tools
 from conveyor.errors import ConveyorError
 
 TAG_PATTERN = "v[0-9]*"
@@ -54,15 +54,8 @@ class ReleaseVersion:
 
 
 def _git(root: Path, *args: str) -> str:
-    try:
-        result = subprocess.run(
-            ["git", *args], cwd=root, capture_output=True, text=True, check=True
-        )
-    except FileNotFoundError:
-        raise ConveyorError("git is not installed — install git to derive versions") from None
-    except subprocess.CalledProcessError as exc:
-        raise ConveyorError(f"git {' '.join(args)} failed: {exc.stderr.strip()}") from None
-    return result.stdout.strip()
+    git = tools.require("git", "install git to derive versions")
+    return tools.run([git, *args], cwd=root, what=f"git {' '.join(args)}").stdout.strip()
 
 
 def compose(

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from conveyor.scanners.base import ScanContext, ToolTimeout, execute
+from conveyor.errors import ToolTimeout
+from conveyor.scanners.base import ScanContext, execute
 from conveyor.scanners.model import Finding, normalize_severity
 from conveyor.scanners.redact import redact
 

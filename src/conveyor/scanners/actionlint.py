@@ -12,11 +12,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+from conveyor.errors import ToolTimeout
 from conveyor.scanners.base import (
     NO_WORKFLOWS,
     ScanContext,
     ScannerSpec,
-    ToolTimeout,
     execute,
     find_tool,
     missing,

@@ -6,10 +6,10 @@ import json
 import tomllib
 from typing import Any
 
+from conveyor.errors import ToolTimeout
 from conveyor.scanners.base import (
     ScanContext,
     ScannerSpec,
-    ToolTimeout,
     execute,
     find_tool,
     missing,

@@ -6,8 +6,6 @@ for a tool problem: a missing tool is ``unavailable``, a crash or unreadable out
 
 from __future__ import annotations
 
-import os
-import subprocess
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,10 +64,6 @@ class ScannerSpec:
     needs_artifacts: bool = False
 
 
-class ToolTimeout(Exception):
-    pass
-
-
 @dataclass(frozen=True)
 class ToolResult:
     argv: tuple[str, ...]
@@ -93,22 +87,9 @@ def execute(
 ) -> ToolResult:
     """Run a scanner and return whatever it did; the caller judges the exit code.
 
-    ``tools.run`` raises on any non-zero exit, but scanners exit non-zero to say "found
-    something", so this keeps the exit code instead. Bounded by ``timeout``.
+    Bounded by ``timeout`` (``ToolTimeout``).
     """
-    try:
-        done = subprocess.run(
-            list(argv),
-            cwd=cwd,
-            env={**os.environ, **(env or {})},
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-            stdin=subprocess.DEVNULL,
-        )
-    except subprocess.TimeoutExpired:
-        raise ToolTimeout(f"{Path(argv[0]).name} did not finish within {timeout:.0f} s") from None
+    done = tools.run(argv, cwd=cwd, env=env, timeout=timeout, check=False)
     return ToolResult(tuple(argv), done.returncode, done.stdout or "", done.stderr or "")
 
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from conveyor.errors import ToolTimeout
 from conveyor.scanners.base import (
     ScanContext,
     ScannerSpec,
-    ToolTimeout,
     execute,
     find_tool,
     line_of,

@@ -36,10 +36,10 @@ from urllib.parse import urlsplit
 from packaging.version import InvalidVersion, Version
 
 from conveyor import advisories
+from conveyor.errors import ToolTimeout
 from conveyor.scanners.base import (
     ScanContext,
     ScannerSpec,
-    ToolTimeout,
     execute,
     find_tool,
     line_of,

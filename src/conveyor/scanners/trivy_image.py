@@ -29,12 +29,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from conveyor import artifacts
-from conveyor.errors import ArtifactError
+from conveyor.errors import ArtifactError, ToolTimeout
 from conveyor.scanners import _trivy
 from conveyor.scanners.base import (
     ScanContext,
     ScannerSpec,
-    ToolTimeout,
     execute,
     find_tool,
     missing,

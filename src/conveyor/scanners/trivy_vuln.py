@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import json
 
+from conveyor.errors import ToolTimeout
 from conveyor.scanners import _trivy
 from conveyor.scanners.base import (
     ScanContext,
     ScannerSpec,
-    ToolTimeout,
     execute,
     find_tool,
     missing,

@@ -10,11 +10,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from conveyor.errors import ToolTimeout
 from conveyor.scanners.base import (
     NO_WORKFLOWS,
     ScanContext,
     ScannerSpec,
-    ToolTimeout,
     execute,
     find_tool,
     missing,
