@@ -17,7 +17,7 @@ from typing import Any
 from conveyor import config as config_mod
 from conveyor import scanners
 from conveyor.console import console
-from conveyor.errors import ConveyorError, NotImplementedYet
+from conveyor.errors import ConveyorError
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -213,13 +213,6 @@ def cmd_artifacts_prune(args: argparse.Namespace) -> int:
     return 0
 
 
-def not_implemented(what: str, issue: str) -> Handler:
-    def handler(args: argparse.Namespace) -> int:
-        raise NotImplementedYet(f"{what}: not implemented yet (tracked in the {issue} issue)")
-
-    return handler
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="conveyor", description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -319,9 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
-    if extra and not getattr(args, "accepts_anything", False):
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args = parser.parse_args(argv)
     handler: Handler = args.handler
     try:
         return handler(args)

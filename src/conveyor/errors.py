@@ -49,9 +49,3 @@ class DeployFailed(ConveyorError):
 
 class ToolTimeout(ConveyorError):
     """An external tool did not finish within its time limit."""
-
-
-class NotImplementedYet(ConveyorError):
-    """A command the product will have, not built yet."""
-
-    exit_code = 3

@@ -13,7 +13,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -41,7 +41,6 @@ class Outcome:
     plan: DeployPlan
     url: str
     execution: Execution | None = None
-    timings: dict[str, float] = field(default_factory=dict)
 
 
 # --- releases ------------------------------------------------------------------------------
@@ -465,10 +464,6 @@ def _ago(epoch: float | None) -> str:
     if not epoch:
         return "-"
     return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def status(config: Config, env_name: str) -> EnvironmentState:
-    return Session(config, env_name).observe()
 
 
 def render_status(state: EnvironmentState, session_url: str) -> list[str]:
