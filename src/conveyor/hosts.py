@@ -15,7 +15,7 @@ from typing import Any
 
 import docker.errors
 
-from conveyor import engine, health, images, router
+from conveyor import engine, health, images, router, state
 from conveyor.config import Config, Environment, Host, Service
 from conveyor.console import Console
 from conveyor.errors import ConveyorError, ImageError
@@ -251,32 +251,14 @@ class HostTarget:
         raise ConveyorError(f"{self.name}: the router did not answer within 15 s ({last})")
 
     def _read_router_config(self) -> str | None:
-        import io  # noqa: PLC0415
-        import tarfile  # noqa: PLC0415
-
-        container = self.router_container()
-        try:
-            stream, _ = container.get_archive(router.CONFIG_PATH)
-        except docker.errors.NotFound:
-            return None
-        with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
-            handle = tar.extractfile(tar.getmembers()[0])
-            return handle.read().decode() if handle else None
+        data = state.get_file(self.router_container(), router.CONFIG_PATH)
+        return None if data is None else data.decode()
 
     def write_router_config(self, live: dict[str, str | None]) -> None:
         """Persist the live colors so a restarted router serves the right release."""
-        import io  # noqa: PLC0415
-        import tarfile  # noqa: PLC0415
-
+        folder, _, name = router.CONFIG_PATH.rpartition("/")
         text = router.render(self.env, self.ports, live).encode()
-        buffer = io.BytesIO()
-        with tarfile.open(fileobj=buffer, mode="w") as tar:
-            info = tarfile.TarInfo("haproxy.cfg")
-            info.size = len(text)
-            info.mtime = int(time.time())
-            info.mode = 0o644
-            tar.addfile(info, io.BytesIO(text))
-        self.router_container().put_archive("/etc/conveyor", buffer.getvalue())
+        state.put_file(self.router_container(), folder, name, text)
 
     # --- service containers --------------------------------------------------------------
 

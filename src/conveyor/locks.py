@@ -10,10 +10,8 @@ than ``lock_stale`` seconds) is broken with an audit record, never silently.
 from __future__ import annotations
 
 import contextlib
-import io
 import os
 import platform
-import tarfile
 import threading
 import time
 from dataclasses import dataclass
@@ -21,6 +19,7 @@ from typing import Any
 
 import docker.errors
 
+from conveyor import state
 from conveyor.errors import LockHeld
 
 HEARTBEAT = "/heartbeat"
@@ -68,16 +67,6 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _tar_file(name: str, data: bytes) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        info = tarfile.TarInfo(name.lstrip("/"))
-        info.size = len(data)
-        info.mtime = int(time.time())
-        tar.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
-
-
 class EnvironmentLock:
     def __init__(self, client: Any, env: str, image: str, *, stale_after: float) -> None:
         self.client = client
@@ -97,11 +86,9 @@ class EnvironmentLock:
         labels = container.labels
         heartbeat: float | None
         try:
-            stream, _ = container.get_archive(HEARTBEAT)
-            with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
-                handle = tar.extractfile(tar.getmembers()[0])
-                heartbeat = float(handle.read()) if handle else None
-        except (docker.errors.NotFound, ValueError, IndexError, tarfile.TarError):
+            beat = state.get_file(container, HEARTBEAT)
+            heartbeat = float(beat) if beat else None
+        except ValueError:
             heartbeat = None
         return LockInfo(
             owner=labels.get("conveyor.lock.owner", "?"),
@@ -177,9 +164,8 @@ class EnvironmentLock:
     def _beat(self) -> None:
         if self._container is not None:
             with contextlib.suppress(docker.errors.APIError):
-                self._container.put_archive(
-                    "/", _tar_file(HEARTBEAT, f"{time.time():.3f}".encode())
-                )
+                beat = f"{time.time():.3f}".encode()
+                state.put_file(self._container, "/", HEARTBEAT.lstrip("/"), beat)
 
     def _beat_forever(self) -> None:
         interval = max(0.5, min(5.0, self.stale_after / 4))

@@ -18,6 +18,30 @@ import docker.errors
 STATE_DIR = "/state"
 
 
+def put_file(container: Any, folder: str, name: str, data: bytes) -> None:
+    """Write one file into a container (running or not) with a single archive upload."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        info = tarfile.TarInfo(name)
+        info.size = len(data)
+        info.mtime = int(time.time())
+        info.mode = 0o644
+        tar.addfile(info, io.BytesIO(data))
+    container.put_archive(folder, buffer.getvalue())
+
+
+def get_file(container: Any, path: str) -> bytes | None:
+    """One file's bytes from a container, or None when it is not there."""
+    try:
+        stream, _stat = container.get_archive(path)
+    except docker.errors.NotFound:
+        return None
+    with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
+        members = [m for m in tar.getmembers() if m.isfile()]
+        handle = tar.extractfile(members[0]) if members else None
+        return handle.read() if handle else None
+
+
 def state_names(env: str) -> tuple[str, str]:
     """(container, volume) names of an environment's state."""
     return f"conveyor-{env}-state", f"conveyor-{env}-state"
@@ -61,15 +85,7 @@ class StateStore:
 
     def write(self, path: str, data: bytes) -> None:
         """Write one file (relative to the state dir) in a single archive upload."""
-        container = self._get(create=True)
-        buffer = io.BytesIO()
-        with tarfile.open(fileobj=buffer, mode="w") as tar:
-            info = tarfile.TarInfo(path)
-            info.size = len(data)
-            info.mtime = int(time.time())
-            info.mode = 0o644
-            tar.addfile(info, io.BytesIO(data))
-        container.put_archive(STATE_DIR, buffer.getvalue())
+        put_file(self._get(create=True), STATE_DIR, path, data)
 
     def read_tree(self, path: str) -> dict[str, bytes]:
         """Every file under ``path`` (relative), keyed by its path relative to the state dir."""
