@@ -267,6 +267,9 @@ class Timeouts:
     lock_stale: float = 30.0
 
 
+MAX_APPROVAL_HOURS = 8760
+
+
 @dataclass(frozen=True)
 class Approval:
     required: bool = False
@@ -302,6 +305,14 @@ class Environment:
     require_scan: bool = False
     # Extra notification URLs (references) for this environment only, beside [notifications].
     notify: tuple[SecretRef, ...] = ()
+    # Where releases must come from: a deploy here takes only a release that succeeded there
+    # and was not rolled back (the same checks `promote` runs).
+    promote_from: str | None = None
+
+    @property
+    def gated(self) -> bool:
+        """Whether a release enters only through the gate (conveyor.promotion.admit)."""
+        return bool(self.promote_from or self.approval.required or self.require_scan)
 
 
 @dataclass(frozen=True)
@@ -522,8 +533,15 @@ def _load_environment(name: str, table: TomlTable, images: Mapping[str, ImageSpe
     approval = Approval(
         required=approval_table.boolean("required", False),
         allow_self_approval=approval_table.boolean("allow_self_approval", False),
-        expires_hours=approval_table.number("expires_hours", 24.0),
+        expires_hours=approval_table.number("expires_hours", 24.0, minimum=None),
     )
+    if not 0 < approval.expires_hours <= MAX_APPROVAL_HOURS:
+        # 0 is a gate that can never pass; 1e9 is an approval that never expires.
+        raise approval_table.fail(
+            "expires_hours",
+            f"must be more than 0 and at most {MAX_APPROVAL_HOURS} (a year), "
+            f"got {approval.expires_hours:g}",
+        )
     approval_table.finish()
 
     env = Environment(
@@ -537,6 +555,7 @@ def _load_environment(name: str, table: TomlTable, images: Mapping[str, ImageSpe
         max_error_rate=table.number("max_error_rate", 0.0),
         require_scan=table.boolean("require_scan", False),
         notify=_load_references(table, "notify"),
+        promote_from=table.string("promote_from", None),
     )
     table.finish()
     _check_ports(env, table)
@@ -558,6 +577,99 @@ def _check_ports(env: Environment, table: TomlTable) -> None:
         if port in used:
             raise table.fail(what, f"port {port} is also used by {used[port]}")
         used[port] = what
+
+
+def _check_promote_from(
+    env: Environment, environments: Mapping[str, Environment], table: TomlTable
+) -> None:
+    source = env.promote_from
+    if source is None:
+        return
+    if source == env.name:
+        raise table.fail("promote_from", f"'{source}' is this environment itself")
+    if source not in environments:
+        others = sorted(n for n in environments if n != env.name)
+        raise table.fail(
+            "promote_from",
+            f"unknown environment '{source}' (known: {', '.join(others) or 'none'})"
+            + did_you_mean(source, others),
+        )
+    missing = sorted(set(env.services) - set(environments[source].services))
+    if missing:
+        raise table.fail(
+            "promote_from",
+            f"'{source}' does not run {', '.join(missing)}, so no release of it can come "
+            f"from there",
+        )
+
+
+def engine_key(host: Host) -> str:
+    """Which engine a host names, as far as the file and the environment tell at load time.
+
+    ``local`` and a fallback to it are this machine's default engine; ``env:NAME`` is what
+    NAME holds now. Two hosts with one key share one host network, hence one port space.
+    """
+    docker = host.docker
+    if docker.startswith("env:"):
+        docker = os.environ.get(docker[4:]) or host.fallback or f"unset {docker}"
+    if docker == "local":
+        docker = os.environ.get("DOCKER_HOST") or "local"
+    return docker.rstrip("/")
+
+
+def _host_ports(env: Environment, host: Host) -> dict[int, str]:
+    off = host.port_offset
+    used = {
+        env.router.port + off: "router.port",
+        env.router.preview_port + off: "router.preview_port",
+        env.router.admin_port + off: "router.admin_port",
+    }
+    for service in env.services.values():
+        for color, port in service.ports.items():
+            used[port + off] = f"services.{service.name}.ports.{color}"
+    return used
+
+
+def _check_shared_engines(environments: Mapping[str, Environment], source: str) -> None:
+    """Environments whose hosts share an engine share its ports: refuse a clash at load."""
+    seen: dict[tuple[str, int], tuple[str, str, str]] = {}
+    for env in environments.values():
+        for host in env.hosts:
+            key = engine_key(host)
+            for port, what in sorted(_host_ports(env, host).items()):
+                other = seen.get((key, port))
+                if other is not None and other[0] != env.name:
+                    raise ConfigError(
+                        f"{source} [environments.{env.name}.{what}]: port {port} is also "
+                        f"[environments.{other[0]}.{other[1]}], and hosts {other[2]} and "
+                        f"{host.name} share one engine ({key}) — give one of them other ports "
+                        f"(or a port_offset)"
+                    )
+                seen[(key, port)] = (env.name, what, host.name)
+
+
+def unresolved_secrets(env: Environment) -> list[str]:
+    """Every secret reference of ``env`` that does not resolve now, each said without its
+    value (a value is read, never kept or shown)."""
+    problems = []
+    for service in env.services.values():
+        for ref in service.secrets:
+            try:
+                ref.resolve()
+            except ConfigError as exc:
+                why = str(exc).removeprefix(f"secret {ref.name}: ").split(" — ", 1)[0]
+                problems.append(f"{service.name} {ref.name} ({ref.scheme}:{ref.target}: {why})")
+    return problems
+
+
+def require_secrets(env: Environment) -> None:
+    """Raise one ConfigError naming every secret of ``env`` that does not resolve."""
+    problems = unresolved_secrets(env)
+    if problems:
+        raise ConfigError(
+            f"{env.name}: secret reference(s) do not resolve: {'; '.join(problems)} — set "
+            f"them (or fix deploy.toml) before deploying; nothing was changed"
+        )
 
 
 def _load_images(root: TomlTable) -> dict[str, ImageSpec]:
@@ -608,11 +720,15 @@ def parse(data: Mapping[str, Any], path: Path) -> Config:
 
     images = _load_images(root)
     notifications = _load_notifications(root)
+    env_tables = root.tables("environments")
     environments = {
         env_name: _load_environment(env_name, table, images)
-        for env_name, table in root.tables("environments").items()
+        for env_name, table in env_tables.items()
     }
     root.finish()
+    for env_name, env in environments.items():
+        _check_promote_from(env, environments, env_tables[env_name])
+    _check_shared_engines(environments, path.name)
     return Config(
         path=path,
         project=name,

@@ -122,3 +122,89 @@ def test_invalid_toml_is_one_line(tmp_path: Path) -> None:
     path.write_text("[environments\n")
     with pytest.raises(ConfigError, match=r"deploy.toml: not valid TOML"):
         config.load(path)
+
+
+def test_production_takes_releases_from_staging_only(data: dict[str, Any]) -> None:
+    cfg = parse(data)
+    assert cfg.environment("production").promote_from == "staging"
+    assert cfg.environment("production").gated and not cfg.environment("staging").gated
+
+    data["environments"]["production"]["promote_from"] = "stagin"
+    with pytest.raises(ConfigError) as info:
+        parse(data)
+    assert str(info.value).startswith("deploy.toml [environments.production.promote_from]: ")
+    assert "unknown environment 'stagin'" in str(info.value)
+    assert "did you mean 'staging'" in str(info.value)
+    data["environments"]["production"]["promote_from"] = "production"
+    with pytest.raises(ConfigError, match=r"promote_from\]: 'production' is this environment"):
+        parse(data)
+    data["environments"]["production"]["promote_from"] = "staging"
+    data["environments"]["production"]["promote_form"] = "staging"
+    with pytest.raises(ConfigError, match=r"promote_form\]: unknown key.*did you mean"):
+        parse(data)
+
+
+@pytest.mark.parametrize("hours", [0, -1, 8760.5, 1e9])
+def test_approvals_expire_within_a_sane_range(data: dict[str, Any], hours: float) -> None:
+    data["environments"]["production"]["approval"]["expires_hours"] = hours
+    with pytest.raises(ConfigError) as info:
+        parse(data)
+    message = str(info.value)
+    assert message.startswith("deploy.toml [environments.production.approval.expires_hours]: ")
+    assert "more than 0 and at most 8760" in message
+    data["environments"]["production"]["approval"]["expires_hours"] = 8760
+    assert parse(data).environment("production").approval.expires_hours == 8760
+
+
+def test_environments_on_one_engine_may_not_share_ports(
+    data: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("CONVEYOR_STAGING_DOCKER_HOST", raising=False)
+    monkeypatch.delenv("DOCKER_HOST", raising=False)
+    prod = data["environments"]["production"]
+    prod["hosts"] = [{"name": "prod1", "docker": "local"}]
+    prod["router"]["port"] = 8080
+    with pytest.raises(ConfigError) as info:
+        parse(data)
+    message = str(info.value)
+    assert "[environments.production.router.port]: port 8080" in message
+    assert "[environments.staging.router.port]" in message
+    assert "share one engine" in message
+    # On another engine the same port is another machine's port: allowed.
+    monkeypatch.setenv("CONVEYOR_STAGING_DOCKER_HOST", "ssh://deploy@staging.example")
+    assert parse(data).environment("production").router.port == 8080
+    # A port_offset moves one environment's whole range off the other's.
+    monkeypatch.delenv("CONVEYOR_STAGING_DOCKER_HOST")
+    prod["hosts"] = [{"name": "prod1", "docker": "local", "port_offset": 5}]
+    prod["services"]["api"]["ports"] = {"blue": 8096, "green": 9102}
+    with pytest.raises(ConfigError, match=r"services.api.ports.blue\]: port 8101 is also"):
+        parse(data)
+
+
+def test_unresolved_secrets_are_named_without_their_values(
+    data: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    present = tmp_path / "present"
+    present.write_text("s3cret-from-file\n")
+    data["environments"]["staging"]["services"]["api"]["secrets"] = {
+        "SET": "env:CONVEYOR_TEST_SET",
+        "UNSET": "env:CONVEYOR_TEST_UNSET",
+        "FILE": f"file:{present}",
+        "NOFILE": f"file:{tmp_path / 'absent'}",
+    }
+    monkeypatch.setenv("CONVEYOR_TEST_SET", "s3cret-from-env")
+    monkeypatch.delenv("CONVEYOR_TEST_UNSET", raising=False)
+    env = parse(data).environment("staging")
+    problems = config.unresolved_secrets(env)
+    assert problems == [
+        "api UNSET (env:CONVEYOR_TEST_UNSET: environment variable CONVEYOR_TEST_UNSET is not set)",
+        f"api NOFILE (file:{tmp_path / 'absent'}: cannot read {tmp_path / 'absent'} "
+        "(No such file or directory))",
+    ]
+    with pytest.raises(ConfigError) as info:
+        config.require_secrets(env)
+    assert "UNSET" in str(info.value) and "NOFILE" in str(info.value)
+    assert "s3cret" not in str(info.value)
+    monkeypatch.setenv("CONVEYOR_TEST_UNSET", "x")
+    (tmp_path / "absent").write_text("y")
+    config.require_secrets(env)
