@@ -4,6 +4,14 @@
 the backend's locked requirements and ``manifest.json`` (version, commit, dirty flag, build
 time from ``SOURCE_DATE_EPOCH``, builder, tool versions, sha256 and size of every file). Image
 digests and scan results are added to the manifest by later steps, never by hand.
+
+``manifest.sha256`` seals the manifest itself: conveyor rewrites it with every manifest it
+writes (build, image, scan) and ``verify`` checks it, so an edited manifest — e.g. a
+``"scan": {"passed": true}`` typed in — is caught. A plain sha256 catches accidents only:
+whoever can write ``dist/`` (or reach the engine) can recompute it. With
+``CONVEYOR_LEDGER_KEY`` set the seal is an HMAC-SHA256 under that key, which nobody without
+the key can forge; gates trust a manifest's scan verdicts only when so signed (or recorded in
+a ledger).
 """
 
 from __future__ import annotations
@@ -11,6 +19,7 @@ from __future__ import annotations
 import getpass
 import gzip
 import hashlib
+import hmac
 import importlib.metadata
 import io
 import json
@@ -30,6 +39,9 @@ from conveyor.errors import ArtifactError
 from conveyor.versioning import ReleaseVersion
 
 MANIFEST = "manifest.json"
+SEAL = "manifest.sha256"
+KEY_VARIABLE = "CONVEYOR_LEDGER_KEY"
+SIGNED, CHECKSUM = "signed", "checksum"
 MANIFEST_SCHEMA = 1
 BACKEND_PACKAGE = "refapi"
 FRONTEND_PACKAGE = "refweb"
@@ -240,11 +252,74 @@ def describe_files(folder: Path, names: Iterable[str]) -> dict[str, dict[str, An
     }
 
 
+def signing_key() -> bytes | None:
+    """``CONVEYOR_LEDGER_KEY``, the secret that signs manifests (and ledger records)."""
+    key = os.environ.get(KEY_VARIABLE, "")
+    return key.encode() if key else None
+
+
+def _seal_line(body: bytes, key: bytes | None) -> str:
+    if key is None:
+        return f"{hashlib.sha256(body).hexdigest()}  {MANIFEST}\n"  # `sha256sum -c` reads it
+    return f"hmac-sha256:{hmac.new(key, body, hashlib.sha256).hexdigest()}  {MANIFEST}\n"
+
+
 def write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
-    """Write atomically: a reader never sees a half-written manifest."""
+    """Write atomically (a reader never sees a half-written manifest), then its seal."""
+    body = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
     tmp = folder / f".{MANIFEST}.tmp"
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    tmp.write_bytes(body)
+    seal_tmp = folder / f".{SEAL}.tmp"
+    seal_tmp.write_text(_seal_line(body, signing_key()), encoding="utf-8")
     os.replace(tmp, folder / MANIFEST)
+    os.replace(seal_tmp, folder / SEAL)
+
+
+def check_seal(folder: Path) -> str:
+    """``signed`` (HMAC under CONVEYOR_LEDGER_KEY) or ``checksum`` (plain sha256); raise when
+    the manifest does not match its seal or has none."""
+    path, seal = folder / MANIFEST, folder / SEAL
+    try:
+        body = path.read_bytes()
+    except FileNotFoundError:
+        raise ArtifactError(f"{path} is missing — run `nox -s build` first") from None
+    try:
+        recorded = seal.read_text(encoding="utf-8").split()[0]
+    except (FileNotFoundError, IndexError):
+        raise ArtifactError(
+            f"{seal} is missing: {path} is covered by no checksum — rebuild with "
+            f"`nox -s build image` (and rescan)"
+        ) from None
+    key = signing_key()
+    if recorded.startswith("hmac-sha256:"):
+        if key is None:
+            raise ArtifactError(
+                f"{path} is signed with {KEY_VARIABLE}, which is not set here — set it to "
+                f"verify the manifest"
+            )
+        expected = _seal_line(body, key).split()[0]
+        if not hmac.compare_digest(recorded, expected):
+            raise ArtifactError(
+                f"{path} does not match its signature in {SEAL}: it was changed outside "
+                f"conveyor (or signed with another {KEY_VARIABLE}) — rebuild and rescan"
+            )
+        return SIGNED
+    if not hmac.compare_digest(recorded, hashlib.sha256(body).hexdigest()):
+        raise ArtifactError(
+            f"{path} does not match {SEAL}: it was edited outside conveyor — rebuild "
+            f"(`nox -s build image`) and rescan; conveyor writes it, never a person"
+        )
+    return CHECKSUM
+
+
+def describe_seal(kind: str) -> str:
+    """What a seal protects against, in words (`artifacts verify` prints it)."""
+    if kind == SIGNED:
+        return f"signed with {KEY_VARIABLE} (HMAC-SHA256): an edit without the key is caught"
+    return (
+        "sha256 checksum: catches accidental edits only — whoever can write dist/ can "
+        f"recompute it; set {KEY_VARIABLE} to sign manifests"
+    )
 
 
 def read_manifest(folder: Path) -> dict[str, Any]:
@@ -261,6 +336,8 @@ def read_manifest(folder: Path) -> dict[str, Any]:
 
 
 def update_manifest(folder: Path, update: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+    """Change a manifest conveyor wrote; one edited by hand is refused, never re-sealed."""
+    check_seal(folder)
     manifest = read_manifest(folder)
     update(manifest)
     write_manifest(folder, manifest)
@@ -297,7 +374,9 @@ def build(config: Config, *, only: str | None = None, say: Callable[[str], None]
         say("  frontend: bundle, SBOM")
         build_frontend(ctx)
     names = [
-        p.name for p in out.iterdir() if p.is_file() and not p.name.startswith((".", MANIFEST))
+        p.name
+        for p in out.iterdir()
+        if p.is_file() and not p.name.startswith((".", MANIFEST, SEAL))
     ]
     files_meta = describe_files(out, names)
     manifest: dict[str, Any] = {
@@ -323,8 +402,10 @@ def build(config: Config, *, only: str | None = None, say: Callable[[str], None]
 
 
 def verify(folder: Path) -> dict[str, Any]:
-    """Re-check every file's sha256 and size; fail naming the first file that differs."""
+    """Check the manifest's seal, then every file's sha256 and size; fail naming the first
+    file that differs."""
     manifest = read_manifest(folder)
+    check_seal(folder)
     listed = manifest.get("files", {})
     if not listed:
         raise ArtifactError(f"{folder / MANIFEST} lists no files")
@@ -340,7 +421,9 @@ def verify(folder: Path) -> dict[str, Any]:
             raise ArtifactError(
                 f"{path}: sha256 {actual[:16]}… differs from the manifest's {meta['sha256'][:16]}…"
             )
-    extra = sorted(p.name for p in folder.iterdir() if p.name not in listed and p.name != MANIFEST)
+    extra = sorted(
+        p.name for p in folder.iterdir() if p.name not in listed and p.name not in (MANIFEST, SEAL)
+    )
     if extra:
         raise ArtifactError(f"{folder}: files not in the manifest: {', '.join(extra)}")
     return manifest

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import tarfile
 from pathlib import Path
 
@@ -71,3 +72,65 @@ def test_tarballs_depend_only_on_content(tmp_path: Path) -> None:
     with tarfile.open(out_one) as tar:
         assert tar.getnames() == ["refweb/assets", "refweb/assets/app.js", "refweb/index.html"]
         assert {m.mtime for m in tar.getmembers()} == {5}
+
+
+def hand_edit(folder: Path, change: dict[str, object]) -> None:
+    """What a person with a text editor does: rewrite manifest.json, leave the seal alone."""
+    manifest = json.loads((folder / artifacts.MANIFEST).read_text())
+    manifest.update(change)
+    (folder / artifacts.MANIFEST).write_text(json.dumps(manifest, indent=2))
+
+
+def test_an_edited_manifest_is_caught_and_never_resealed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(artifacts.KEY_VARIABLE, raising=False)
+    make_release(tmp_path)
+    assert artifacts.check_seal(tmp_path) == artifacts.CHECKSUM
+    seal = (tmp_path / artifacts.SEAL).read_text()
+    body = (tmp_path / artifacts.MANIFEST).read_bytes()
+    assert seal == f"{hashlib.sha256(body).hexdigest()}  manifest.json\n", "sha256sum -c format"
+
+    hand_edit(tmp_path, {"scan": {"passed": True}})
+    with pytest.raises(
+        ArtifactError, match=r"manifest.json does not match manifest.sha256: it was"
+    ):
+        artifacts.verify(tmp_path)
+    # conveyor's own writers refuse to launder the edit into a fresh seal.
+    with pytest.raises(ArtifactError, match="edited outside conveyor"):
+        artifacts.update_manifest(tmp_path, lambda m: m.__setitem__("images", {}))
+    assert "scan" in json.loads((tmp_path / artifacts.MANIFEST).read_text())
+
+    (tmp_path / artifacts.SEAL).unlink()
+    with pytest.raises(ArtifactError, match=r"manifest.sha256 is missing: .* covered by no"):
+        artifacts.verify(tmp_path)
+
+
+def test_with_a_key_the_seal_is_an_hmac_nobody_else_can_recompute(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(artifacts.KEY_VARIABLE, "k1")
+    make_release(tmp_path)
+    assert (tmp_path / artifacts.SEAL).read_text().startswith("hmac-sha256:")
+    assert artifacts.check_seal(tmp_path) == artifacts.SIGNED
+    artifacts.update_manifest(tmp_path, lambda m: m.__setitem__("images", {}))
+    assert artifacts.check_seal(tmp_path) == artifacts.SIGNED
+
+    # A forger who knows the format but not the key writes a plain checksum: it verifies as
+    # a checksum only, which the gates do not trust while a key is set.
+    hand_edit(tmp_path, {"scan": {"passed": True}})
+    body = (tmp_path / artifacts.MANIFEST).read_bytes()
+    (tmp_path / artifacts.SEAL).write_text(f"{hashlib.sha256(body).hexdigest()}  manifest.json\n")
+    assert artifacts.check_seal(tmp_path) == artifacts.CHECKSUM
+    forged = "hmac-sha256:" + hashlib.sha256(b"guess" + body).hexdigest()
+    (tmp_path / artifacts.SEAL).write_text(f"{forged}  manifest.json\n")
+    with pytest.raises(ArtifactError, match="does not match its signature"):
+        artifacts.verify(tmp_path)
+
+    make_release(tmp_path)
+    monkeypatch.setenv(artifacts.KEY_VARIABLE, "another key")
+    with pytest.raises(ArtifactError, match="does not match its signature"):
+        artifacts.verify(tmp_path)
+    monkeypatch.delenv(artifacts.KEY_VARIABLE)
+    with pytest.raises(ArtifactError, match="signed with CONVEYOR_LEDGER_KEY, which is not set"):
+        artifacts.verify(tmp_path)
