@@ -75,6 +75,9 @@ class Candidate:
     source: str
     dirty: bool = False
     scan: dict[str, Any] | None = None
+    # Where the candidate was found: a ledger record, or a dist/ folder's name.
+    record: ledger_mod.ReleaseRecord | None = None
+    folder: str | None = None
 
 
 @dataclass(frozen=True)
@@ -227,6 +230,7 @@ def candidate_from_record(record: ledger_mod.ReleaseRecord, where: str) -> Candi
         source=f"{where} {record.id}",
         dirty=record.dirty,
         scan=record.scan,
+        record=record,
     )
 
 
@@ -268,6 +272,7 @@ def dist_candidates(config: config_mod.Config, env: config_mod.Environment) -> l
                 digests=digests,
                 source=f"{config.build.dist_dir}/{manifest_path.parent.name}",
                 dirty=bool(manifest.get("dirty")),
+                folder=manifest_path.parent.name,
             )
         )
     return found
@@ -329,24 +334,22 @@ def approve(
             f"{candidate.source} has no image for {', '.join(sorted(missing))}, which "
             f"{env_name} runs — it cannot be deployed there"
         )
-    candidate = Candidate(
-        key=release_key({s: candidate.digests[s] for s in env.services}),
-        version=candidate.version,
-        commit=candidate.commit,
-        digests={s: candidate.digests[s] for s in env.services},
-        source=candidate.source,
-        dirty=candidate.dirty,
-        scan=candidate.scan,
-    )
+    release = _release_of(config, env, candidate)
+    candidate = candidate_from_release(release)
     approver = ledger_mod.who()
     out.say(f"Approving for {env_name}: {candidate.version} from {candidate.source}")
-    out.say(f"  commit {candidate.commit[:12] or '?'}, release key {short(candidate.key)}")
+    out.say(
+        f"  commit {candidate.commit[:12] or '?'} ("
+        + ("DIRTY tree" if candidate.dirty else "clean tree")
+        + f"), release key {short(candidate.key)}"
+    )
     for service, image_id in sorted(candidate.digests.items()):
         out.say(f"  {service}: {image_id}")
-    if candidate.dirty:
-        out.warn(f"{candidate.version} was built from a dirty tree")
-    if candidate.scan is not None and candidate.scan.get("passed") is not True:
-        out.warn(f"{candidate.version}: {candidate.scan.get('why', 'scan gate did not pass')}")
+    admission = _admission(config, env_name, release)
+    out.say(f"  scan: {(release.scan or {}).get('why', 'no scan recorded')}")
+    out.say(f"  ran in: {admission.where()}")
+    for check in admission.checks:
+        out.say(f"  ✓ {check}")
     if ask is None and _interactive():
         ask = input
     if ask is not None:
@@ -363,6 +366,38 @@ def approve(
     if not env.approval.allow_self_approval:
         out.say(f"  someone other than {approver} must run the deploy")
     return approval
+
+
+def _release_of(
+    config: config_mod.Config, env: config_mod.Environment, candidate: Candidate
+) -> Release:
+    """The release a candidate names, as ``env`` would deploy it (its services only)."""
+    from conveyor import operations, promotion  # noqa: PLC0415 - they import this module
+
+    if candidate.record is not None:
+        release = operations.release_from_record(candidate.record, source=candidate.source)
+    elif candidate.folder is not None:
+        try:
+            release = operations.release_from_dist(config, env, candidate.folder)
+        except ConveyorError as exc:
+            raise promotion.PromotionRefused(
+                f"not approved: {env.name} would refuse {candidate.version} ({exc})"
+            ) from None
+    else:
+        raise UsageError(f"{candidate.source}: not a release conveyor can deploy")
+    return promotion.for_services(release, env.services)
+
+
+def _admission(config: config_mod.Config, env_name: str, release: Release) -> Any:
+    """The gate's verdict on ``release``: ``approve`` refuses what a deploy would refuse."""
+    from conveyor import promotion  # noqa: PLC0415 - promotion imports this module
+
+    try:
+        return promotion.admit(config, env_name, release)
+    except promotion.PromotionRefused as exc:
+        raise promotion.PromotionRefused(
+            f"not approved: {env_name} would refuse {release.version} — {exc}"
+        ) from None
 
 
 def _resolve(

@@ -46,35 +46,33 @@ class Outcome:
 # --- releases ------------------------------------------------------------------------------
 
 
-def scan_verdict(manifest: dict[str, Any]) -> tuple[bool | None, str]:
-    """(passed?, why) from the scan results recorded in a manifest; None when never scanned."""
-    verdicts = []
-    top = manifest.get("scan")
-    if isinstance(top, dict) and "passed" in top:
-        verdicts.append(("release", bool(top["passed"])))
-    for name, entry in sorted(manifest.get("images", {}).items()):
-        scan = entry.get("scan") if isinstance(entry, dict) else None
-        if isinstance(scan, dict) and "passed" in scan:
-            verdicts.append((name, bool(scan["passed"])))
-    if not verdicts:
-        return None, "no scan recorded"
-    failed = [name for name, passed in verdicts if not passed]
-    if failed:
-        return False, f"the scan gate failed for {', '.join(failed)}"
-    return True, "scan gate passed"
+def scan_verdict(manifest: dict[str, Any], env: Environment, *, signed: bool) -> dict[str, Any]:
+    """The scan verdict of ``env``'s images in a manifest, bound to their image IDs
+    (:func:`conveyor.scanners.gate.release_scan`). With CONVEYOR_LEDGER_KEY set, a verdict
+    in a manifest that is not signed with it is not trusted: no scan at all."""
+    from conveyor.scanners import gate  # noqa: PLC0415 - only deploys from dist need it
+
+    verdict = gate.release_scan(
+        manifest, {name: service.image for name, service in env.services.items()}
+    )
+    if verdict["passed"] is not None and artifacts.signing_key() is not None and not signed:
+        return {
+            "passed": None,
+            "why": f"the manifest's scan verdict is not signed with {artifacts.KEY_VARIABLE} "
+            f"(its seal is a plain checksum) — rescan with the key set",
+        }
+    return verdict
 
 
 def release_from_dist(config: Config, env: Environment, version: str | None) -> Release:
-    """A release from dist/<version>/: checksums verified, scan gate checked, images known."""
+    """A release from dist/<version>/: checksums and seal verified, images known, and the
+    scan verdict of exactly these image IDs (a failed one is refused here, for every env)."""
     folder = artifacts.dist_folder(config, version)
     manifest = artifacts.verify(folder)
-    passed, why = scan_verdict(manifest)
-    if passed is False:
-        raise ArtifactError(f"{manifest['version']}: {why} — fix the findings and rescan")
-    if passed is None and env.require_scan:
-        raise ArtifactError(
-            f"{manifest['version']}: {why}, and {env.name} requires one — run `nox -s scan`"
-        )
+    signed = artifacts.check_seal(folder) == artifacts.SIGNED
+    scan = scan_verdict(manifest, env, signed=signed)
+    if scan["passed"] is False:
+        raise ArtifactError(f"{manifest['version']}: {scan['why']} — fix the findings and rescan")
     found: dict[str, ServiceImage] = {}
     for name, service in env.services.items():
         entry = manifest.get("images", {}).get(service.image)
@@ -94,7 +92,7 @@ def release_from_dist(config: Config, env: Environment, version: str | None) -> 
         dirty=bool(manifest.get("dirty")),
         images=found,
         source=f"{config.build.dist_dir}/{folder.name}",
-        scan={"passed": passed, "why": why},
+        scan=scan,
         commit_time=manifest.get("source_date_epoch"),
     )
 
@@ -209,9 +207,9 @@ def deploy(
 ) -> Outcome | DeployPlan:
     env = config.environment(env_name)
     release = release_from_dist(config, env, version)
-    if release.dirty:
+    if release.dirty and not env.gated:
         out.warn(f"{release.version} was built from a dirty tree")
-    return _move(
+    return deploy_release(
         config,
         env_name,
         release,
@@ -229,12 +227,25 @@ def deploy_release(
     release: Release,
     *,
     kind: str = "deploy",
+    source: str | None = None,
     dry_run: bool = False,
     lock_wait: float = 0.0,
     message: str = "",
     out: Console = console,
 ) -> Outcome | DeployPlan:
-    """Deploy a release resolved elsewhere (``promote`` hands over another environment's)."""
+    """Deploy a release from dist/ or resolved elsewhere (``promote`` hands over another
+    environment's, from ``source``). Before anything is locked or started — a dry run too —
+    a gated environment (or any promotion) passes the gate, and every secret must resolve."""
+    from conveyor import config as config_mod  # noqa: PLC0415
+    from conveyor import promotion  # noqa: PLC0415 - promotion imports this module
+
+    env = config.environment(env_name)
+    if env.gated or kind == "promote":
+        admission = promotion.admit(config, env_name, release, source=source, out=out)
+        out.say(f"{env_name} is gated; {release.version} passes its checks:")
+        for check in admission.checks:
+            out.say(f"  ✓ {check}")
+    config_mod.require_secrets(env)
     return _move(
         config,
         env_name,

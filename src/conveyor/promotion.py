@@ -1,25 +1,33 @@
-"""Promote: deploy to one environment exactly the images live and healthy in another.
+"""Promote, and the one gate every release passes into a gated environment.
 
-Never a rebuild: the release is the source environment's current ledger record — its image
-IDs and registry digests — and it is promoted only if the containers taking live traffic on
-every source host run exactly those image IDs and are healthy. Promotion refuses, saying why,
-when the source's newest release failed, was interrupted or is still running, when the source
-was rolled back, when the release was built from a dirty tree, or when its scan gate did not
-pass. The target's own gates (approval, scan requirement) then apply as to any deploy.
+Promote deploys to one environment exactly the images live and healthy in another. Never a
+rebuild: the release is the source environment's current ledger record — its image IDs and
+registry digests — and it is promoted only if the containers taking live traffic on every
+source host run exactly those image IDs and are healthy, and the source's newest release
+succeeded (not failed, interrupted, running or a rollback).
+
+The gate (:func:`admit`, pure core :func:`check_release`) is what an environment with
+``promote_from``, a required approval or ``require_scan`` lets in, whichever way a release
+comes — ``promote``, ``deploy --version``, or ``approve`` asking whether it could: the release
+succeeded in the source environment and no later rollback undid it there, it was built from a
+clean tree, and its scan passed for exactly these image IDs. The approval for its release key
+is checked next, by the deploy itself (:func:`conveyor.approvals.require`), for every way in.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
 
 from conveyor import approvals
 from conveyor import ledger as ledger_mod
-from conveyor.config import Config
+from conveyor.config import Config, Environment
 from conveyor.console import Console, console
 from conveyor.errors import ConveyorError, UsageError
 from conveyor.ledger import ReleaseRecord
 from conveyor.observe import EnvironmentState
 from conveyor.plan import DeployPlan, Release
+from conveyor.scanners import gate
 
 UNHEALTHY = {"unhealthy", "starting"}
 
@@ -76,17 +84,6 @@ def promotable(state: EnvironmentState, services: set[str]) -> tuple[ReleaseReco
             f"{env}'s release {newest.id} was rolled back by {rolled_back[0].id}"
         )
     record = newest
-    if record.dirty:
-        raise PromotionRefused(
-            f"{record.version} ({env} {record.id}) was built from a dirty tree — commit, "
-            f"build and deploy to {env} from a clean checkout"
-        )
-    scan = record.scan or {}
-    if scan.get("passed") is not True:
-        raise PromotionRefused(
-            f"{record.version} ({env} {record.id}): the scan gate did not pass "
-            f"({scan.get('why', 'no scan recorded')}) — run `nox -s scan` and redeploy {env}"
-        )
     digests = record.digests()
     missing = services - set(digests)
     if missing:
@@ -94,11 +91,7 @@ def promotable(state: EnvironmentState, services: set[str]) -> tuple[ReleaseReco
             f"{env} {record.id} has no image for {', '.join(sorted(missing))}, which the "
             f"target runs"
         )
-    checks = [
-        f"{record.id} is {env}'s newest release and succeeded",
-        "built from a clean tree",
-        f"scan gate passed ({scan.get('why', 'passed')})",
-    ]
+    checks = [f"{record.id} is {env}'s newest release and succeeded"]
     for host in state.hosts:
         if host.error:
             raise PromotionRefused(f"{env} host {host.name}: cannot read its router ({host.error})")
@@ -132,6 +125,158 @@ def promoted_release(record: ReleaseRecord, source: str) -> Release:
     return release_from_record(record, source=f"{source} {record.id} (promoted)")
 
 
+# --- the gate ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Admission:
+    """Why a release may enter a gated environment: each check it passed, in words, and the
+    source environment's record of exactly these images (where it ran)."""
+
+    environment: str
+    checks: tuple[str, ...]
+    source: str | None = None
+    source_record: ReleaseRecord | None = None
+    live_in_source: bool = False
+
+    def where(self) -> str:
+        if self.source_record is None:
+            return "not required to have run anywhere first"
+        state = "live there now" if self.live_in_source else "no longer live there"
+        return f"{self.source} {self.source_record.id} ({state})"
+
+
+def _verified(record: ReleaseRecord) -> bool:
+    flag = getattr(record, "is_verified", None)  # the ledger's own notion, where it has one
+    return bool(flag) if flag is not None else record.outcome == ledger_mod.SUCCEEDED
+
+
+def rolled_back_ids(records: Sequence[ReleaseRecord]) -> set[str]:
+    """Records that a later rollback undid (the ledger's lineage where it has one)."""
+    helper = getattr(ledger_mod, "rolled_back_ids", None)
+    if helper is not None:
+        return set(helper(list(records)))
+    return {
+        r.rollback_of
+        for r in records
+        if r.kind == "rollback" and r.outcome == ledger_mod.SUCCEEDED and r.rollback_of
+    }
+
+
+def for_services(release: Release, services: Iterable[str]) -> Release:
+    """The part of ``release`` an environment runs: its services' images only."""
+    wanted = set(services)
+    return replace(release, images={n: i for n, i in release.images.items() if n in wanted})
+
+
+def check_release(
+    env: Environment,
+    release: Release,
+    *,
+    source: str | None,
+    source_records: Sequence[ReleaseRecord] = (),
+) -> Admission:
+    """The gate as a pure function of the target, the release and the source's ledger.
+
+    Refuses (``PromotionRefused``, nothing changed) a release that lacks one of ``env``'s
+    services, that never succeeded in ``source`` or that a rollback undid there, one built
+    from a dirty tree, and one whose scan verdict did not pass for exactly its image IDs.
+    """
+    digests = release.digests()
+    missing = sorted(set(env.services) - set(digests))
+    if missing:
+        raise PromotionRefused(
+            f"{release.version} has no image for {', '.join(missing)}, which {env.name} runs"
+        )
+    wanted = {service: digests[service] for service in env.services}
+    shown = approvals.describe_digests(wanted)
+    checks: list[str] = []
+    record, live = None, False
+    if source is not None:
+        ran = [
+            r
+            for r in source_records
+            if _verified(r) and all(r.digests().get(s) == i for s, i in wanted.items())
+        ]
+        if not ran:
+            raise PromotionRefused(
+                f"{release.version} ({shown}) never succeeded in {source}, and {env.name} takes "
+                f"releases from {source} only — deploy it to {source} first, then promote"
+            )
+        undone = rolled_back_ids(source_records)
+        standing = [r for r in ran if r.id not in undone]
+        if not standing:
+            last = ran[-1]
+            by = [r.id for r in source_records if r.rollback_of == last.id]
+            raise PromotionRefused(
+                f"{release.version} was rolled back in {source} ({last.id}"
+                + (f" undone by {by[-1]}" if by else "")
+                + f") — fix it and deploy a new release to {source} before {env.name}"
+            )
+        record = standing[-1]
+        current = ledger_mod.current_live(list(source_records))
+        live = current is not None and current.digests() == record.digests()
+        checks.append(
+            f"succeeded in {source} as {record.id} and no rollback undid it"
+            + (" (live there now)" if live else "")
+        )
+    if release.dirty:
+        raise PromotionRefused(
+            f"{release.version} was built from a dirty tree, and {env.name} takes clean builds "
+            f"only — commit, then build, scan and deploy it from a clean checkout"
+        )
+    checks.append("built from a clean tree")
+    why = gate.scan_covers(release.scan, wanted)
+    if why is not None:
+        raise PromotionRefused(
+            f"{release.version}: the scan gate did not pass for these image IDs ({why}) — "
+            f"scan them (`nox -s scan -- --artifacts dist/{release.version}`) and deploy again"
+        )
+    checks.append(f"scan passed for these image IDs ({shown})")
+    return Admission(
+        environment=env.name,
+        checks=tuple(checks),
+        source=source,
+        source_record=record,
+        live_in_source=live,
+    )
+
+
+def admit(
+    config: Config,
+    env_name: str,
+    release: Release,
+    *,
+    source: str | None = None,
+    out: Console = console,
+) -> Admission:
+    """The one gate of a gated environment, for every way in (promote, deploy, approve).
+
+    ``source`` is where a promotion comes from; it must be the environment's ``promote_from``
+    when that is set. The source's ledger is read from its engine; one that cannot be read
+    lets nothing through.
+    """
+    from conveyor.operations import Session  # noqa: PLC0415 - operations imports this module
+
+    env = config.environment(env_name)
+    if env.promote_from and source and source != env.promote_from:
+        raise PromotionRefused(
+            f"{env_name} takes releases from {env.promote_from}, not {source} — promote "
+            f"--from {env.promote_from}"
+        )
+    source = source or env.promote_from
+    records: list[ReleaseRecord] = []
+    if source is not None:
+        try:
+            records = Session(config, source, out).ledger.records()
+        except ConveyorError as exc:
+            raise PromotionRefused(
+                f"cannot read {source}'s ledger ({exc}); {env_name} lets a release in only "
+                f"when {source}'s ledger shows it succeeded there"
+            ) from None
+    return check_release(env, release, source=source, source_records=records)
+
+
 def candidate(config: Config, source: str, target: str, *, out: Console = console) -> Candidate:
     from conveyor.operations import Session  # noqa: PLC0415 - operations imports governance
 
@@ -141,17 +286,7 @@ def candidate(config: Config, source: str, target: str, *, out: Console = consol
         raise UsageError(f"cannot promote {source} to itself")
     state = Session(config, source, out).observe()
     record, checks = promotable(state, set(target_env.services))
-    release = promoted_release(record, source)
-    only = {name: img for name, img in release.images.items() if name in target_env.services}
-    release = Release(
-        version=release.version,
-        commit=release.commit,
-        dirty=release.dirty,
-        images=only,
-        source=release.source,
-        scan=release.scan,
-        commit_time=release.commit_time,
-    )
+    release = for_services(promoted_release(record, source), target_env.services)
     return Candidate(
         source=source,
         record=record,
@@ -193,6 +328,7 @@ def promote(
         target,
         found.release,
         kind="promote",
+        source=source,
         dry_run=dry_run,
         lock_wait=lock_wait,
         message=f"promote {source} {found.record.id}",

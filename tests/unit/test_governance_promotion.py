@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import dataclasses
+import tomllib
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from conveyor import promotion
+from conveyor import config, operations, promotion
 from conveyor.hosts import ServiceContainer
 from conveyor.ledger import ReleaseRecord
 from conveyor.observe import EnvironmentState, HostState
+from conveyor.plan import Release
 
+ROOT = Path(__file__).resolve().parents[2]
 API = "sha256:" + "a" * 64
 WEB = "sha256:" + "b" * 64
 SERVICES = {"api", "web"}
@@ -95,13 +99,6 @@ def test_the_live_healthy_release_is_promotable_with_its_exact_images() -> None:
             ],
             "staging was rolled back \\(r0003 returned to 2.0.0, rolling back r0002\\)",
         ),
-        ([record("r0002", dirty=True)], "built from a dirty tree"),
-        (
-            [record("r0002", scan={"passed": False, "why": "the scan gate failed for api"})],
-            "scan gate did not pass \\(the scan gate failed for api\\)",
-        ),
-        ([record("r0002", scan=None)], "scan gate did not pass \\(no scan recorded\\)"),
-        ([record("r0002", scan={"passed": None, "why": "no scan recorded"})], "did not pass"),
     ],
 )
 def test_refusals(records: list[ReleaseRecord], why: str) -> None:
@@ -142,3 +139,124 @@ def test_a_router_that_cannot_be_read_is_refused() -> None:
     observed.hosts[0].error = "admin socket closed"
     with pytest.raises(promotion.PromotionRefused, match="cannot read its router"):
         promotion.promotable(observed, SERVICES)
+
+
+# --- the gate: one set of checks for promote, deploy --version and approve -------------------
+
+SCANNED = {
+    "passed": True,
+    "why": "scan gate passed for these image IDs",
+    "images": {"api": {"image_id": API}, "web": {"image_id": WEB}},
+}
+
+
+def production(**changes: Any) -> Any:
+    env = config.parse(
+        tomllib.loads((ROOT / "deploy.toml").read_text()), ROOT / "deploy.toml"
+    ).environment("production")
+    return dataclasses.replace(env, **changes)
+
+
+def release(**changes: Any) -> Release:
+    base = operations.release_from_record(record(), source="dist/2.0.0")
+    return dataclasses.replace(base, **{"scan": SCANNED, **changes})
+
+
+def test_a_release_that_ran_in_staging_clean_and_scanned_is_admitted() -> None:
+    staging = [record("r0001", version="1.0.0", services={}), record("r0002")]
+    admission = promotion.check_release(
+        production(), release(), source="staging", source_records=staging
+    )
+    assert admission.checks == (
+        "succeeded in staging as r0002 and no rollback undid it (live there now)",
+        "built from a clean tree",
+        "scan passed for these image IDs (api aaaaaaaaaaaa, web bbbbbbbbbbbb)",
+    )
+    assert admission.where() == "staging r0002 (live there now)"
+    # Superseded there since, but never rolled back: still admitted, and said so.
+    later = [*staging, record("r0003", version="3.0.0", services={"api": {"image_id": "x"}})]
+    admission = promotion.check_release(
+        production(), release(), source="staging", source_records=later
+    )
+    assert admission.where() == "staging r0002 (no longer live there)"
+
+
+@pytest.mark.parametrize(
+    ("records", "changes", "why"),
+    [
+        ([], {}, r"2.0.0 \(api aaaaaaaaaaaa, web bbbbbbbbbbbb\) never succeeded in staging"),
+        (
+            [record("r0002", outcome="failed", failed_phase="verify", reason="500s")],
+            {},
+            "never succeeded in staging",
+        ),
+        (
+            [
+                record("r0001", version="1.0.0", services={"api": {"image_id": "x"}}),
+                record("r0002"),
+                record(
+                    "r0003",
+                    kind="rollback",
+                    version="1.0.0",
+                    services={"api": {"image_id": "x"}},
+                    rollback_of="r0002",
+                    rollback_to="r0001",
+                ),
+            ],
+            {},
+            r"2.0.0 was rolled back in staging \(r0002 undone by r0003\)",
+        ),
+        ([record("r0002")], {"dirty": True}, "built from a dirty tree, and production takes"),
+        (
+            [record("r0002")],
+            {"scan": {"passed": True}},
+            r"scan gate did not pass for these image IDs \(no scan for these images: the "
+            r"recorded verdict does not name the image IDs of api, web\)",
+        ),
+        (
+            [record("r0002")],
+            {"scan": {**SCANNED, "images": {"api": {"image_id": API}, "web": {"image_id": "o"}}}},
+            "does not name the image IDs of web",
+        ),
+        ([record("r0002")], {"scan": None}, r"did not pass for these image IDs \(no scan recorded"),
+        (
+            [record("r0002")],
+            {"scan": {"passed": False, "why": "image api of 2.0.0 did not pass its scan"}},
+            "image api of 2.0.0 did not pass its scan",
+        ),
+    ],
+)
+def test_the_gate_refuses(records: list[ReleaseRecord], changes: dict[str, Any], why: str) -> None:
+    with pytest.raises(promotion.PromotionRefused, match=why):
+        promotion.check_release(
+            production(), release(**changes), source="staging", source_records=records
+        )
+
+
+def test_a_release_rolled_back_once_and_deployed_again_is_admitted() -> None:
+    records = [
+        record("r0001", version="1.0.0", services={"api": {"image_id": "x"}}),
+        record("r0002"),
+        record(
+            "r0003",
+            kind="rollback",
+            version="1.0.0",
+            services={"api": {"image_id": "x"}},
+            rollback_of="r0002",
+            rollback_to="r0001",
+        ),
+        record("r0004"),
+    ]
+    admission = promotion.check_release(
+        production(), release(), source="staging", source_records=records
+    )
+    assert admission.source_record is not None and admission.source_record.id == "r0004"
+
+
+def test_without_promote_from_the_gate_checks_the_release_alone() -> None:
+    env = production(promote_from=None)
+    admission = promotion.check_release(env, release(), source=None)
+    assert admission.checks[0] == "built from a clean tree"
+    assert admission.where() == "not required to have run anywhere first"
+    with pytest.raises(promotion.PromotionRefused, match="has no image for web"):
+        promotion.check_release(env, promotion.for_services(release(), {"api"}), source=None)

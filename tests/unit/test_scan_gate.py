@@ -8,7 +8,13 @@ from typing import Any
 
 import pytest
 
-from conveyor.scanners.gate import ScanNotPassed, evaluate, require_passed_scan
+from conveyor.scanners.gate import (
+    ScanNotPassed,
+    evaluate,
+    release_scan,
+    require_passed_scan,
+    scan_covers,
+)
 from conveyor.scanners.model import Finding, ScannerRun
 from conveyor.scanners.policy import parse
 from conveyor.scanners.registry import REGISTRY
@@ -141,8 +147,59 @@ def test_require_passed_scan() -> None:
         require_passed_scan(manifest(good), "web")
     with pytest.raises(ScanNotPassed, match=r"never scanned — run `nox -s scan -- --artifacts"):
         require_passed_scan(manifest(None), "api")
-    with pytest.raises(ScanNotPassed, match="changed since its scan"):
+    with pytest.raises(ScanNotPassed, match="changed since its scan, so there is no scan of it"):
         require_passed_scan(manifest(good, image_id="sha256:bbb"), "api")
     bad = {"passed": False, "image_id": "sha256:aaa", "failures": ["1 finding(s) at medium"]}
     with pytest.raises(ScanNotPassed, match=r"did not pass its scan: 1 finding\(s\) at medium"):
         require_passed_scan(manifest(bad), "api")
+
+
+def test_a_scan_names_the_registry_digest_too() -> None:
+    pushed = manifest({"passed": True, "image_id": "sha256:aaa", "digest": "sha256:d1"})
+    pushed["images"]["api"]["digest"] = "sha256:d1"
+    assert require_passed_scan(pushed, "api")["digest"] == "sha256:d1"
+    pushed["images"]["api"]["digest"] = "sha256:d2"
+    with pytest.raises(ScanNotPassed, match="the registry digest changed since its scan"):
+        require_passed_scan(pushed, "api")
+
+
+def two_images(api: dict[str, Any] | None, web: dict[str, Any] | None) -> dict[str, Any]:
+    release = manifest(api)
+    release["images"]["web"] = {"id": "sha256:bbb", **({"scan": web} if web else {})}
+    return release
+
+
+def test_a_release_verdict_names_every_image_id_it_covers() -> None:
+    ok_api = {"passed": True, "image_id": "sha256:aaa"}
+    ok_web = {"passed": True, "image_id": "sha256:bbb", "digest": "sha256:d"}
+    services = {"api": "api", "web": "web"}
+    verdict = release_scan(two_images(ok_api, ok_web), services)
+    assert verdict == {
+        "passed": True,
+        "why": "scan gate passed for these image IDs",
+        "images": {
+            "api": {"image_id": "sha256:aaa"},
+            "web": {"image_id": "sha256:bbb", "digest": "sha256:d"},
+        },
+    }
+    assert scan_covers(verdict, {"api": "sha256:aaa", "web": "sha256:bbb"}) is None
+    assert scan_covers(verdict, {"api": "sha256:aaa"}) is None, "a subset of services"
+    assert scan_covers(verdict, {"api": "sha256:zzz"}) == (
+        "no scan for these images: the recorded verdict does not name the image IDs of api"
+    )
+
+    missing = release_scan(two_images(ok_api, None), services)
+    assert missing["passed"] is None
+    assert missing["why"].startswith("no scan for these images: image web of 1.0.0 was never")
+    failed = release_scan(two_images(ok_api, {**ok_web, "passed": False}), services)
+    assert failed["passed"] is False and "image web of 1.0.0 did not pass" in failed["why"]
+    assert scan_covers(failed, {"api": "sha256:aaa"}) == failed["why"]
+
+
+def test_a_verdict_without_image_ids_is_no_scan_at_all() -> None:
+    # What a hand edit or an old ledger record holds: a bare "passed".
+    assert scan_covers({"passed": True}, {"api": "sha256:aaa"}) == (
+        "no scan for these images: the recorded verdict does not name the image IDs of api"
+    )
+    assert scan_covers(None, {"api": "sha256:aaa"}) == "no scan recorded"
+    assert scan_covers({"passed": None, "why": "no scan"}, {"api": "x"}) == "no scan"

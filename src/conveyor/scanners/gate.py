@@ -13,7 +13,7 @@ Optional scanners that could not run only add warnings. Nothing is ever "clean" 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
@@ -28,7 +28,11 @@ class ScanGateFailed(ConveyorError):
 
 
 class ScanNotPassed(ConveyorError):
-    """An image's recorded scan did not pass (or it was never scanned)."""
+    """An image's recorded scan did not pass (``failed``), or there is no scan of this image."""
+
+    def __init__(self, message: str, *, failed: bool = False) -> None:
+        super().__init__(message)
+        self.failed = failed
 
 
 @dataclass(frozen=True)
@@ -120,28 +124,84 @@ def _judge_status(run: ScannerRun, policy: Policy, context: str, verdict: Verdic
         verdict.warnings.append(f"{line} — context {context} only warns")
 
 
-def require_passed_scan(manifest: dict[str, Any], name: str) -> dict[str, Any]:
+def require_passed_scan(manifest: Mapping[str, Any], name: str) -> dict[str, Any]:
     """The scan record of image ``name`` in a release manifest, if it passed the gate.
 
-    For the deploy: it refuses an image that was never scanned, whose scan failed, or whose
-    scan was of a different image ID than the one the manifest now records.
+    The one check of a recorded image scan. A verdict counts only for the image it names: one
+    of another image ID (or another registry digest) is no scan of this image. Raises
+    ``ScanNotPassed`` — with ``failed`` set when the scan of this very image failed.
     """
     entry = manifest.get("images", {}).get(name)
     version = manifest.get("version", "?")
-    if entry is None:
+    if not isinstance(entry, Mapping):
         raise ScanNotPassed(f"release {version} has no image {name!r}")
     scan = entry.get("scan")
-    if not scan:
+    if not isinstance(scan, Mapping) or "passed" not in scan:
         raise ScanNotPassed(
             f"image {name} of {version} was never scanned — run "
             f"`nox -s scan -- --artifacts dist/{version}`"
         )
     if scan.get("image_id") != entry.get("id"):
         raise ScanNotPassed(
-            f"image {name} of {version} changed since its scan "
+            f"image {name} of {version} changed since its scan, so there is no scan of it "
             f"({str(scan.get('image_id'))[:19]} scanned, {str(entry.get('id'))[:19]} recorded)"
         )
-    if not scan.get("passed"):
+    if entry.get("digest") and scan.get("digest") and scan["digest"] != entry["digest"]:
+        raise ScanNotPassed(
+            f"image {name} of {version}: the registry digest changed since its scan "
+            f"({str(scan['digest'])[:19]} scanned, {str(entry['digest'])[:19]} recorded)"
+        )
+    if scan.get("passed") is not True:
         reasons = "; ".join(scan.get("failures", [])) or "see reports/scan/summary.md"
-        raise ScanNotPassed(f"image {name} of {version} did not pass its scan: {reasons}")
+        raise ScanNotPassed(
+            f"image {name} of {version} did not pass its scan: {reasons}", failed=True
+        )
     return dict(scan)
+
+
+def release_scan(manifest: Mapping[str, Any], images: Mapping[str, str]) -> dict[str, Any]:
+    """The scan verdict of a release as a deploy records it in the ledger.
+
+    ``images`` maps each service to its image's name in the manifest. ``passed`` is True (each
+    image passed, and ``images`` names the IDs scanned), False (one failed) or None (one has
+    no scan of its current image ID: "no scan for these images").
+    """
+    scanned: dict[str, dict[str, str]] = {}
+    failed: list[str] = []
+    missing: list[str] = []
+    for service, name in sorted(images.items()):
+        try:
+            scan = require_passed_scan(manifest, name)
+        except ScanNotPassed as exc:
+            (failed if exc.failed else missing).append(str(exc))
+            continue
+        scanned[service] = {"image_id": str(scan["image_id"])}
+        if scan.get("digest"):
+            scanned[service]["digest"] = str(scan["digest"])
+    if failed:
+        return {"passed": False, "why": "; ".join(failed), "images": scanned}
+    if missing:
+        return {"passed": None, "why": "no scan for these images: " + "; ".join(missing)}
+    return {"passed": True, "why": "scan gate passed for these image IDs", "images": scanned}
+
+
+def scan_covers(scan: Mapping[str, Any] | None, digests: Mapping[str, str]) -> str | None:
+    """Why a recorded release verdict does not let ``digests`` (service → image ID) through;
+    None when it passed for exactly those image IDs."""
+    if not scan or scan.get("passed") is None:
+        return str((scan or {}).get("why") or "no scan recorded")
+    if scan.get("passed") is not True:
+        return str(scan.get("why") or "the scan gate failed")
+    named = scan.get("images")
+    named = named if isinstance(named, Mapping) else {}
+    wrong = [
+        service
+        for service, image_id in sorted(digests.items())
+        if not isinstance(named.get(service), Mapping) or named[service].get("image_id") != image_id
+    ]
+    if wrong:
+        return (
+            f"no scan for these images: the recorded verdict does not name the image IDs of "
+            f"{', '.join(wrong)}"
+        )
+    return None

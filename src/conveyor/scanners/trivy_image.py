@@ -7,15 +7,16 @@ the manifest records, and adds vulnerabilities when trivy's DB is usable.
 The result goes into the manifest, per image (``images.<name>.scan``)::
 
     {"passed": true, "scanned_at": "…Z", "context": "main", "image_id": "sha256:…",
+     "digest": "sha256:… (the registry digest, when the image was pushed)",
      "scanners": ["secret", "misconfig"], "vulnerabilities": "unavailable (…)",
      "fail_on": "medium", "findings": {"critical": 0, …}, "blocking": 0, "allowlisted": 0,
      "failures": [], "sbom": "image-api-1.4.0.cdx.json"}
 
 Per image rather than one top-level key, because a deploy ships images one by one and must
-refuse exactly the image whose scan did not pass
-(:func:`conveyor.scanners.gate.require_passed_scan`). The CycloneDX SBOM of each image is
-written next to the other artifacts and listed in the manifest's ``files`` so that
-``conveyor artifacts verify`` covers it.
+refuse exactly the image whose scan did not pass, and a verdict is bound to the image ID it
+scanned: a rebuilt image has no scan (:func:`conveyor.scanners.gate.require_passed_scan`).
+The CycloneDX SBOM of each image is written next to the other artifacts and listed in the
+manifest's ``files`` so that ``conveyor artifacts verify`` covers it.
 """
 
 from __future__ import annotations
@@ -207,6 +208,9 @@ def record(run: ScannerRun, verdict: Verdict) -> dict[str, dict[str, Any]]:
                     artifacts.describe_files(folder, [sbom_name])
                 )
                 entry["sbom"] = sbom_name
+            if manifest["images"][name].get("digest"):
+                # The registry digest too: a verdict names the image both ways it is known.
+                entry["digest"] = manifest["images"][name]["digest"]
             manifest["images"][name]["scan"] = entry
             results[name] = entry
 
