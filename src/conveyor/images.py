@@ -8,11 +8,13 @@ pullable, else the offline one that scripts/setup builds with debootstrap.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import platform
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +25,6 @@ from conveyor.console import Console, console
 from conveyor.errors import ConveyorError, ImageError, RegistryError
 
 WHEELHOUSE = Path("build/wheelhouse")
-LOCAL_PREFIX = "conveyor"
 
 
 def image_present(client: Any, name: str) -> bool:
@@ -72,8 +73,9 @@ def resolve_base_image(client: Any, config: Config) -> str:
     )
 
 
-def local_name(spec: ImageSpec) -> str:
-    return f"{LOCAL_PREFIX}/{spec.name}"
+def local_name(config: Config, spec: ImageSpec) -> str:
+    """``<prefix>/<image>``: deploy.toml's ``[registry] prefix`` names local images too."""
+    return f"{config.registry.prefix}/{spec.name}"
 
 
 def remote_name(config: Config, spec: ImageSpec) -> str | None:
@@ -252,26 +254,46 @@ def build_images(
     *,
     push_to_registry: bool = True,
     only: list[str] | None = None,
+    force: bool = False,
     out: Console = console,
 ) -> dict[str, Any]:
-    """Build (and push) every release image of ``folder``'s version; update its manifest."""
+    """Build (and push) every release image of ``folder``'s version; update its manifest.
+
+    A version's images are never silently replaced: the classic builder stamps times, so a
+    rebuild gets new image IDs unless every step is cached, and approvals and scans of the
+    version would stop matching. A rebuild that reproduces the recorded image ID is fine; one
+    that does not, or a push over a registry tag that points to an image this manifest does
+    not record, is refused unless ``force`` (printed and recorded in the manifest).
+    """
     manifest = artifacts.verify(folder)
+    recorded: dict[str, Any] = manifest.get("images") or {}
     base = resolve_base_image(client, config)
     out.say(f"Building images for {manifest['version']} on {base}")
     results: dict[str, Any] = {}
     for spec in release_images(config):
         if only and spec.name not in only:
             continue
-        tag = f"{local_name(spec)}:{manifest['image_tag']}"
+        tag = f"{local_name(config, spec)}:{manifest['image_tag']}"
         with tempfile.TemporaryDirectory(prefix=f"conveyor-ctx-{spec.name}-") as tmp:
             context = Path(tmp)
             prepare_context(config, spec, folder, manifest, context)
             request = BuildRequest(spec, context, tag, build_args(config, manifest, spec, base))
             with out.step(f"Building {tag}"):
                 image_id = stream_build(client, request, out)
+        before = recorded.get(spec.name) if isinstance(recorded.get(spec.name), dict) else {}
+        forced = _check_rebuild(
+            client,
+            manifest,
+            spec.name,
+            tag=tag,
+            before=before,
+            image_id=image_id,
+            force=force,
+            out=out,
+        )
         image = client.images.get(image_id)
         for extra in manifest["image_tags"][1:]:
-            image.tag(local_name(spec), tag=extra)
+            image.tag(local_name(config, spec), tag=extra)
         entry: dict[str, Any] = {
             "image": tag,
             "id": image_id,
@@ -279,16 +301,24 @@ def build_images(
             "size": image.attrs.get("Size", 0),
             "base": base,
         }
+        if forced:
+            entry["forced"] = forced
         repository = remote_name(config, spec)
         if repository and push_to_registry:
             digest = ""
             for image_tag in manifest["image_tags"]:
+                _check_registry_tag(
+                    client, f"{repository}:{image_tag}", before=before, force=force, out=out
+                )
                 image.tag(repository, tag=image_tag)
                 with out.step(f"Pushing {repository}:{image_tag}"):
                     digest = push(client, repository, image_tag)
             entry.update(
                 {"repository": repository, "digest": digest, "reference": f"{repository}@{digest}"}
             )
+        same_digest = before.get("digest", "") == entry.get("digest", "")
+        if before.get("id") == image_id and same_digest and "scan" in before:
+            entry["scan"] = before["scan"]  # the same image: its scan still holds
         results[spec.name] = entry
 
     def record(data: dict[str, Any]) -> None:
@@ -296,6 +326,65 @@ def build_images(
 
     artifacts.update_manifest(folder, record)
     return results
+
+
+def _check_rebuild(
+    client: Any,
+    manifest: dict[str, Any],
+    name: str,
+    *,
+    tag: str,
+    before: dict[str, Any],
+    image_id: str,
+    force: bool,
+    out: Console,
+) -> dict[str, str] | None:
+    """Refuse (or, forced, record) a rebuild that replaced a version's recorded image."""
+    old = str(before.get("id") or "")
+    if not old or old == image_id:
+        return None
+    version = manifest["version"]
+    if not force:
+        # Put the tag back on the recorded image; the new one is left unnamed and removed.
+        with contextlib.suppress(Exception):
+            client.images.get(old).tag(*split_reference(tag))
+            client.images.remove(image_id)
+        raise ImageError(
+            f"{version} already has a {name} image ({old[:19]}) and this rebuild made another "
+            f"({image_id[:19]}): image IDs cannot be reproduced, so approvals and scans of "
+            f"{version} would stop matching — commit and build a new version, or pass --force "
+            f"to replace it (recorded)"
+        )
+    out.warn(f"--force: {name} of {version} is now {image_id[:19]}, replacing {old[:19]}")
+    return {"at": artifacts.iso(time.time()), "by": _who(), "replaced": old}
+
+
+def _check_registry_tag(
+    client: Any, reference: str, *, before: dict[str, Any], force: bool, out: Console
+) -> None:
+    """Refuse to move a registry tag that points to an image this manifest does not record."""
+    import docker.errors  # noqa: PLC0415
+
+    try:
+        found = client.api.inspect_distribution(reference)
+    except docker.errors.APIError:
+        return  # not there yet (or unreadable, which the push itself then reports)
+    digest = str((found.get("Descriptor") or {}).get("digest", ""))
+    if not digest or digest == before.get("digest"):
+        return
+    if not force:
+        raise ImageError(
+            f"the registry's {reference} already points to {digest[:19]}, an image "
+            f"this version's manifest does not record — it was "
+            f"built elsewhere: deploy those images, or pass --force to replace them (recorded)"
+        )
+    out.warn(f"--force: moving the registry's {reference} off {digest[:19]}")
+
+
+def _who() -> str:
+    from conveyor import ledger  # noqa: PLC0415 - only a forced rebuild needs it
+
+    return ledger.who()
 
 
 def image_reference(entry: dict[str, Any]) -> str:
@@ -318,7 +407,8 @@ def router_image_tag(config: Config, client: Any) -> str:
     if not path.is_file():
         raise ImageError(f"deploy.toml [images.{spec.name}]: {spec.dockerfile} does not exist")
     dockerfile = path.read_bytes()
-    return f"{local_name(spec)}:{hashlib.sha256(dockerfile + base.encode()).hexdigest()[:12]}"
+    digest = hashlib.sha256(dockerfile + base.encode()).hexdigest()[:12]
+    return f"{local_name(config, spec)}:{digest}"
 
 
 def build_router_image(config: Config, client: Any, out: Console = console) -> str:
