@@ -4,21 +4,41 @@ A sandbox environment is a real one — its own deploy.toml, router, ledger and 
 real engine — with a random name, free ports on 127.0.0.1 and short timeouts, removed
 completely afterwards. Derived releases are real images built ``FROM`` a built one that
 differ only in the version they report and, optionally, an injected fault.
+
+Everything a sandbox makes carries its own names, so it can share an engine with a user's
+real environments: images under ``conveyor-test/`` (``[registry] prefix``), environments
+named ``test-…`` (so containers ``conveyor-test-…`` and volumes ``conveyor-test-…-…``).
+:class:`EngineSnapshot` records everything else on an engine, so a test run can prove that it
+left the user's containers, images, tags and volumes exactly as they were.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
+import os
+import re
 import secrets
 import socket
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import docker.errors
 
 from conveyor import artifacts
+from conveyor.config import Config
+
+# The image repository prefix (local and in a registry) of everything a sandbox builds.
+PREFIX = "conveyor-test"
+# Sandbox environments are named ENV_PREFIX + 6 hex digits.
+ENV_PREFIX = "test-"
+# Appended to every image title of a sandbox build, so its image IDs never equal the user's
+# builds of the same commit (the title is a label, the last cheap layer of each image).
+TITLE_SUFFIX = " (conveyor test)"
 
 
 def port_free(port: int) -> bool:
@@ -60,26 +80,9 @@ def environment_toml(
     host_lines = ", ".join(
         "{ " + ", ".join(f"{k} = {json.dumps(v)}" for k, v in host.items()) + " }" for host in hosts
     )
-    return f"""
-[project]
-name = "conveyor-sandbox"
-source = "https://example.invalid/conveyor"
-
-[build]
-dist_dir = "{dist}"
-
-[images.api]
-dockerfile = "{docker_dir / "Dockerfile.api"}"
-kind = "python-service"
-
-[images.web]
-dockerfile = "{docker_dir / "Dockerfile.web"}"
-kind = "static-site"
-
-[images.router]
-dockerfile = "{docker_dir / "Dockerfile.router"}"
-kind = "router"
-
+    return (
+        project_toml(dist, docker_dir)
+        + f"""
 [environments.{name}]
 hosts = [{host_lines}]
 keep_releases = {keep}
@@ -110,10 +113,54 @@ route = "/"
 ports = {{ blue = {ports[5]}, green = {ports[6]} }}
 health = {{ path = "/readyz", interval = 1, timeout = 3, retries = 2 }}
 """
+    )
+
+
+def project_toml(dist: Path, docker_dir: Path) -> str:
+    """The project part of a sandbox deploy.toml: its own dist folder and image names."""
+    return f"""
+[project]
+name = "conveyor-sandbox"
+source = "https://example.invalid/conveyor"
+
+[build]
+dist_dir = "{dist}"
+
+[registry]
+prefix = "{PREFIX}"
+
+[images.api]
+dockerfile = "{docker_dir / "Dockerfile.api"}"
+kind = "python-service"
+title = "conveyor reference API{TITLE_SUFFIX}"
+
+[images.web]
+dockerfile = "{docker_dir / "Dockerfile.web"}"
+kind = "static-site"
+title = "conveyor reference web UI{TITLE_SUFFIX}"
+
+[images.router]
+dockerfile = "{docker_dir / "Dockerfile.router"}"
+kind = "router"
+"""
+
+
+def isolated(config: Config, dist: Path) -> Config:
+    """``config`` building into ``dist`` under sandbox image names (same sources, same root)."""
+    return dataclasses.replace(
+        config,
+        build=dataclasses.replace(config.build, dist_dir=os.fspath(dist)),
+        registry=dataclasses.replace(config.registry, url="", prefix=PREFIX),
+        artifacts=dataclasses.replace(config.artifacts, path=os.fspath(dist.parent / "store")),
+        images={
+            name: dataclasses.replace(spec, title=spec.title + TITLE_SUFFIX)
+            for name, spec in config.images.items()
+        },
+    )
 
 
 def new_name() -> str:
-    return f"t{secrets.token_hex(3)}"
+    return f"{ENV_PREFIX}{secrets.token_hex(3)}"
 
 
 def service_port(ports: list[int], service: str, color: str) -> int:
@@ -144,7 +191,7 @@ def derive_release(
         lines = [f"FROM {base[name]['id']}", f"ENV APP_VERSION={version}"]
         if fault and name == "api":
             lines.append(f"ENV REFAPI_FAULT={fault}")
-        tag = f"conveyor-sandbox/{name}:{version.replace('+', '-')}"
+        tag = f"{PREFIX}/{name}:{version.replace('+', '-')}"
         image, _ = client.images.build(
             fileobj=io.BytesIO("\n".join(lines).encode()), tag=tag, rm=True
         )
@@ -169,3 +216,176 @@ def derive_release(
         },
     )
     return folder
+
+
+# -- proving that a run left the user's things alone -------------------------------------------
+
+_OWNED_TAG = re.compile(rf"^(?:[^/]+[.:][^/]*/)?{re.escape(PREFIX)}/")
+
+
+def owned_tag(tag: str) -> bool:
+    """``conveyor-test/api:1`` or ``127.0.0.1:5000/conveyor-test/api:1`` (a registry's copy)."""
+    return bool(_OWNED_TAG.match(tag))
+
+
+def owned_name(name: str) -> bool:
+    """A container or volume of a sandbox environment: ``conveyor-test-…``."""
+    return name.lstrip("/").startswith(f"conveyor-{ENV_PREFIX}")
+
+
+def _tree(folder: Path, skip: Iterable[str] = ()) -> dict[str, tuple[int, int]]:
+    """relative path → (size, mtime ns) of every file under ``folder`` (nothing if absent)."""
+    skipped = tuple(skip)
+    found: dict[str, tuple[int, int]] = {}
+    if not folder.is_dir():
+        return found
+    for path in sorted(folder.rglob("*")):
+        relative = path.relative_to(folder).as_posix()
+        if relative.split("/")[0] in skipped or path.is_symlink() or not path.is_file():
+            continue
+        stat = path.stat()
+        found[relative] = (stat.st_size, stat.st_mtime_ns)
+    return found
+
+
+@dataclass(frozen=True)
+class EngineSnapshot:
+    """What a test run must leave exactly as it found it on one engine (and in some folders).
+
+    Sandbox-owned objects (see :func:`owned_tag`, :func:`owned_name`) are left out: tests
+    create, change and remove those freely. Everything else is recorded: every container
+    (id, name, image, state, start time, restart count), every tag not owned by the sandbox
+    with the image it names, every untagged image, every volume — with, where its mountpoint
+    is readable from here (a local engine, as root), the size and mtime of every file in it
+    (a ledger is an append-only file in a state volume, so a write shows) — and the files of
+    the given folders (e.g. the project's dist/ and .conveyor/).
+    """
+
+    containers: dict[str, dict[str, Any]]
+    tags: dict[str, str]
+    untagged: frozenset[str]
+    volumes: dict[str, dict[str, tuple[int, int]] | None]
+    folders: dict[str, dict[str, tuple[int, int]]]
+
+    @classmethod
+    def take(
+        cls, client: Any, folders: Iterable[Path] = (), skip: Iterable[str] = ()
+    ) -> EngineSnapshot:
+        containers = {}
+        for item in client.api.containers(all=True):
+            name = item["Names"][0].lstrip("/") if item.get("Names") else item["Id"]
+            if owned_name(name) or item.get("Labels", {}).get("conveyor.env", "").startswith(
+                ENV_PREFIX
+            ):
+                continue
+            with contextlib.suppress(docker.errors.NotFound):
+                state = client.api.inspect_container(item["Id"])["State"]
+                containers[item["Id"]] = {
+                    "name": name,
+                    "image": item["ImageID"],
+                    "status": state["Status"],
+                    "started": state.get("StartedAt", ""),
+                    "restarts": state.get("RestartCount", 0),
+                }
+        tags: dict[str, str] = {}
+        untagged = set()
+        for image in client.api.images(all=False):
+            names = [t for t in image.get("RepoTags") or [] if t != "<none>:<none>"]
+            if not names:
+                untagged.add(image["Id"])
+            for tag in names:
+                if not owned_tag(tag):
+                    tags[tag] = image["Id"]
+        volumes: dict[str, dict[str, tuple[int, int]] | None] = {}
+        for volume in client.api.volumes().get("Volumes") or []:
+            if owned_name(volume["Name"]):
+                continue
+            mountpoint = Path(volume.get("Mountpoint") or "/nonexistent")
+            try:
+                volumes[volume["Name"]] = _tree(mountpoint) if mountpoint.is_dir() else None
+            except OSError:
+                volumes[volume["Name"]] = None
+        return cls(
+            containers=containers,
+            tags=tags,
+            untagged=frozenset(untagged),
+            volumes=volumes,
+            folders={os.fspath(f): _tree(f, skip) for f in folders},
+        )
+
+    def changes(self, after: EngineSnapshot) -> list[str]:
+        """One line per thing that differs in ``after`` (a later snapshot); [] when none."""
+        lines: list[str] = []
+        for cid, was in self.containers.items():
+            now = after.containers.get(cid)
+            if now is None:
+                lines.append(f"container {was['name']} ({cid[:12]}) was removed")
+            elif now != was:
+                moved = {k: (was[k], now[k]) for k in was if was[k] != now[k]}
+                lines.append(f"container {was['name']} ({cid[:12]}) changed: {moved}")
+        for tag, image in self.tags.items():
+            now_image = after.tags.get(tag)
+            if now_image is None:
+                lines.append(f"image tag {tag} was removed (it named {image[7:19]})")
+            elif now_image != image:
+                lines.append(f"image tag {tag} moved from {image[7:19]} to {now_image[7:19]}")
+        lines += [f"image tag {tag} was added" for tag in sorted(set(after.tags) - set(self.tags))]
+        for image in sorted(self.untagged - after.untagged):
+            if image not in after.tags.values():
+                lines.append(f"untagged image {image[7:19]} was removed")
+        for name, files in self.volumes.items():
+            if name not in after.volumes:
+                lines.append(f"volume {name} was removed")
+            elif files is not None and after.volumes[name] != files:
+                lines.append(f"volume {name}: {_tree_changes(files, after.volumes[name] or {})}")
+        for folder, files in self.folders.items():
+            if after.folders.get(folder) != files:
+                lines.append(f"{folder}: {_tree_changes(files, after.folders.get(folder, {}))}")
+        return lines
+
+
+def _tree_changes(was: dict[str, tuple[int, int]], now: dict[str, tuple[int, int]]) -> str:
+    added = sorted(set(now) - set(was))
+    removed = sorted(set(was) - set(now))
+    changed = sorted(k for k in set(was) & set(now) if was[k] != now[k])
+    parts = [
+        f"{label} {', '.join(names[:5])}{' …' if len(names) > 5 else ''}"
+        for label, names in (("added", added), ("removed", removed), ("changed", changed))
+        if names
+    ]
+    return "; ".join(parts)
+
+
+def container_ids(client: Any) -> set[str]:
+    """Every container on the engine, running or not."""
+    return {item["Id"] for item in client.api.containers(all=True)}
+
+
+def describe_containers(client: Any, ids: Iterable[str]) -> list[str]:
+    """``name (id, status)`` of each container still present."""
+    lines = []
+    for cid in sorted(ids):
+        with contextlib.suppress(docker.errors.NotFound):
+            state = client.api.inspect_container(cid)
+            lines.append(f"{state['Name'].lstrip('/')} ({cid[:12]}, {state['State']['Status']})")
+    return lines
+
+
+@contextlib.contextmanager
+def untouched(
+    client: Any, folders: Iterable[Path] = (), skip: Iterable[str] = ()
+) -> Iterator[list[str]]:
+    """Yield a list that, after the block, holds one line per thing the block changed that
+    it does not own (:meth:`EngineSnapshot.changes`) and per container it left behind."""
+    skipped = tuple(skip)
+    folders = tuple(folders)
+    before = EngineSnapshot.take(client, folders, skipped)
+    containers = container_ids(client)
+    problems: list[str] = []
+    yield problems
+    problems += before.changes(EngineSnapshot.take(client, folders, skipped))
+    left = describe_containers(client, container_ids(client) - containers)
+    problems += [
+        f"container {line} appeared and is still there (left behind, or made by another process)"
+        for line in left
+    ]

@@ -1,7 +1,12 @@
 """Integration fixtures: the repo's release built once, test releases and throwaway environments.
 
-Every environment a test creates has its own name and free ports on 127.0.0.1 and is torn
-down afterwards (containers, router, state and data volumes), so tests never touch staging.
+The suite shares the engine with whatever the user runs there (the quickstart's staging), so
+it owns everything it touches: the release is built into a temporary dist folder under the
+``conveyor-test/`` image prefix (never the repo's dist/ or the user's ``conveyor/`` tags),
+and every environment a test creates is named ``test-…``, uses free ports on 127.0.0.1 and is
+torn down afterwards (containers, router, state and data volumes). ``engine_untouched``
+proves it: it fails the session if anything else on the engine, in dist/ or in .conveyor/
+changed, or if a container the suite started is still there at the end.
 Test releases are real images derived from the built API and web images, differing only in
 the version they report and, for the unhealthy ones, an injected fault (``REFAPI_FAULT``).
 """
@@ -21,11 +26,60 @@ from typing import Any
 import docker.errors
 import pytest
 
+from conveyor import artifacts, images, sandbox
 from conveyor import config as config_mod
-from conveyor import sandbox
 from conveyor.config import Config
 
 ROOT = Path(__file__).resolve().parents[2]
+# The user's own things in the checkout; .conveyor/cache is the scanners' tool cache.
+USER_FOLDERS = (ROOT / "dist", ROOT / ".conveyor")
+TOOL_CACHES = ("cache", "scan-venv")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def engine_untouched(docker_client: Any) -> Iterator[None]:
+    """Fail the session if it changed anything it does not own, or left a container behind."""
+    with sandbox.untouched(docker_client, USER_FOLDERS, skip=TOOL_CACHES) as problems:
+        yield
+    if problems:
+        pytest.fail("the suite touched what it does not own:\n  " + "\n  ".join(problems))
+
+
+@pytest.fixture(scope="session")
+def isolated_config(repo_config: Config, tmp_path_factory: pytest.TempPathFactory) -> Config:
+    """The repo's deploy.toml building into a temporary dist folder, as ``conveyor-test/…``."""
+    return sandbox.isolated(repo_config, tmp_path_factory.mktemp("build") / "dist")
+
+
+@pytest.fixture(scope="session")
+def release_folder(isolated_config: Config) -> Path:
+    """dist/<version>/ of the checkout under test, built by the real build (in a temp dir)."""
+    return artifacts.build(isolated_config, say=lambda line: None)
+
+
+@pytest.fixture(scope="session")
+def release_images(
+    isolated_config: Config, docker_client: Any, release_folder: Path
+) -> dict[str, Any]:
+    """The api and web images of that release, as ``conveyor-test/…`` (not pushed)."""
+    return images.build_images(
+        isolated_config, docker_client, release_folder, push_to_registry=False
+    )
+
+
+@pytest.fixture(scope="session")
+def test_project(
+    release_folder: Path, release_images: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """A deploy.toml for CLI runs (``--config``) naming the same dist folder and images."""
+    project = tmp_path_factory.mktemp("project")
+    (project / "deploy.toml").write_text(
+        sandbox.project_toml(release_folder.parent, ROOT / "docker"), encoding="utf-8"
+    )
+    # Image builds read docker/webserver.py and the wheelhouse cache under the config's root.
+    (project / "docker").symlink_to(ROOT / "docker")
+    (project / "build").symlink_to(ROOT / "build")
+    return project / "deploy.toml"
 
 
 @dataclass

@@ -133,12 +133,23 @@ def test_an_unreachable_ledger_prunes_nothing(tmp_path: Path, test_releases: Any
 
 
 def test_a_dead_registry_fails_the_push_clearly_and_keeps_local_artifacts(
-    release_folder: Path, release_images: dict[str, Any]
+    release_folder: Path, test_project: Path, tmp_path: Path
 ) -> None:
     port = sandbox.allocate_ports(1)[0]
     result = subprocess.run(
-        ["python", "-m", "conveyor", "image", "--version", release_folder.name, "--only", "api"],
-        cwd=ROOT,
+        [
+            "python",
+            "-m",
+            "conveyor",
+            "--config",
+            str(test_project),
+            "image",
+            "--version",
+            release_folder.name,
+            "--only",
+            "api",
+        ],
+        cwd=tmp_path,
         capture_output=True,
         text=True,
         check=False,
@@ -151,11 +162,20 @@ def test_a_dead_registry_fails_the_push_clearly_and_keeps_local_artifacts(
 
 
 def test_no_engine_and_no_base_image_each_say_what_to_run(
-    release_folder: Path, repo_config: config.Config, docker_client: Any
+    release_folder: Path, test_project: Path, repo_config: config.Config, docker_client: Any
 ) -> None:
     result = subprocess.run(
-        ["python", "-m", "conveyor", "image", "--version", release_folder.name],
-        cwd=ROOT,
+        [
+            "python",
+            "-m",
+            "conveyor",
+            "--config",
+            str(test_project),
+            "image",
+            "--version",
+            release_folder.name,
+        ],
+        cwd=test_project.parent,
         capture_output=True,
         text=True,
         check=False,

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from conveyor import artifacts, health, images
+from conveyor import artifacts, health, images, sandbox
 from conveyor.config import Config
 
 OCI = "org.opencontainers.image."
@@ -104,7 +104,7 @@ def test_tags_never_include_latest(release_images: dict[str, Any], docker_client
 
 
 def test_push_to_a_real_registry_then_pull_by_digest_runs_that_version(
-    repo_config: Config,
+    isolated_config: Config,
     docker_client: Any,
     release_folder: Path,
     registry: str,
@@ -113,13 +113,15 @@ def test_push_to_a_real_registry_then_pull_by_digest_runs_that_version(
     free_port: Callable[[], int],
 ) -> None:
     monkeypatch.setenv("CONVEYOR_REGISTRY", registry)
-    results = images.build_images(repo_config, docker_client, release_folder, only=["api"])
+    results = images.build_images(isolated_config, docker_client, release_folder, only=["api"])
     entry = results["api"]
-    assert entry["reference"].startswith(f"{registry}/conveyor/api@sha256:")
+    assert entry["reference"].startswith(f"{registry}/{sandbox.PREFIX}/api@sha256:")
     manifest = artifacts.read_manifest(release_folder)
     assert manifest["images"]["api"]["digest"] == entry["digest"]
-    # Remove every local name of the image, then pull it back by digest alone.
+    # Remove every local name of the image, then pull it back by digest alone. Every name is
+    # the suite's own: its image title differs from the user's builds, so does its image ID.
     local_tags = docker_client.images.get(entry["id"]).tags
+    assert local_tags and all(sandbox.owned_tag(tag) for tag in local_tags), local_tags
     for tag in local_tags:
         docker_client.images.remove(tag)
     pulled = docker_client.images.pull(entry["reference"])

@@ -31,7 +31,7 @@ from typing import Any
 import docker.errors
 import pytest
 
-from conveyor import artifacts
+from conveyor import artifacts, sandbox
 from conveyor.scanners.gate import ScanNotPassed, require_passed_scan
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -396,7 +396,7 @@ def release(
         context = tmp_path_factory.mktemp(f"image-{name}")
         (context / "Dockerfile").write_text(dockerfile.format(base=base), encoding="utf-8")
         (context / "settings.py").write_text(f'GITHUB_TOKEN = "{token}"\n', encoding="utf-8")
-        tag = f"conveyor-scan-test/{name}:{os.getpid()}"
+        tag = f"{sandbox.PREFIX}/scan-{name}:{os.getpid()}"
         image, _ = docker_client.images.build(
             path=str(context), tag=tag, network_mode="host", rm=True
         )
