@@ -2,6 +2,11 @@
 
 An empty variable counts as unset, so `PORT=` in a compose file or an unset build
 argument falls back to the default instead of failing.
+
+Any variable NAME may instead be given as a file: NAME_FILE=/run/secrets/NAME (the
+convention of the official database images), which wins over NAME. A deploy tool that keeps
+secrets out of `docker inspect` writes that file right after the container starts, so a
+missing file is waited for, up to SECRET_FILE_WAIT seconds (default 300; 0 waits not at all).
 """
 
 from __future__ import annotations
@@ -9,6 +14,8 @@ from __future__ import annotations
 import difflib
 import math
 import os
+import sys
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -25,6 +32,7 @@ FAULT_USAGE = "none, not-ready, crash or fail-after-ready=N"
 SUPPORTED_BACKENDS = ("sqlite", "postgresql")
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
+SECRET_FILE_WAIT = 300.0
 
 
 @dataclass(frozen=True)
@@ -77,7 +85,12 @@ class Settings:
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
         """Read and validate every variable; the first bad one raises ConfigError."""
 
+        wait = _seconds("SECRET_FILE_WAIT", environ.get("SECRET_FILE_WAIT", "").strip())
+
         def get(name: str, default: str) -> str:
+            path = environ.get(f"{name}_FILE", "").strip()
+            if path:
+                return read_secret_file(f"{name}_FILE", path, wait=wait)
             return environ.get(name, "").strip() or default
 
         return cls(
@@ -110,6 +123,47 @@ def database_url(raw: str) -> URL:
             + " and ".join(SUPPORTED_BACKENDS)
         )
     return url
+
+
+def read_secret_file(variable: str, path: str, *, wait: float, poll: float = 0.05) -> str:
+    """The stripped contents of a secret file, waiting up to ``wait`` seconds for it to
+    appear. Errors name the variable and the path, never the contents."""
+    deadline = time.monotonic() + wait
+    said = False
+    while True:
+        try:
+            with open(path, encoding="utf-8") as handle:
+                value = handle.read().strip()
+            break
+        except FileNotFoundError:
+            if time.monotonic() >= deadline:
+                raise ConfigError(
+                    f"{variable}={path}: no such file after waiting {wait:g} s — it is written "
+                    "after the container starts (conveyor's file secrets); set SECRET_FILE_WAIT "
+                    "to wait longer"
+                ) from None
+            if not said:
+                print(f"refapi: waiting for {variable}={path}", file=sys.stderr, flush=True)
+                said = True
+            time.sleep(poll)
+        except (OSError, UnicodeDecodeError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+            raise ConfigError(f"{variable}={path}: cannot read it ({why})") from None
+    if not value:
+        raise ConfigError(f"{variable}={path} is empty")
+    return value
+
+
+def _seconds(name: str, raw: str) -> float:
+    if not raw:
+        return SECRET_FILE_WAIT
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise ConfigError(f"{name}={raw!r} is not a number of seconds >= 0")
+    return value
 
 
 def _port(raw: str) -> int:
