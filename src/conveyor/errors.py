@@ -43,6 +43,14 @@ class LockHeld(ConveyorError):
     """Another deploy holds the environment's lock."""
 
 
+class LockLost(ConveyorError):
+    """This deploy's lock was removed or taken over while it ran: it must not switch."""
+
+
+class SecretDeliveryFailed(ConveyorError):
+    """A secret file could not be written into a started service container."""
+
+
 class DeployFailed(ConveyorError):
     """A deploy failed; the previously live release is still serving."""
 

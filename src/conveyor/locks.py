@@ -4,12 +4,18 @@ The lock is a container named ``conveyor-<env>-lock``: the engine refuses a seco
 of the same name, so taking the lock is atomic on the target itself. Its labels say who holds
 it (user, machine, pid, time, version, message); the holder refreshes a heartbeat file inside
 it. A lock whose holder is gone (its pid is dead on this machine, or its heartbeat is older
-than ``lock_stale`` seconds) is broken with an audit record, never silently.
+than ``lock_stale`` seconds) is broken with an audit record, never silently; a lock whose
+holder is alive is removed only by ``unlock --force``, also recorded.
+
+A holder knows its lock by the container's id, not its name: if someone removes the lock and
+another deploy takes it, the name is the same but the id is not. The heartbeat notices (its
+upload finds no container) and ``still_ours``/``ensure_ours`` say so before a switch.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import platform
 import threading
@@ -20,7 +26,7 @@ from typing import Any
 import docker.errors
 
 from conveyor import state
-from conveyor.errors import LockHeld
+from conveyor.errors import LockHeld, LockLost
 
 HEARTBEAT = "/heartbeat"
 
@@ -39,6 +45,8 @@ class LockInfo:
     message: str
     heartbeat: float | None
     container_id: str = ""
+    # Why the holder counts as gone, judged when the lock was read; None while it is alive.
+    stale: str | None = None
 
     def describe(self) -> str:
         age = time.time() - self.since
@@ -46,6 +54,23 @@ class LockInfo:
             f"{self.owner} on {self.host} (pid {self.pid}) since {age:.0f} s ago, deploying "
             f"{self.version}" + (f": {self.message}" if self.message else "")
         )
+
+    def summary(self, env: str) -> str:
+        """The status line: held, or stale and why, with what happens to it next."""
+        if self.stale is None:
+            return f"held by {self.describe()} ({self.liveness()})"
+        return (
+            f"STALE — {self.stale}; was held by {self.describe()}. The next deploy breaks it, "
+            f"or run: invoke unlock --env {env}"
+        )
+
+    def liveness(self) -> str:
+        """Why the holder counts as alive, in words (for status and a refused unlock)."""
+        beat = self.heartbeat if self.heartbeat is not None else self.since
+        heard = f"heartbeat {max(0.0, time.time() - beat):.0f} s ago"
+        if self.host == platform.node():
+            return f"{heard}, process {self.pid} alive on this machine"
+        return f"{heard}; its process runs on {self.host}, which this machine cannot check"
 
     def stale_reason(self, stale_after: float) -> str | None:
         if self.host == platform.node() and not _pid_alive(self.pid):
@@ -77,6 +102,9 @@ class EnvironmentLock:
         self._container: Any = None
         self._stop = threading.Event()
         self._beater: threading.Thread | None = None
+        # Set by the heartbeat when our lock container has disappeared: the lock was taken.
+        self.lost: str | None = None
+        self.beat_error: str | None = None
 
     def read(self) -> LockInfo | None:
         try:
@@ -90,7 +118,7 @@ class EnvironmentLock:
             heartbeat = float(beat) if beat else None
         except ValueError:
             heartbeat = None
-        return LockInfo(
+        holder = LockInfo(
             owner=labels.get("conveyor.lock.owner", "?"),
             host=labels.get("conveyor.lock.host", "?"),
             pid=int(labels.get("conveyor.lock.pid", "0") or 0),
@@ -100,6 +128,7 @@ class EnvironmentLock:
             heartbeat=heartbeat,
             container_id=container.id,
         )
+        return dataclasses.replace(holder, stale=holder.stale_reason(self.stale_after))
 
     def _try_create(self, owner: str, version: str, message: str) -> bool:
         try:
@@ -140,7 +169,7 @@ class EnvironmentLock:
             holder = self.read()
             if holder is None:
                 continue  # released between our attempt and the read: try again
-            stale = holder.stale_reason(self.stale_after)
+            stale = holder.stale
             if stale:
                 if on_broken is not None:
                     on_broken(holder, stale)
@@ -155,6 +184,7 @@ class EnvironmentLock:
                 )
             time.sleep(0.5)
         # The first heartbeat comes from the thread: until then `since` stands in for it.
+        self.lost = None
         self._stop.clear()
         self._beater = threading.Thread(
             target=self._beat_forever, daemon=True, name="lock-heartbeat"
@@ -162,16 +192,58 @@ class EnvironmentLock:
         self._beater.start()
 
     def _beat(self) -> None:
-        if self._container is not None:
-            with contextlib.suppress(docker.errors.APIError):
-                beat = f"{time.time():.3f}".encode()
-                state.put_file(self._container, "/", HEARTBEAT.lstrip("/"), beat)
+        container = self._container
+        if container is None:
+            return
+        beat = f"{time.time():.3f}".encode()
+        try:
+            # By the container object, i.e. by id: a lock someone else re-created under our
+            # name is not ours to refresh.
+            state.put_file(container, "/", HEARTBEAT.lstrip("/"), beat)
+        except docker.errors.NotFound:
+            self.lost = (
+                f"the lock container {container.id[:12]} was removed while this deploy held it"
+            )
+        except Exception as exc:
+            # A slow, busy or unreachable engine: the next beat tries again. Kept for a
+            # debugger; a lock that goes stale because of it is judged like any other.
+            self.beat_error = f"{type(exc).__name__}: {str(exc)[:200]}"
 
     def _beat_forever(self) -> None:
         interval = max(0.5, min(5.0, self.stale_after / 4))
         self._beat()
-        while not self._stop.wait(interval):
+        while self.lost is None and not self._stop.wait(interval):
             self._beat()
+
+    def still_ours(self) -> bool:
+        """Whether the lock container under our name is still the one we created."""
+        return self._why_not_ours() is None
+
+    def ensure_ours(self) -> None:
+        """Raise ``LockLost`` unless we still hold the lock; call it right before a switch."""
+        why = self._why_not_ours()
+        if why is not None:
+            raise LockLost(
+                f"{self.env}: this deploy no longer holds the lock — {why}; stopped before "
+                f"switching — see who holds it now: invoke status --env {self.env}"
+            )
+
+    def _why_not_ours(self) -> str | None:
+        if self._container is None:
+            return "it was never taken or was already released"
+        if self.lost is not None:
+            return self.lost
+        try:
+            current = self.client.containers.get(self.name)
+        except docker.errors.NotFound:
+            return f"the lock container {self._container.id[:12]} was removed"
+        if current.id != self._container.id:
+            owner = current.labels.get("conveyor.lock.owner", "?")
+            return (
+                f"the lock was removed and re-taken by {owner} "
+                f"(container {current.id[:12]}, ours was {self._container.id[:12]})"
+            )
+        return None
 
     def release(self) -> None:
         self._stop.set()
@@ -182,12 +254,11 @@ class EnvironmentLock:
                 self._container.remove(force=True)
             self._container = None
 
-    def _remove(self, container_id: str | None = None) -> None:
+    def _remove(self, container_id: str) -> None:
         with contextlib.suppress(docker.errors.NotFound):
-            self.client.containers.get(container_id or self.name).remove(force=True)
+            self.client.containers.get(container_id).remove(force=True)
 
-    def force_remove(self) -> LockInfo | None:
-        """For ``invoke unlock``: remove whatever lock is there; returns who held it."""
-        holder = self.read()
-        self._remove()
-        return holder
+    def remove(self, holder: LockInfo) -> None:
+        """For ``invoke unlock``: remove the lock ``holder`` describes (by container id, so a
+        lock taken since it was read survives)."""
+        self._remove(holder.container_id)
