@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
 import textwrap
+import typing
 from pathlib import Path
 
 import pytest
@@ -399,3 +401,14 @@ def test_broken_workflows_are_config_errors(workflows: Path) -> None:
 def test_missing_folder_says_where(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="no workflow folder"):
         ciplan.plan(tmp_path / ".github" / "workflows", event="push")
+
+
+def test_the_package_exports_its_api_and_no_submodule_shadows_it() -> None:
+    for name in ciplan.__all__:
+        assert hasattr(ciplan, name), name
+    # `render` and `triggers` are functions; a submodule of either name would replace them.
+    assert callable(ciplan.render)
+    assert callable(ciplan.triggers)
+    assert importlib.import_module("conveyor.ciplan.rendering").render is ciplan.render
+    statuses = {ciplan.RUNS, ciplan.SKIPPED, ciplan.UNKNOWN}
+    assert set(typing.get_args(ciplan.JobStatus)) == statuses
