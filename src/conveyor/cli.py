@@ -92,6 +92,8 @@ def cmd_artifacts_verify(args: argparse.Namespace) -> int:
 
     manifest = artifacts.verify(Path(args.folder))
     console.say(f"{args.folder}: {len(manifest['files'])} files match manifest.json")
+    seal = artifacts.describe_seal(artifacts.check_seal(Path(args.folder)))
+    console.say(f"  manifest.json: {seal}")
     return 0
 
 
@@ -237,6 +239,11 @@ def build_parser() -> argparse.ArgumentParser:
     image.add_argument("--version", help="artifacts to use (default: the working tree's)")
     image.add_argument("--only", action="append", help="build only this image (repeatable)")
     image.add_argument("--no-push", action="store_true", help="keep the images local")
+    image.add_argument(
+        "--force",
+        action="store_true",
+        help="replace images this version already records (new image IDs; recorded)",
+    )
     arts = sub.add_parser("artifacts", help="Verify, list and prune stored artifacts.")
     arts_sub = arts.add_subparsers(dest="artifacts_command", required=True, metavar="ACTION")
     verify = arts_sub.add_parser("verify", help="Re-check every checksum of dist/<version>.")
