@@ -78,7 +78,12 @@ def cmd_image(args: argparse.Namespace) -> int:
     cfg = _config(args)
     folder = artifacts.dist_folder(cfg, args.version)
     results = images.build_images(
-        cfg, engine.connect(), folder, push_to_registry=not args.no_push, only=args.only
+        cfg,
+        engine.connect(),
+        folder,
+        push_to_registry=not args.no_push,
+        only=args.only,
+        force=args.force,
     )
     for name, entry in results.items():
         console.say(f"  {name}: {images.image_reference(entry)}")
