@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import shutil
+import signal
 import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from conveyor import artifacts, engine, images
+from conveyor import artifacts, engine, health, images
 from conveyor import config as config_mod
 from conveyor.config import Config
 from conveyor.errors import EngineUnavailable
@@ -90,3 +93,60 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     process.terminate()
     process.wait(timeout=10)
     log.close()
+
+
+@dataclass
+class Aftermath:
+    """What is true after a command was killed: what the router serves, the ledger, status."""
+
+    killed_at: str
+    served: str | None
+    history: list[dict[str, Any]]
+    status: dict[str, Any]
+    status_text: str
+
+    def outcome(self, release: str) -> str:
+        return next(r["outcome"] for r in self.history if r["id"] == release)
+
+
+class CrashHarness:
+    """One harness for every kill -9 test: run a conveyor command with its phases traced, kill
+    it when it announces the named phase, then compare the router's served version, the ledger
+    and ``status`` (DECISIONS: "one crash harness")."""
+
+    def kill_at(self, env: Any, phase: str, *argv: str, nth: int = 1) -> Aftermath:
+        process = env.cli_running(*argv, env={"CONVEYOR_TRACE_PHASES": "1"})
+        assert process.stderr is not None
+        seen: list[str] = []
+        hits = 0
+        for line in process.stderr:
+            seen.append(line.strip())
+            if line.strip() == f"phase: {phase}":
+                hits += 1
+                if hits == nth:
+                    process.send_signal(signal.SIGKILL)
+                    break
+        process.wait(timeout=60)
+        assert process.returncode == -signal.SIGKILL, f"never reached phase {phase}: {seen}"
+        return self.observe(env, killed_at=phase)
+
+    def observe(self, env: Any, *, killed_at: str = "") -> Aftermath:
+        def run(*argv: str) -> str:
+            result = env.cli(*argv)
+            assert result.returncode == 0, f"{argv}: {result.stdout}\n{result.stderr}"
+            return str(result.stdout)
+
+        port = env.public()
+        answer = health.probe("127.0.0.1", port, "/api/version")
+        return Aftermath(
+            killed_at=killed_at,
+            served=None if answer.body is None else answer.body.get("version"),
+            history=json.loads(run("history", "--env", env.name, "--json")),
+            status=json.loads(run("status", "--env", env.name, "--json")),
+            status_text=run("status", "--env", env.name),
+        )
+
+
+@pytest.fixture
+def crash() -> CrashHarness:
+    return CrashHarness()

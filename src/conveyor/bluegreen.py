@@ -4,8 +4,10 @@ Hosts move one at a time: start the new color beside the live one, wait until it
 smoke-check it through the router's preview route, switch traffic with one runtime-API call,
 then watch it for the verify window. Any failure switches every host already moved back to
 its old color (still running: it is only stopped after every host passed), stops the new
-containers, saves their logs and raises ``DeployFailed`` naming the phase. That is the
-automatic rollback.
+containers, saves their logs and raises ``PhaseFailed`` naming the phase. That is the
+automatic rollback. Two hooks let the transaction write the ledger at the moments a crash
+must be understood from: right before each switch (the intent), and once every host passed
+verify (from then on the release is good, even if drain is cut short).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any
 
 import docker.errors
 
-from conveyor import router
+from conveyor import router, secretfiles
 from conveyor.config import Environment
 from conveyor.console import Console
 from conveyor.errors import ConveyorError, DeployFailed
@@ -30,7 +32,6 @@ from conveyor.hosts import HostTarget
 from conveyor.ledger import Ledger, ReleaseRecord
 from conveyor.plan import DeployPlan, HostPlan, ServiceMove
 
-PHASES = ("prepare", "start", "ready", "smoke", "switch", "verify", "drain")
 LOG_DIR = Path(".conveyor/logs")
 
 
@@ -71,6 +72,8 @@ class BlueGreen:
         *,
         local_client: Any = None,
         on_phase: Callable[[str], None] | None = None,
+        before_switch: Callable[[str], None] | None = None,
+        on_verified: Callable[[], None] | None = None,
     ) -> None:
         self.env = env
         self.targets = targets
@@ -78,6 +81,8 @@ class BlueGreen:
         self.out = out
         self.local_client = local_client
         self.on_phase = on_phase
+        self.before_switch = before_switch
+        self.on_verified = on_verified
         self.timings: dict[str, float] = {}
 
     @contextmanager
@@ -114,8 +119,14 @@ class BlueGreen:
         except PhaseFailed as failure:
             self.undo(run, failure)
             raise
-        with self.phase(run, "drain"):
-            self.finish(run)
+        if self.on_verified is not None:
+            self.on_verified()
+        # Past verify nothing may undo the release: a drain problem is a warning only.
+        try:
+            with self.phase(run, "drain"):
+                self.finish(run)
+        except PhaseFailed as problem:
+            self.out.warn(f"drain: {problem.reason} (the release is live and verified)")
         return run
 
     def prepare(self, host_plan: HostPlan) -> None:
@@ -175,7 +186,8 @@ class BlueGreen:
                 )
             if run.first_start is None:
                 run.first_start = time.monotonic()
-            list(pool.map(lambda c: c.start(), containers))
+            services = [self.env.services[m.service] for m in host_plan.moves]
+            list(pool.map(secretfiles.start, containers, services))
 
     def wait_ready(self, target: HostTarget, host_plan: HostPlan, run: Execution) -> None:
         """Docker's view (running, not unhealthy) plus /readyz naming the expected version."""
@@ -186,14 +198,14 @@ class BlueGreen:
         while pending:
             for service, move in list(pending.items()):
                 container = containers[service]
-                problem = self._container_problem(container)
+                health = self.env.services[service].health
+                answer = target.probe(move.port, health.path, timeout=health.timeout)
+                version = (answer.body or {}).get("version")
+                problem = self._container_problem(container, readyz=answer.describe())
                 if problem:
                     raise PhaseFailed(
                         "ready", f"{target.name}: {service}@{move.to_color} {problem}"
                     )
-                health = self.env.services[service].health
-                answer = target.probe(move.port, health.path, timeout=health.timeout)
-                version = (answer.body or {}).get("version")
                 if answer.ok and version == move.image.version:
                     del pending[service]
                     self.out.say(f"  {target.name}: {service}@{move.to_color} ready")
@@ -219,13 +231,17 @@ class BlueGreen:
         if run.ready_at is None:
             run.ready_at = time.monotonic()
 
-    def _container_problem(self, container: Any) -> str | None:
+    def _container_problem(self, container: Any, *, readyz: str | None = None) -> str | None:
+        """Exited (quoting its last log lines) or unhealthy (quoting what its health check
+        answers, which says why far better than unrelated log lines)."""
         container.reload()
         state = container.attrs.get("State", {})
         if state.get("Status") == "exited" or state.get("Restarting"):
             return f"exited with code {state.get('ExitCode')} ({_log_tail(container)})"
-        if (state.get("Health") or {}).get("Status") == "unhealthy":
-            return f"is unhealthy according to Docker ({_log_tail(container)})"
+        health = state.get("Health") or {}
+        if health.get("Status") == "unhealthy":
+            why = f"/readyz answered {readyz}" if readyz else _health_output(health)
+            return f"is unhealthy according to Docker ({why})"
         return None
 
     def smoke(self, target: HostTarget, host_plan: HostPlan) -> None:
@@ -258,6 +274,8 @@ class BlueGreen:
         described = ", ".join(
             f"{m.service} {m.from_color or '-'} → {m.to_color}" for m in host_plan.moves
         )
+        if self.before_switch is not None:
+            self.before_switch(target.name)
         self.out.say(f"  {target.name}: switching traffic: {described}")
         began = time.monotonic()
         target.admin("; ".join(commands))
@@ -402,7 +420,16 @@ def _log_tail(container: Any, lines: int = 3) -> str:
     return " | ".join(line.strip() for line in text.splitlines()[-lines:])[-300:] or "no output"
 
 
-def raise_failed(failure: PhaseFailed, plan: DeployPlan, serving: str) -> DeployFailed:
+def _health_output(health: dict[str, Any]) -> str:
+    """The newest health-check result Docker kept: what the check itself printed."""
+    log = health.get("Log") or []
+    last = log[-1] if log else {}
+    output = str(last.get("Output") or "").strip().replace("\n", " | ")
+    return f"health check exit {last.get('ExitCode')}: {output[-200:] or 'no output'}"
+
+
+def deploy_failed(failure: PhaseFailed, plan: DeployPlan, serving: str) -> DeployFailed:
+    """The one line a failed run ends with: what failed, in which phase, and what serves."""
     return DeployFailed(
         f"{plan.kind} of {plan.release.version} to {plan.environment} failed in phase "
         f"'{failure.phase}': {failure.reason} — {serving}"

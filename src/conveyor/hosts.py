@@ -9,13 +9,15 @@ so a second checkout, a CI runner or a rerun after a crash all see the same envi
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import docker.errors
 
-from conveyor import engine, health, images, router, state
+from conveyor import engine, health, images, router, secretfiles, state
 from conveyor.config import Config, Environment, Host, Service
 from conveyor.console import Console
 from conveyor.errors import ConveyorError, ImageError
@@ -33,6 +35,13 @@ def router_container_name(env: str) -> str:
     return f"conveyor-{env}-router"
 
 
+def container_fingerprint(service: Service, color: str) -> str:
+    """A hash of what a service container was created with (its declaration, never a secret's
+    value): a kept container is reused only while this still matches deploy.toml."""
+    declared = json.dumps({"service": asdict(service), "color": color}, sort_keys=True, default=str)
+    return hashlib.sha256(declared.encode()).hexdigest()[:16]
+
+
 @dataclass
 class ServiceContainer:
     """A service container as the engine reports it."""
@@ -47,6 +56,7 @@ class ServiceContainer:
     status: str
     health: str | None
     created: str
+    fingerprint: str = ""
 
     @property
     def running(self) -> bool:
@@ -74,6 +84,7 @@ class ServiceContainer:
             health=health,
             # Seconds, then the release id: two containers made in one second still order.
             created=f"{int(attrs.get('Created', 0)):012d}-{labels.get('conveyor.release', '')}",
+            fingerprint=labels.get("conveyor.config", ""),
         )
 
 
@@ -265,7 +276,10 @@ class HostTarget:
     def container_env(self, service: Service, color: str) -> dict[str, str]:
         env = dict(service.env)
         for secret in service.secrets:
-            env[secret.name] = secret.resolve()
+            if secret.delivery == "env":
+                env[secret.name] = secret.resolve()
+        # File secrets: only where the file will be; secretfiles.deliver writes it after start.
+        env.update(secretfiles.environment(service))
         env.update({"PORT": str(self.ports.services[service.name][color]), "HOST": "127.0.0.1"})
         return env
 
@@ -303,11 +317,13 @@ class HostTarget:
                 "conveyor.color": color,
                 "conveyor.release": release,
                 "conveyor.version": version,
+                "conveyor.config": container_fingerprint(service, color),
             },
             volumes={vol: {"bind": path, "mode": "rw"} for vol, path in service.volumes.items()},
             healthcheck=self.healthcheck(service, color),
             restart_policy={"Name": "unless-stopped"},
             stop_signal="SIGTERM",
+            tmpfs=secretfiles.tmpfs(service),
         )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import getpass
 import hashlib
+import hmac
 import json
 import os
 import secrets
@@ -17,6 +18,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from conveyor.errors import ConfigError
 from conveyor.state import StateStore
 
 LEDGER_DIR = "ledger"
@@ -25,13 +27,17 @@ RUNNING = "running"
 SUCCEEDED = "succeeded"
 FAILED = "failed"
 INTERRUPTED = "interrupted"
+ROLLBACK = "rollback"
 
 
 def who() -> str:
-    """The person (or CI actor) behind this run."""
-    actor = os.environ.get("GITHUB_ACTOR")
-    if actor:
-        return actor
+    """The person (or CI actor) behind this run: GitHub's actor in CI, else CONVEYOR_ACTOR,
+    else git's user.email, else the login name. Outside CI this is honour-based: anyone can
+    set these, so a local approval proves only what the approver says about themselves."""
+    for variable in ("GITHUB_ACTOR", "CONVEYOR_ACTOR"):
+        actor = os.environ.get(variable, "").strip()
+        if actor:
+            return actor
     try:
         name = subprocess.run(
             ["git", "config", "user.email"], capture_output=True, text=True, timeout=5, check=False
@@ -64,10 +70,27 @@ class ReleaseRecord:
     approval: dict[str, Any] | None = None
     commit_time: int | None = None
     logs: list[str] = field(default_factory=list)
+    # The release a rollback returned to (a record id); None for a deploy.
+    rollback_to: str | None = None
+    # The containers that serve this record, per host and service. A rollback that restarts
+    # kept containers names the ones it restarted, so kept containers always belong to records.
+    containers: dict[str, dict[str, str]] = field(default_factory=dict)
+    # Hosts whose router was (about to be) switched to this record: written before the switch.
+    switched: list[str] = field(default_factory=list)
+    # Every host passed its verify window: the release is good even if drain was cut short.
+    verified: bool = False
 
     @property
     def duration(self) -> float | None:
         return None if self.ended is None else self.ended - self.started
+
+    @property
+    def is_verified(self) -> bool:
+        """Passed verify on every host: succeeded, or verified before its process died."""
+        return self.outcome == SUCCEEDED or (self.verified and self.outcome != FAILED)
+
+    def container(self, host: str, service: str) -> str | None:
+        return self.containers.get(host, {}).get(service)
 
     def digests(self) -> dict[str, str]:
         return {name: str(svc.get("image_id", "")) for name, svc in self.services.items()}
@@ -81,28 +104,100 @@ class ReleaseRecord:
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
+# --- sealing: a checksum always, an HMAC when CONVEYOR_LEDGER_KEY is set ------------------
+#
+# The checksum catches torn writes and accidental edits; anyone who can reach the engine can
+# recompute it. With a key, each event also carries HMAC-SHA256(key, body): an event whose HMAC
+# does not match is *forged* — rejected and reported, never skipped silently. Events written
+# before the key was turned on carry no HMAC: they stay readable as *unsigned*, but only if
+# they predate the first signed event; an unsigned event written after signing began is forged.
+
+LEDGER_KEY_ENV = "CONVEYOR_LEDGER_KEY"
+MIN_KEY_LENGTH = 16
+SIGNED = "signed"  # HMAC checked and matching
+UNSIGNED = "unsigned"  # no HMAC, key set: written before the key (or forged, see above)
+UNCHECKED = "unchecked"  # HMAC present but no key here to check it: checksum only
+CHECKSUM = "checksum"  # no HMAC, no key: checksum only (the default)
+FORGED = "forged"  # HMAC present and wrong
+UNREADABLE = "unreadable"  # torn, not JSON, or the checksum does not match
+CLOCK_SLACK = 300.0  # seconds another machine's clock may differ when judging unsigned events
+
+
+def ledger_key() -> bytes | None:
+    """The HMAC key from CONVEYOR_LEDGER_KEY, or None; a short key is refused, not weakened."""
+    raw = os.environ.get(LEDGER_KEY_ENV, "")
+    if not raw:
+        return None
+    if len(raw) < MIN_KEY_LENGTH:
+        raise ConfigError(
+            f"{LEDGER_KEY_ENV} is shorter than {MIN_KEY_LENGTH} characters — use a random "
+            f"secret, e.g. the output of: python3 -c 'import secrets; print(secrets.token_hex(32))'"
+        )
+    return raw.encode()
+
+
+def signature(key: bytes, body: bytes) -> str:
+    return hmac.new(key, body, hashlib.sha256).hexdigest()
+
+
+def _canonical(payload: dict[str, Any]) -> bytes:
+    return json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
+
+
 def _seal(payload: dict[str, Any]) -> bytes:
-    body = json.dumps(payload, sort_keys=True, separators=(",", ":"))
-    checksum = hashlib.sha256(body.encode()).hexdigest()
-    return json.dumps({"sha256": checksum, "record": payload}, sort_keys=True).encode()
+    body = _canonical(payload)
+    sealed: dict[str, Any] = {"sha256": hashlib.sha256(body).hexdigest(), "record": payload}
+    key = ledger_key()
+    if key is not None:
+        sealed["hmac"] = signature(key, body)
+    return json.dumps(sealed, sort_keys=True).encode()
 
 
-def _unseal(raw: bytes) -> dict[str, Any] | None:
+def _unseal(raw: bytes) -> tuple[dict[str, Any] | None, str]:
+    """(payload, seal): the payload is None when the event is unreadable or forged."""
     try:
         data = json.loads(raw)
         payload = data["record"]
-        body = json.dumps(payload, sort_keys=True, separators=(",", ":"))
-    except (ValueError, KeyError, TypeError):
-        return None
-    if hashlib.sha256(body.encode()).hexdigest() != data.get("sha256"):
-        return None
-    return payload if isinstance(payload, dict) else None
+        body = _canonical(payload)
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None, UNREADABLE
+    if not isinstance(payload, dict) or hashlib.sha256(body).hexdigest() != data.get("sha256"):
+        return None, UNREADABLE
+    mac = data.get("hmac")
+    key = ledger_key()
+    if key is None:
+        return payload, (CHECKSUM if mac is None else UNCHECKED)
+    if mac is None:
+        return payload, UNSIGNED
+    if not isinstance(mac, str) or not hmac.compare_digest(mac, signature(key, body)):
+        return None, FORGED
+    return payload, SIGNED
+
+
+def _stamp(path: str) -> str:
+    """The write-time stamp that starts an event's file name (nanoseconds, zero-padded)."""
+    return path.rsplit("/", 1)[-1].split("-", 1)[0]
+
+
+def _by_stamp(item: tuple[str, bytes]) -> tuple[str, str]:
+    return _stamp(item[0]), item[0]
+
+
+def _event_time(payload: dict[str, Any]) -> float:
+    """The newest time an event's payload claims (an audit event's or a record's)."""
+    times = [payload.get(k) for k in ("at", "started", "ended")]
+    return max((float(t) for t in times if isinstance(t, (int, float))), default=0.0)
 
 
 class Ledger:
     def __init__(self, store: StateStore) -> None:
         self.store = store
         self.unreadable: list[str] = []
+        # With CONVEYOR_LEDGER_KEY set: events rejected as forged, and events accepted though
+        # unsigned (written before the key). Without it: signed events nobody could check.
+        self.forged: list[str] = []
+        self.unsigned: list[str] = []
+        self.unchecked: list[str] = []
 
     def write(self, record: ReleaseRecord) -> None:
         # Nanosecond stamp plus randomness: events never overwrite each other.
@@ -112,16 +207,13 @@ class Ledger:
     def records(self) -> list[ReleaseRecord]:
         """Every release, oldest first, each in its newest valid state."""
         latest: dict[str, tuple[str, dict[str, Any]]] = {}
-        self.unreadable = []
-        for path, raw in self.store.read_tree(LEDGER_DIR).items():
-            parts = path.split("/")
-            if len(parts) != 3:
-                continue
-            payload = _unseal(raw)
-            if payload is None:
-                self.unreadable.append(path)
-                continue
-            release, event = parts[1], parts[2]
+        tree = {
+            path: raw
+            for path, raw in self.store.read_tree(LEDGER_DIR).items()
+            if len(path.split("/")) == 3
+        }
+        for path, payload in self._verified(LEDGER_DIR, tree):
+            _dir, release, event = path.split("/")
             if release not in latest or event > latest[release][0]:
                 latest[release] = (event, payload)
         records = [ReleaseRecord.from_dict(payload) for _event, payload in latest.values()]
@@ -135,15 +227,67 @@ class Ledger:
         name = f"{time.time_ns():020d}-{secrets.token_hex(3)}-{kind}.json"
         self.store.write(f"{AUDIT_DIR}/{name}", _seal(payload))
 
-    def audit_events(self) -> list[dict[str, Any]]:
-        events = []
-        for path, raw in sorted(self.store.read_tree(AUDIT_DIR).items()):
-            payload = _unseal(raw)
+    def audit_events(self, *, signed_only: bool = False) -> list[dict[str, Any]]:
+        """The audit trail, oldest first. ``signed_only`` (with a key set) keeps only events
+        whose HMAC was checked: what a gate should trust."""
+        verified = self._verified(AUDIT_DIR, self.store.read_tree(AUDIT_DIR))
+        if signed_only and ledger_key() is not None:
+            return [payload for path, payload in verified if path not in self.unsigned]
+        return [payload for _path, payload in verified]
+
+    def _verified(self, folder: str, tree: dict[str, bytes]) -> list[tuple[str, dict[str, Any]]]:
+        """The readable, genuine events of one folder, oldest first; the rest are reported in
+        ``unreadable`` and ``forged`` (each list keeps only this folder's latest reading)."""
+        for found in (self.unreadable, self.forged, self.unsigned, self.unchecked):
+            found[:] = [p for p in found if not p.startswith(folder + "/")]
+        opened = [(path, *_unseal(raw)) for path, raw in sorted(tree.items(), key=_by_stamp)]
+        # Signing began with the first signed event: an unsigned event written after it is not
+        # genuine, whether by its file name's stamp or by the time its payload claims (with
+        # some slack for another machine's clock).
+        first = next(((p, pl) for p, pl, seal in opened if seal == SIGNED and pl), None)
+        kept = []
+        for path, payload, seal in opened:
             if payload is None:
-                self.unreadable.append(path)
-            else:
-                events.append(payload)
-        return events
+                (self.forged if seal == FORGED else self.unreadable).append(path)
+                continue
+            if (
+                seal == UNSIGNED
+                and first is not None
+                and (
+                    _stamp(path) > _stamp(first[0])
+                    or _event_time(payload) > _event_time(first[1]) + CLOCK_SLACK
+                )
+            ):
+                self.forged.append(path)
+                continue
+            if seal == UNSIGNED:
+                self.unsigned.append(path)
+            elif seal == UNCHECKED:
+                self.unchecked.append(path)
+            kept.append((path, payload))
+        return kept
+
+    def integrity(self) -> list[str]:
+        """Lines for ``status``: what the last reading rejected or could not vouch for."""
+        lines = []
+        if self.forged:
+            lines.append(
+                f"FORGED ledger events (rejected — their HMAC does not match "
+                f"{LEDGER_KEY_ENV}, or they are unsigned but newer than signing): "
+                f"{', '.join(self.forged)} — someone who can reach the engine wrote them; "
+                f"find out who, then move them out of the state volume"
+            )
+        if self.unsigned:
+            lines.append(
+                f"unsigned ledger events (written before {LEDGER_KEY_ENV} was set; trusted by "
+                f"checksum only): {len(self.unsigned)}"
+            )
+        if self.unchecked:
+            lines.append(
+                f"{len(self.unchecked)} ledger events are signed, but {LEDGER_KEY_ENV} is not set "
+                f"here, so their signatures were not checked"
+            )
+        return lines
 
     def save_log(self, release: str, name: str, text: str) -> str:
         path = f"logs/{release}/{name}.log"
@@ -156,18 +300,51 @@ def next_id(records: list[ReleaseRecord]) -> str:
     return f"r{max(numbers, default=0) + 1:04d}"
 
 
+def lineage(records: list[ReleaseRecord]) -> tuple[list[ReleaseRecord], set[str]]:
+    """The verified releases in effect, oldest first (the last is live), and the ids of
+    records a later rollback undid.
+
+    A deploy pushes its record. A rollback to a record still in effect cuts everything after
+    it (those are rolled back) and takes its place; a rollback to a record no longer in effect
+    (undoing a rollback) is pushed like a deploy. Failed, interrupted and running records that
+    never passed verify are never in effect.
+    """
+    stack: list[ReleaseRecord] = []
+    undone: set[str] = set()
+    origin: dict[str, str] = {}
+    for record in sorted(records, key=lambda r: (r.started, r.id)):
+        origin[record.id] = origin.get(record.rollback_to or "", record.rollback_to or record.id)
+        if not record.is_verified:
+            continue
+        if record.kind == ROLLBACK and record.rollback_to:
+            wanted = origin[record.id]
+            at = next((i for i, r in enumerate(stack) if origin[r.id] == wanted), None)
+            if at is not None:
+                undone.update(r.id for r in stack[at + 1 :])
+                del stack[at:]
+        stack.append(record)
+    return stack, undone
+
+
+def rolled_back_ids(records: list[ReleaseRecord]) -> set[str]:
+    """Records that a later rollback undid."""
+    return lineage(records)[1]
+
+
 def current_live(records: list[ReleaseRecord]) -> ReleaseRecord | None:
-    """The newest release that completed successfully: what should be serving."""
-    done = [r for r in records if r.outcome == SUCCEEDED]
-    return done[-1] if done else None
+    """The release that should be serving: the newest verified one still in effect."""
+    stack, _undone = lineage(records)
+    return stack[-1] if stack else None
 
 
 def previous_live(records: list[ReleaseRecord]) -> ReleaseRecord | None:
-    """The newest successful release before the live one with different images."""
-    live = current_live(records)
-    if live is None:
+    """What a rollback returns to: the newest release in effect before the live one, with
+    different images. Never a failed, interrupted or rolled-back record."""
+    stack, _undone = lineage(records)
+    if not stack:
         return None
-    for record in reversed([r for r in records if r.outcome == SUCCEEDED]):
-        if record.id != live.id and record.digests() != live.digests():
+    live = stack[-1]
+    for record in reversed(stack[:-1]):
+        if record.digests() != live.digests():
             return record
     return None

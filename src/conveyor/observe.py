@@ -7,13 +7,15 @@ crashed run left and converges instead of starting blind.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from conveyor import ledger as ledger_mod
 from conveyor import router
 from conveyor.hosts import HostTarget, ServiceContainer
 from conveyor.ledger import ReleaseRecord
 from conveyor.locks import LockInfo
+
+Role = Literal["live", "warm", "canary", "kept", "leftover"]
 
 
 @dataclass
@@ -24,6 +26,10 @@ class HostState:
     containers: list[ServiceContainer]
     error: str | None = None
 
+    @property
+    def router_up(self) -> bool:
+        return self.router == "running" and self.error is None
+
     def live_container(self, service: str) -> ServiceContainer | None:
         color = self.live.get(service)
         if color is None:
@@ -33,9 +39,36 @@ class HostState:
         ]
         return running[-1] if running else None
 
-    def leftovers(self) -> list[ServiceContainer]:
-        """Running service containers that take no live traffic (a crashed or failed deploy)."""
-        return [c for c in self.containers if c.running and self.live.get(c.service) != c.color]
+    def container(self, name: str | None) -> ServiceContainer | None:
+        return next((c for c in self.containers if c.name == name), None)
+
+    def leftovers(self, live: ReleaseRecord | None = None) -> list[ServiceContainer]:
+        """Running service containers that serve nothing and belong to nothing that should:
+        what a crashed or failed run left. Neither the containers the router serves nor the
+        ones the ledger's live release names are leftovers — when the two disagree (or the
+        router is down) that is reported as a disagreement, not hidden as a leftover."""
+        wanted = {c.name for s in self.live if live and (c := self.expected(live, s))}
+        return [
+            c
+            for c in self.containers
+            if c.running
+            and c.name not in wanted
+            and not (self.router_up and self.live.get(c.service) == c.color)
+        ]
+
+    def expected(self, live: ReleaseRecord, service: str) -> ServiceContainer | None:
+        """The container that should serve ``service`` here for the live record."""
+        name = live.container(self.name, service)
+        if name:
+            return self.container(name)
+        # Records written before they named their containers: by release label.
+        labelled = [c for c in self.containers if c.service == service and c.release == live.id]
+        return labelled[-1] if labelled else None
+
+    def role(self, container: ServiceContainer, expected: ReleaseRecord | None) -> Role:
+        if container.running:
+            return "leftover" if container in self.leftovers(expected) else "live"
+        return "kept"
 
 
 @dataclass
@@ -52,9 +85,45 @@ class EnvironmentState:
     def live_record(self) -> ReleaseRecord | None:
         return ledger_mod.current_live(self.records)
 
+    def disagreements(self) -> list[str]:
+        """Where what the routers serve is not the ledger's live release, in words."""
+        live = self.live_record()
+        if live is None:
+            return [
+                f"{host.name}: {service} serves {serving.release} ({serving.version}), "
+                f"which never passed verify"
+                for host in self.hosts
+                for service in host.live
+                if (serving := host.live_container(service)) is not None
+            ]
+        found = []
+        for host in self.hosts:
+            if not host.router_up:
+                found.append(
+                    f"{host.name}: router {host.router}"
+                    + (f" ({host.error})" if host.error else "")
+                )
+                continue
+            for service in host.live:
+                serving = host.live_container(service)
+                expected = host.expected(live, service)
+                if serving is None or expected is None or serving.name != expected.name:
+                    found.append(
+                        f"{host.name}: {service} serves {self._describe(serving)}, but the "
+                        f"ledger's live release is {live.id} ({live.version})"
+                    )
+        return found
+
+    def _describe(self, container: ServiceContainer | None) -> str:
+        if container is None:
+            return "nothing"
+        record = next((r for r in self.records if r.id == container.release), None)
+        verdict = "" if record is None or record.is_verified else ", never verified"
+        return f"{container.release} ({container.version}{verdict})"
+
     def interrupted(self) -> list[ReleaseRecord]:
-        """Records still 'running' while nobody holds the lock: their process died."""
-        if self.lock is not None:
+        """Records still 'running' while nobody holds a live lock: their process died."""
+        if self.lock is not None and self.lock.stale is None:
             return []
         return [r for r in self.records if r.outcome == ledger_mod.RUNNING]
 
@@ -81,12 +150,13 @@ class EnvironmentState:
                     "router": h.router,
                     "error": h.error,
                     "live": h.live,
-                    "containers": [c.__dict__ for c in h.containers],
-                    "leftovers": [c.name for c in h.leftovers()],
+                    "containers": [{**c.__dict__, "role": h.role(c, live)} for c in h.containers],
+                    "leftovers": [c.name for c in h.leftovers(live)],
                 }
                 for h in self.hosts
             ],
             "interrupted": [r.id for r in self.interrupted()],
+            "disagreements": self.disagreements(),
             "unreadable_ledger_events": self.unreadable,
         }
 

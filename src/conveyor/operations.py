@@ -19,16 +19,16 @@ from typing import Any
 
 import docker.errors
 
-from conveyor import approvals, artifacts, images, notify
+from conveyor import approvals, artifacts, images, notify, recovery
 from conveyor import ledger as ledger_mod
-from conveyor.bluegreen import BlueGreen, Execution, PhaseFailed, raise_failed
+from conveyor.bluegreen import BlueGreen, Execution, PhaseFailed, deploy_failed
 from conveyor.config import Config, Environment
 from conveyor.console import Console, console
-from conveyor.errors import ArtifactError, ConveyorError, UsageError
+from conveyor.errors import ArtifactError, ConveyorError, LockHeld, UsageError
 from conveyor.hosts import HostTarget, connect_hosts
 from conveyor.ledger import Ledger, ReleaseRecord
 from conveyor.locks import EnvironmentLock, LockInfo
-from conveyor.observe import EnvironmentState, observe
+from conveyor.observe import EnvironmentState, HostState, observe
 from conveyor.plan import DeployPlan, Release, ServiceImage, plan_move
 from conveyor.state import StateStore
 
@@ -180,10 +180,16 @@ class Session:
 
 
 def _live_hint(target: HostTarget, state: EnvironmentState) -> dict[str, str | None]:
-    """When a router must be (re)created: the color of the one running container per service."""
+    """When a router must be (re)created: per service, the color it should serve — the live
+    verified record's running container, else the one running container, else none."""
     host = state.host(target.name)
+    live = state.live_record()
     hint: dict[str, str | None] = {}
     for service in target.env.services:
+        expected = host.expected(live, service) if live else None
+        if expected is not None and expected.running:
+            hint[service] = expected.color
+            continue
         if host.live.get(service):
             hint[service] = host.live[service]
             continue
@@ -270,36 +276,49 @@ def rollback(
     session = Session(config, env_name, out)
     records = session.ledger.records()
     live = ledger_mod.current_live(records)
-    if to is None:
-        target = ledger_mod.previous_live(records)
-        if target is None:
-            raise UsageError(
-                f"{env_name} has no earlier successful release to roll back to "
-                f"(see: invoke history --env {env_name})"
-            )
-    else:
-        matches = [
-            r for r in records if r.outcome == ledger_mod.SUCCEEDED and to in {r.id, r.version}
-        ]
-        if not matches:
-            known = sorted({r.version for r in records if r.outcome == ledger_mod.SUCCEEDED})
-            raise UsageError(
-                f"no successful release '{to}' in the {env_name} ledger (known: "
-                f"{', '.join(known) or 'none'})"
-            )
-        target = matches[-1]
+    target = rollback_target(records, to, env_name)
     return _move(
         config,
         env_name,
         release_from_record(target),
-        kind="rollback",
+        kind=ledger_mod.ROLLBACK,
         dry_run=dry_run,
         lock_wait=lock_wait,
         rollback_of=live.id if live else None,
+        returning_to=target,
         session=session,
         out=out,
         message=f"rollback to {target.id}",
     )
+
+
+def rollback_target(records: list[ReleaseRecord], to: str | None, env_name: str) -> ReleaseRecord:
+    """The record a rollback returns to: the last verified release before the live one, or
+    the verified record ``to`` names (a release id or a version) — never the live release."""
+    live = ledger_mod.current_live(records)
+    if to is None:
+        target = ledger_mod.previous_live(records)
+        if target is None:
+            raise UsageError(
+                f"{env_name} has no earlier verified release to roll back to "
+                f"(see: invoke history --env {env_name})"
+            )
+        return target
+    verified = [r for r in records if r.is_verified]
+    matches = [r for r in verified if to in {r.id, r.version}]
+    if not matches:
+        known = ", ".join(f"{r.id} ({r.version})" for r in verified[-10:]) or "none"
+        raise UsageError(
+            f"no verified release '{to}' in the {env_name} ledger (known: {known}) — "
+            f"see: invoke history --env {env_name}"
+        )
+    target = matches[-1]
+    if live is not None and (target.id == live.id or target.digests() == live.digests()):
+        raise UsageError(
+            f"{target.id} ({target.version}) is what {env_name} serves now ({live.id}) — "
+            f"nothing to roll back; name an earlier release with --to"
+        )
+    return target
 
 
 def _move(
@@ -312,130 +331,289 @@ def _move(
     lock_wait: float,
     message: str = "",
     rollback_of: str | None = None,
+    returning_to: ReleaseRecord | None = None,
     session: Session | None = None,
     out: Console,
 ) -> Outcome | DeployPlan:
+    """The deploy transaction, as its steps: approval, lock, recover an interrupted deploy,
+    ensure routers, open the record, execute the plan, record the outcome."""
     session = session or Session(config, env_name, out)
-    env = session.env
-    ports = {t.name: t.ports for t in session.targets}
+    move = Move(
+        session, release, kind=kind, rollback_of=rollback_of, returning_to=returning_to, out=out
+    )
     if dry_run:
-        state = session.observe()
-        plan = plan_move(env, state, ports, release, "r(next)", kind=kind, rollback_of=rollback_of)
-        out.say("Dry run — nothing will be changed. The plan:")
-        for line in plan.steps():
-            out.say(f"  {line}")
-        for line in approvals.status_lines(session, release, kind=kind):
-            out.say(line)
-        return plan
-
+        return move.dry_run()
+    announce = notify.Announcer(config, session.env, out)
     # A gated environment checks its approval before anything is built, locked or started.
-    announce = notify.Announcer(config, env, out)
     approval = approvals.require(session, release, kind=kind, out=out, announce=announce)
-
     began = time.time()
     session.ensure_router_images()
-    lock = session.lock()
-    who = ledger_mod.who()
-
-    def broken(holder: LockInfo, why: str) -> None:
-        out.warn(f"breaking the stale lock of {holder.describe()}: {why}")
-        session.ledger.audit("lock-broken", holder=holder.__dict__, why=why)
-
-    lock.acquire(who, release.version, message, wait=lock_wait, on_broken=broken)
+    lock = move.take_lock(message, lock_wait)
     try:
         lock_seconds = time.time() - began
-        state = session.observe(holding_lock=True)
-        # We hold the lock, so a record still "running" belongs to a process that died.
-        for stale in [r for r in state.records if r.outcome == ledger_mod.RUNNING]:
-            stale.outcome = ledger_mod.INTERRUPTED
-            stale.reason = stale.reason or "the deploying process died before finishing"
-            stale.ended = stale.ended or time.time()
-            session.ledger.write(stale)
-        changed = [
-            target.name
-            for target in session.targets
-            if target.ensure_router(_live_hint(target, state), out)
-        ]
-        if changed:
-            state = session.observe(records=state.records, holding_lock=True)
+        state = move.recover()
+        record = move.open_record(state, began, approval)
+        record.phases["lock"] = lock_seconds
+        announce.started(record)
+        execution = move.execute(state, record, lock, announce)
+        return move.finish(execution, state, announce)
+    finally:
+        lock.release()
+        announce.close()
+
+
+class Move:
+    """One deploy or rollback under way: each method is a named step of ``_move``."""
+
+    def __init__(
+        self,
+        session: Session,
+        release: Release,
+        *,
+        kind: str,
+        rollback_of: str | None,
+        returning_to: ReleaseRecord | None,
+        out: Console,
+    ) -> None:
+        self.session = session
+        self.env = session.env
+        self.release = release
+        self.kind = kind
+        self.rollback_of = rollback_of
+        self.returning_to = returning_to
+        self.out = out
+        self.who = ledger_mod.who()
+        self.ports = {t.name: t.ports for t in session.targets}
+
+    def plan(self, state: EnvironmentState, record_id: str) -> DeployPlan:
+        return plan_move(
+            self.env,
+            state,
+            self.ports,
+            self.release,
+            record_id,
+            kind=self.kind,
+            rollback_of=self.rollback_of,
+            returning_to=self.returning_to,
+        )
+
+    def dry_run(self) -> DeployPlan:
+        state = self.session.observe()
+        plan = self.plan(state, "r(next)")
+        self.out.say("Dry run — nothing will be changed. The plan:")
+        for problem in state.disagreements():
+            self.out.say(f"  first, recover: {problem}")
+        for line in plan.steps():
+            self.out.say(f"  {line}")
+        for line in approvals.status_lines(self.session, self.release, kind=self.kind):
+            self.out.say(line)
+        return plan
+
+    def take_lock(self, message: str, wait: float) -> EnvironmentLock:
+        return take_lock(self.session, self.release.version, message, wait, self.out)
+
+    def recover(self) -> EnvironmentState:
+        """Under the lock: close dead runs' records, make routers serve the verified release."""
+        return converge(self.session, self.out, by=f"the {self.kind} of {self.release.version}")
+
+    def open_record(
+        self, state: EnvironmentState, began: float, approval: dict[str, Any] | None
+    ) -> ReleaseRecord:
         record_id = ledger_mod.next_id(state.records)
-        plan = plan_move(env, state, ports, release, record_id, kind=kind, rollback_of=rollback_of)
+        self.planned = self.plan(state, record_id)
         previous = state.live_record()
         record = ReleaseRecord(
             id=record_id,
-            environment=env.name,
-            kind=kind,
-            version=release.version,
-            commit=release.commit,
-            dirty=release.dirty,
+            environment=self.env.name,
+            kind=self.kind,
+            version=self.release.version,
+            commit=self.release.commit,
+            dirty=self.release.dirty,
             services={
-                name: {
-                    "image_id": img.image_id,
-                    "reference": img.reference,
-                    "version": img.version,
-                }
-                for name, img in release.images.items()
+                name: {"image_id": img.image_id, "reference": img.reference, "version": img.version}
+                for name, img in self.release.images.items()
             },
-            who=who,
+            who=self.who,
             started=began,
-            hosts=[t.name for t in session.targets],
-            rollback_of=rollback_of,
+            hosts=[t.name for t in self.session.targets],
+            rollback_of=self.rollback_of,
+            rollback_to=self.returning_to.id if self.returning_to else None,
             previous=previous.id if previous else None,
-            scan=release.scan,
-            commit_time=release.commit_time,
+            scan=self.release.scan,
+            commit_time=self.release.commit_time,
             approval=approval,
+            containers={
+                h.host: {m.service: m.container for m in h.moves} for h in self.planned.hosts
+            },
         )
-        record.phases["lock"] = lock_seconds
-        out.say(f"{kind.capitalize()} {release.version} → {env.name} ({record_id}, by {who})")
-        session.ledger.write(record)
-        announce.started(record)
+        self.previous = previous
+        self.out.say(
+            f"{self.kind.capitalize()} {self.release.version} → {self.env.name} "
+            f"({record_id}, by {self.who})"
+        )
+        self.session.ledger.write(record)
+        return record
+
+    def execute(
+        self,
+        state: EnvironmentState,
+        record: ReleaseRecord,
+        lock: EnvironmentLock,
+        announce: notify.Announcer,
+    ) -> Execution:
+        ledger = self.session.ledger
+
+        def before_switch(host: str) -> None:
+            # The lock may have been broken under us: then someone else may be deploying.
+            lock.ensure_ours()
+            # Intent first: a crash after the switch still tells the next run where we were.
+            record.switched.append(host)
+            ledger.write(record)
+
+        def verified() -> None:
+            record.verified = True
+            ledger.write(record)
+
         executor = BlueGreen(
-            env,
-            session.by_name(),
-            session.ledger,
-            out,
-            local_client=session.primary.client,
+            self.env,
+            self.session.by_name(),
+            ledger,
+            self.out,
+            local_client=self.session.primary.client,
             on_phase=_phase_tracer(),
+            before_switch=before_switch,
+            on_verified=verified,
         )
         try:
-            execution = executor.run(plan, record)
+            return executor.run(self.planned, record)
         except PhaseFailed as failure:
             record.outcome = ledger_mod.FAILED
             record.failed_phase = failure.phase
             record.reason = failure.reason
             record.ended = time.time()
             record.phases.update({k: round(v, 3) for k, v in executor.timings.items()})
-            session.ledger.write(record)
+            ledger.write(record)
             serving = (
-                f"{previous.version} ({previous.id}) is still serving"
-                if previous
+                f"{self.previous.version} ({self.previous.id}) is still serving"
+                if self.previous
                 else "nothing was serving before, and nothing is now"
             )
             announce.failed(record, serving)
-            raise raise_failed(failure, plan, serving) from None
+            raise deploy_failed(failure, self.planned, serving) from None
+
+    def finish(
+        self, execution: Execution, state: EnvironmentState, announce: notify.Announcer
+    ) -> Outcome:
+        record = execution.record
         record.phases.update({k: round(v, 3) for k, v in execution.timings.items()})
         record.outcome = ledger_mod.SUCCEEDED
         record.ended = time.time()
-        session.ledger.write(record)
+        self.session.ledger.write(record)
         records = [r for r in state.records if r.id != record.id] + [record]
-        check = session.observe(records=records, holding_lock=True)
+        check = self.session.observe(records=records, holding_lock=True)
         # The old color has been stopping in the background since the drain began; it must be
         # down before pruning, and before the lock is released.
         execution.wait_stopped()
-        prune(session, records)
-        live_versions = check.serving_versions()
-        wrong = {s: v for s, v in live_versions.items() if v != {release.version}}
-        if wrong or set(live_versions) != set(env.services):
-            out.warn(
-                f"after the {kind}, live versions are {live_versions}, expected {release.version}"
-            )
-        url = session.public_url()
-        out.say(f"✓ {env.name} serves {release.version} at {url} ({record.duration:.1f} s)")
+        prune(self.session, records)
+        for problem in check.disagreements():
+            self.out.warn(f"after the {self.kind}: {problem}")
+        url = self.session.public_url()
+        self.out.say(
+            f"✓ {self.env.name} serves {self.release.version} ({record.id}) at {url} "
+            f"({record.duration:.1f} s)"
+        )
         announce.succeeded(record, url)
-        return Outcome(record=record, plan=plan, url=url, execution=execution)
+        return Outcome(record=record, plan=self.planned, url=url, execution=execution)
+
+
+def take_lock(
+    session: Session, version: str, message: str, wait: float, out: Console
+) -> EnvironmentLock:
+    """The environment's lock; a dead holder's lock is broken with an audit record."""
+    lock = session.lock()
+
+    def broken(holder: LockInfo, why: str) -> None:
+        out.warn(f"breaking the stale lock of {holder.describe()}: {why}")
+        session.ledger.audit("lock-broken", holder=holder.__dict__, why=why)
+
+    lock.acquire(ledger_mod.who(), version, message, wait=wait, on_broken=broken)
+    return lock
+
+
+def converge(session: Session, out: Console, *, by: str) -> EnvironmentState:
+    """Holding the lock: settle dead runs, ensure routers, put them on the verified release."""
+    state = session.observe(holding_lock=True)
+    actions = recovery.settle_interrupted(session.ledger, state.records, by)
+    changed = [
+        target.name
+        for target in session.targets
+        if target.ensure_router(_live_hint(target, state), out)
+    ]
+    if changed:
+        actions.extend(f"{name}: router started with the live colors" for name in changed)
+    if actions or changed:
+        state = session.observe(records=state.records, holding_lock=True)
+    restored = recovery.restore_routers(session.env, session.targets, state, out)
+    if restored:
+        state = session.observe(records=state.records, holding_lock=True)
+    actions.extend(restored)
+    if actions:
+        session.ledger.audit("recovered", by=by, actions=actions)
+        for action in actions:
+            out.say(f"  recovered: {action}")
+    return state
+
+
+def recover(
+    config: Config,
+    env_name: str,
+    *,
+    dry_run: bool = False,
+    lock_wait: float = 0.0,
+    out: Console = console,
+) -> list[str]:
+    """``invoke recover``: converge alone, then stop leftovers; what a crashed deploy needs."""
+    session = Session(config, env_name, out)
+    if dry_run:
+        state = session.observe()
+        problems = state.disagreements() + [
+            f"{r.id} ({r.version}) was interrupted and will be closed" for r in state.interrupted()
+        ]
+        live = state.live_record()
+        problems += [
+            f"{h.name}: leftover {c.name} will be stopped"
+            for h in state.hosts
+            for c in h.leftovers(live)
+        ]
+        out.say("Dry run — nothing will be changed.")
+        for line in problems or [f"{env_name} already serves its verified release"]:
+            out.say(f"  {line}")
+        return problems
+    session.ensure_router_images()
+    lock = take_lock(session, "-", "recover", lock_wait, out)
+    try:
+        state = converge(session, out, by="invoke recover")
+        live = state.live_record()
+        stopped = []
+        for target in session.targets:
+            for leftover in state.host(target.name).leftovers(live):
+                out.say(f"  {target.name}: stopping leftover {leftover.name}")
+                target.client.containers.get(leftover.id).stop(
+                    timeout=int(session.env.timeouts.stop)
+                )
+                stopped.append(f"{target.name}: stopped leftover {leftover.name}")
+        if stopped:
+            session.ledger.audit("recovered", by="invoke recover", actions=stopped)
+        final = session.observe(holding_lock=True)
+        for problem in final.disagreements():
+            out.warn(problem)
+        out.say(
+            f"✓ {env_name} serves "
+            + (f"{live.version} ({live.id})" if live else "nothing yet (no verified release)")
+        )
+        return stopped
     finally:
         lock.release()
-        announce.close()
 
 
 def _phase_tracer() -> Callable[[str], None] | None:
@@ -450,22 +628,25 @@ def _phase_tracer() -> Callable[[str], None] | None:
 
 
 def prune(session: Session, records: list[ReleaseRecord]) -> None:
-    """Keep ``keep_releases`` stopped containers per service; never the rollback target."""
-    protected_images: set[str] = set()
-    previous = ledger_mod.previous_live(records)
-    if previous is not None:
-        protected_images = set(previous.digests().values())
-    keep = session.env.keep_releases
+    """Keep the containers of the newest ``keep_releases`` releases in effect (the live one and
+    the rollback targets); remove every other stopped service container — a failed,
+    interrupted or rolled-back release's containers are never worth keeping."""
+    stack, _undone = ledger_mod.lineage(records)
+    kept = stack[-(session.env.keep_releases + 1) :]
     for target in session.targets:
         containers = target.service_containers()
-        for service in session.env.services:
-            stopped = [c for c in containers if c.service == service and not c.running]
-            stopped.sort(key=lambda c: c.created, reverse=True)
-            for old in stopped[keep:]:
-                if old.image_id in protected_images:
-                    continue
-                with contextlib.suppress(docker.errors.NotFound):
-                    target.client.containers.get(old.id).remove(v=False)
+        protected: set[str] = set()
+        for record in kept:
+            named = record.containers.get(target.name)
+            if named:
+                protected.update(named.values())
+            else:
+                protected.update(c.name for c in containers if c.release == record.id)
+        for old in containers:
+            if old.running or old.name in protected:
+                continue
+            with contextlib.suppress(docker.errors.NotFound):
+                target.client.containers.get(old.id).remove(v=False)
 
 
 # --- status, history, unlock ---------------------------------------------------------------
@@ -475,6 +656,12 @@ def _ago(epoch: float | None) -> str:
     if not epoch:
         return "-"
     return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _router_state(host: HostState) -> str:
+    if host.router_up or host.router == "missing":
+        return host.router
+    return f"DOWN ({host.router}{': ' + host.error if host.error else ''})"
 
 
 def render_status(state: EnvironmentState, session_url: str) -> list[str]:
@@ -489,29 +676,30 @@ def render_status(state: EnvironmentState, session_url: str) -> list[str]:
     ]
     lines.append(f"  public route: {session_url}")
     for host in state.hosts:
-        lines.append(
-            f"  host {host.name}: router {host.router}" + (f" ({host.error})" if host.error else "")
-        )
+        lines.append(f"  host {host.name}: router {_router_state(host)}")
         for container in reversed(host.containers):
-            role = (
-                "live"
-                if host.live.get(container.service) == container.color and container.running
-                else ("LEFTOVER" if container.running else "kept")
-            )
+            role = host.role(container, live).replace("leftover", "LEFTOVER")
             lines.append(
                 f"    {container.service:<5} {container.color:<5} {role:<8} "
                 f"{container.version:<28} "
                 f"{container.release:<6} {container.status}"
                 + (f" ({container.health})" if container.health and container.running else "")
             )
-    lines.append(
-        "  lock: " + ("free" if state.lock is None else f"held by {state.lock.describe()}")
-    )
+    lines.append("  lock: " + ("free" if state.lock is None else state.lock.summary(state.env)))
     for record in state.interrupted():
-        lines.append(f"  interrupted: {record.id} ({record.version}) — the next deploy cleans up")
+        verdict = "verified, drain cut short" if record.verified else "never verified"
+        lines.append(
+            f"  interrupted: {record.id} ({record.version}, {verdict}) — the next deploy, "
+            f"rollback or `invoke recover --env {state.env}` closes it"
+        )
     for host in state.hosts:
-        for leftover in host.leftovers():
+        for leftover in host.leftovers(live):
             lines.append(f"  leftover on {host.name}: {leftover.name} (stopped by the next deploy)")
+    problems = state.disagreements()
+    if problems:
+        lines.append("  !! the routers and the ledger DISAGREE:")
+        lines.extend(f"  !!   {problem}" for problem in problems)
+        lines.append(f"  !! fix: invoke recover --env {state.env}   (--dry-run shows what it does)")
     if state.unreadable:
         lines.append(f"  unreadable ledger events (ignored): {', '.join(state.unreadable)}")
     return lines
@@ -558,12 +746,34 @@ def show_history(config: Config, env_name: str, *, as_json: bool, limit: int = 5
         )
 
 
-def unlock(config: Config, env_name: str, *, out: Console = console) -> LockInfo | None:
+def unlock(
+    config: Config, env_name: str, *, force: bool = False, out: Console = console
+) -> LockInfo | None:
+    """Remove a stale lock; a live holder's lock only with ``force``. Both are audited."""
     session = Session(config, env_name)
-    holder = session.lock().force_remove()
+    lock = session.lock()
+    holder = lock.read()
     if holder is None:
         out.say(f"{env_name} is not locked")
         return None
-    session.ledger.audit("unlock", holder=holder.__dict__)
-    out.say(f"removed the {env_name} lock held by {holder.describe()} (recorded in the ledger)")
+    if holder.stale is None and not force:
+        raise LockHeld(
+            f"{env_name} is locked by {holder.describe()}, and that deploy is alive "
+            f"({holder.liveness()}) — wait for it, or if you are sure it is stuck: "
+            f"invoke unlock --env {env_name} --force (recorded)"
+        )
+    why = holder.stale or "forced while its holder was alive"
+    # Recorded first: an unlock that happened is never missing from the audit trail.
+    session.ledger.audit("unlock", holder=holder.__dict__, forced=holder.stale is None, why=why)
+    lock.remove(holder)
+    if holder.stale is None:
+        out.say(
+            f"forced: removed the {env_name} lock held by {holder.describe()}, a live deploy — "
+            f"it stops before its next switch (recorded in the ledger)"
+        )
+    else:
+        out.say(
+            f"removed the stale {env_name} lock held by {holder.describe()}: {holder.stale} "
+            f"(recorded in the ledger)"
+        )
     return holder

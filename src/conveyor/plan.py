@@ -9,8 +9,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from conveyor.config import Environment
-from conveyor.hosts import service_container_name
-from conveyor.observe import EnvironmentState
+from conveyor.hosts import ServiceContainer, container_fingerprint, service_container_name
+from conveyor.ledger import ReleaseRecord
+from conveyor.observe import EnvironmentState, HostState
 from conveyor.router import Ports, other
 
 
@@ -124,6 +125,40 @@ def _short(reference: str) -> str:
     return reference if len(reference) <= 90 else reference[:87] + "…"
 
 
+def kept_container(
+    env: Environment,
+    host: HostState,
+    *,
+    service: str,
+    color: str,
+    release: Release,
+    record: ReleaseRecord | None,
+) -> ServiceContainer | None:
+    """The stopped container of exactly the record being returned to, if it is still fit.
+
+    Chosen by the record's own container list (or, for records written before they had one,
+    its release label), then checked: the color we need, the record's image, and the same
+    declaration in deploy.toml. A failed release's containers are never a candidate.
+    """
+    if record is None:
+        return None
+    name = record.container(host.name, service)
+    candidates = [
+        c
+        for c in host.containers
+        if c.service == service and (c.name == name if name else c.release == record.id)
+    ]
+    for container in reversed(candidates):
+        if (
+            not container.running
+            and container.color == color
+            and container.image_id == release.images[service].image_id
+            and container.fingerprint == container_fingerprint(env.services[service], color)
+        ):
+            return container
+    return None
+
+
 def plan_move(
     env: Environment,
     state: EnvironmentState,
@@ -133,8 +168,13 @@ def plan_move(
     *,
     kind: str = "deploy",
     rollback_of: str | None = None,
+    returning_to: ReleaseRecord | None = None,
 ) -> DeployPlan:
-    """Every host moves every service to the color that is not live there."""
+    """Every host moves every service to the color that is not live there.
+
+    A rollback (``returning_to``) restarts that record's kept containers where they are fit,
+    and starts fresh containers from its images where they are not.
+    """
     host_plans = []
     notes = []
     for host_state in state.hosts:
@@ -147,18 +187,10 @@ def plan_move(
                 for c in host_state.containers
                 if c.service == name and c.color == target and c.running
             )
-            reuse = None
-            if kind == "rollback":
-                kept = [
-                    c
-                    for c in host_state.containers
-                    if c.service == name
-                    and c.color == target
-                    and c.image_id == release.images[name].image_id
-                ]
-                if kept:
-                    reuse = kept[-1].name
-                    stop_first = tuple(n for n in stop_first if n != reuse)
+            kept = kept_container(
+                env, host_state, service=name, color=target, release=release, record=returning_to
+            )
+            reuse = kept.name if kept else None
             moves.append(
                 ServiceMove(
                     service=name,
@@ -171,7 +203,7 @@ def plan_move(
                     stop_first=stop_first,
                 )
             )
-        for leftover in host_state.leftovers():
+        for leftover in host_state.leftovers(state.live_record()):
             if leftover.name not in {n for m in moves for n in m.stop_first}:
                 notes.append(f"{host_state.name}: leftover {leftover.name} is running")
         host_plans.append(HostPlan(host=host_state.name, moves=tuple(moves)))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import http.server
 import json
 import os
-import signal
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -135,7 +134,7 @@ def test_manual_rollback_restarts_the_kept_release(make_environment: Any) -> Non
     ok(env.cli("rollback", "--env", env.name, "--to", "2.0.0"))
     assert version_at(env.public()) == "2.0.0"
     missing = env.cli("rollback", "--env", env.name, "--to", "7.7.7")
-    assert "no successful release '7.7.7'" in one_clear_line(missing)
+    assert "no verified release '7.7.7'" in one_clear_line(missing)
 
 
 @pytest.mark.parametrize(
@@ -247,9 +246,10 @@ def test_unlock_removes_a_lock_and_records_it(make_environment: Any) -> None:
         session.primary.client, env.name, session.router_image or "", stale_after=30
     )
     holder.acquire("bob", "2.0.0", "stuck")
-    holder._stop.set()  # simulate a holder that went away without releasing
+    holder._stop.set()  # a holder that stopped beating; its heartbeat is still fresh
     assert "held by bob" in ok(env.cli("status", "--env", env.name)).stdout
-    result = ok(env.cli("unlock", "--env", env.name))
+    # Its process (this one) is alive, so only --force removes it (test_locks_and_secrets.py).
+    result = ok(env.cli("unlock", "--env", env.name, "--force"))
     assert "held by bob" in result.stdout
     assert session.read_lock() is None
     assert [e["kind"] for e in session.ledger.audit_events()] == ["unlock"]
@@ -288,46 +288,6 @@ def test_two_hosts_a_failure_on_the_second_switches_the_first_back(
         "h1": "green",
         "h2": "green",
     }
-
-
-PHASES = ["prepare", "start", "ready", "smoke", "switch", "verify", "drain"]
-
-
-@pytest.mark.parametrize("phase", PHASES)
-def test_sigkill_at_any_phase_leaves_the_live_release_serving(
-    make_environment: Any, phase: str
-) -> None:
-    env = make_environment(verify=2, drain=0.5)
-    ok(deploy(env, "1.0.0"))
-    with load_on(env.public()) as load:
-        process = env.cli_running(
-            "deploy",
-            "--env",
-            env.name,
-            "--version",
-            "2.0.0",
-            env={"CONVEYOR_TRACE_PHASES": "1"},
-        )
-        assert process.stderr is not None
-        seen = []
-        for line in process.stderr:
-            seen.append(line.strip())
-            if line.strip() == f"phase: {phase}":
-                process.send_signal(signal.SIGKILL)
-                break
-        process.wait(timeout=60)
-        assert process.returncode == -signal.SIGKILL, seen
-        serving = version_at(env.public())
-    assert serving in {"1.0.0", "2.0.0"}
-    assert load.result.failures == 0, load.result.as_dict()
-
-    ok(deploy(env, "3.0.0"))
-    assert version_at(env.public()) == "3.0.0"
-    records = {r["version"]: r for r in history(env)}
-    assert records["2.0.0"]["outcome"] == "interrupted"
-    state = status(env)
-    assert state["hosts"][0]["leftovers"] == []
-    assert state["interrupted"] == []
 
 
 def test_status_and_history_read_from_a_second_checkout(

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from conveyor import config, router
-from conveyor.hosts import ServiceContainer
+from conveyor.hosts import ServiceContainer, container_fingerprint
+from conveyor.ledger import ReleaseRecord
 from conveyor.observe import EnvironmentState, HostState
 from conveyor.plan import Release, ServiceImage, plan_move
 
@@ -32,8 +33,11 @@ def release(version: str, image: str) -> Release:
     )
 
 
+STAGING = config.load(ROOT / "deploy.toml").environment("staging")
+
+
 def container(
-    service: str, color: str, release_id: str, status: str, image: str
+    service: str, color: str, release_id: str, status: str, image: str, *, declared: str = ""
 ) -> ServiceContainer:
     return ServiceContainer(
         name=f"conveyor-staging-{service}-{color}-{release_id}",
@@ -46,6 +50,25 @@ def container(
         status=status,
         health=None,
         created=release_id,
+        fingerprint=declared or container_fingerprint(STAGING.services[service], color),
+    )
+
+
+def deployed(rid: str, version: str, image: str, color: str) -> ReleaseRecord:
+    """A verified record whose containers are the ``container()`` names above."""
+    return ReleaseRecord(
+        id=rid,
+        environment="staging",
+        kind="deploy",
+        version=version,
+        commit="c" * 40,
+        services={name: {"image_id": f"sha256:{image}{name}"} for name in ("api", "web")},
+        who="tester",
+        started=float(rid[1:]),
+        outcome="succeeded",
+        containers={
+            "local": {name: f"conveyor-staging-{name}-{color}-{rid}" for name in ("api", "web")}
+        },
     )
 
 
@@ -120,13 +143,74 @@ def test_a_rollback_restarts_the_kept_container_of_that_release(
         ],
     )
     plan = plan_move(
-        staging, observed, ports(staging), release("1.0", "a"), "r0003", kind="rollback"
+        staging,
+        observed,
+        ports(staging),
+        release("1.0", "a"),
+        "r0003",
+        kind="rollback",
+        returning_to=deployed("r0001", "1.0", "a", "blue"),
     )
     for move in plan.hosts[0].moves:
         assert move.reuse == f"conveyor-staging-{move.service}-blue-r0001"
         assert move.container == move.reuse
         assert move.to_color == "blue"
     assert "restart kept container conveyor-staging-api-blue-r0001" in "\n".join(plan.steps())
+
+
+def test_a_failed_release_with_the_same_images_is_never_restarted(
+    staging: config.Environment,
+) -> None:
+    """Issue 10, bug 1: r0009 failed running 1.0's images; returning to r0001 (whose own
+    containers were pruned) must start fresh, not restart r0009's."""
+    observed = state(
+        {"api": "green", "web": "green"},
+        [
+            container("api", "blue", "r0009", "exited", "a"),
+            container("web", "blue", "r0009", "exited", "a"),
+            container("api", "green", "r0006", "running", "b"),
+            container("web", "green", "r0006", "running", "b"),
+        ],
+    )
+    plan = plan_move(
+        staging,
+        observed,
+        ports(staging),
+        release("1.0", "a"),
+        "r0010",
+        kind="rollback",
+        returning_to=deployed("r0001", "1.0", "a", "blue"),
+    )
+    for move in plan.hosts[0].moves:
+        assert move.reuse is None
+        assert move.container == f"conveyor-staging-{move.service}-blue-r0010"
+    assert "restart kept" not in "\n".join(plan.steps())
+
+
+def test_a_kept_container_is_not_reused_when_its_declaration_changed(
+    staging: config.Environment,
+) -> None:
+    observed = state(
+        {"api": "green", "web": "green"},
+        [
+            container("api", "blue", "r0001", "exited", "a", declared="before-the-env-changed"),
+            container("web", "blue", "r0001", "exited", "a"),
+            container("api", "green", "r0002", "running", "b"),
+            container("web", "green", "r0002", "running", "b"),
+        ],
+    )
+    plan = plan_move(
+        staging,
+        observed,
+        ports(staging),
+        release("1.0", "a"),
+        "r0003",
+        kind="rollback",
+        returning_to=deployed("r0001", "1.0", "a", "blue"),
+    )
+    api, web = plan.hosts[0].moves
+    assert api.reuse is None and api.container == "conveyor-staging-api-blue-r0003"
+    assert web.reuse == "conveyor-staging-web-blue-r0001"
 
 
 def test_each_host_moves_from_its_own_live_color(staging: config.Environment) -> None:
