@@ -12,8 +12,7 @@ from invoke.context import Context
 from invoke.exceptions import Exit
 from invoke.tasks import task
 
-from conveyor import ciplan, cli
-from conveyor.errors import ConveyorError
+from conveyor import cli
 
 WORKFLOWS = Path(__file__).resolve().parent / ".github" / "workflows"
 
@@ -29,7 +28,22 @@ def _flag(enabled: bool, name: str) -> str | None:
 
 
 def _option(name: str, value: object) -> tuple[str, ...]:
+    """``--name value``, or nothing when the task was not given it.
+
+    Value options default to None here, so invoke hands them over as text and ``cli`` parses
+    them: their types and defaults are declared once, in ``cli.build_parser``. (A default shown
+    in a signature, like promote's environments, must equal the CLI's:
+    tests/unit/test_cli_tasks_parity.py checks it.)
+    """
     return (name, str(value)) if value else ()
+
+
+def _options(*pairs: tuple[str, object]) -> tuple[str, ...]:
+    return tuple(part for name, value in pairs for part in _option(name, value))
+
+
+def _repeated(name: str, values: list[str] | None) -> tuple[str, ...]:
+    return tuple(part for value in values or () for part in (name, value))
 
 
 @task(
@@ -38,10 +52,17 @@ def _option(name: str, value: object) -> tuple[str, ...]:
         "version": "release version (default: HEAD's)",
         "dry_run": "print the plan and change nothing",
         "lock_wait": "seconds to wait for another deploy's lock (default: fail at once)",
+        "message": "why (recorded with the lock)",
     }
 )
 def deploy(
-    c: Context, env: str, version: str | None = None, dry_run: bool = False, lock_wait: float = 0
+    c: Context,
+    env: str,
+    *,
+    version: str | None = None,
+    dry_run: bool = False,
+    lock_wait: str | None = None,
+    message: str | None = None,
 ) -> None:
     """Blue-green deploy a release to an environment, with health checks and auto-rollback."""
     _conveyor(
@@ -50,20 +71,20 @@ def deploy(
         env,
         *_option("--version", version),
         _flag(dry_run, "--dry-run"),
-        *_option("--lock-wait", lock_wait),
+        *_options(("--lock-wait", lock_wait), ("--message", message)),
     )
 
 
 @task(
     help={
         "env": "environment",
-        "to": "version to return to (default: the previous one)",
+        "to": "release id or version to return to (default: the last verified one before)",
         "dry_run": "print the plan and change nothing",
         "lock_wait": "seconds to wait for another deploy's lock (default: fail at once)",
     }
 )
 def rollback(
-    c: Context, env: str, to: str | None = None, dry_run: bool = False, lock_wait: float = 0
+    c: Context, env: str, to: str | None = None, dry_run: bool = False, lock_wait: str | None = None
 ) -> None:
     """Switch an environment back to the previous (or a chosen) release."""
     _conveyor(
@@ -76,22 +97,47 @@ def rollback(
     )
 
 
+@task(
+    help={
+        "env": "environment",
+        "dry_run": "say what it would do and change nothing",
+        "lock_wait": "seconds to wait for another deploy's lock (default: fail at once)",
+    }
+)
+def recover(c: Context, env: str, dry_run: bool = False, lock_wait: str | None = None) -> None:
+    """After a crashed deploy: put every router back on the verified release, stop leftovers."""
+    _conveyor(
+        "recover", "--env", env, _flag(dry_run, "--dry-run"), *_option("--lock-wait", lock_wait)
+    )
+
+
 @task(help={"env": "environment", "json": "machine-readable output"})
 def status(c: Context, env: str, json: bool = False) -> None:
     """Show what runs in an environment: live color, versions, health, lock, leftovers."""
     _conveyor("status", "--env", env, _flag(json, "--json"))
 
 
-@task(help={"env": "environment", "json": "machine-readable output"})
-def history(c: Context, env: str, json: bool = False) -> None:
+@task(
+    help={
+        "env": "environment",
+        "json": "machine-readable output",
+        "limit": "show at most this many records, newest first (default: 50)",
+    }
+)
+def history(c: Context, env: str, json: bool = False, limit: str | None = None) -> None:
     """Show the environment's release ledger: who deployed what, when, with what outcome."""
-    _conveyor("history", "--env", env, _flag(json, "--json"))
+    _conveyor("history", "--env", env, _flag(json, "--json"), *_option("--limit", limit))
 
 
-@task(help={"env": "environment"})
-def unlock(c: Context, env: str) -> None:
-    """Remove an environment's deploy lock (recorded in the ledger)."""
-    _conveyor("unlock", "--env", env)
+@task(
+    help={
+        "env": "environment",
+        "force": "remove the lock even though its deploy is alive (recorded in the ledger)",
+    }
+)
+def unlock(c: Context, env: str, force: bool = False) -> None:
+    """Remove an environment's stale deploy lock; a live one only with --force (recorded)."""
+    _conveyor("unlock", "--env", env, _flag(force, "--force"))
 
 
 @task(
@@ -99,37 +145,73 @@ def unlock(c: Context, env: str) -> None:
         "from_": "source environment",
         "to": "target environment",
         "dry_run": "print the plan and change nothing",
+        "lock_wait": "seconds to wait for another deploy's lock (default: fail at once)",
     }
 )
 def promote(
-    c: Context, from_: str = "staging", to: str = "production", dry_run: bool = False
+    c: Context,
+    from_: str = "staging",
+    to: str = "production",
+    dry_run: bool = False,
+    lock_wait: str | None = None,
 ) -> None:
     """Deploy the exact image digests live in one environment to the next."""
-    _conveyor("promote", "--from", from_, "--to", to, _flag(dry_run, "--dry-run"))
-
-
-@task(help={"env": "environment", "release": "release id to approve"})
-def approve(c: Context, env: str, release: str) -> None:
-    """Approve one release (bound to its image digests) for a gated environment."""
-    _conveyor("approve", "--env", env, "--release", release)
-
-
-@task(help={"env": "environment"})
-def report(c: Context, env: str) -> None:
-    """Write the deployment report (frequency, failure rate, time to restore) as HTML."""
-    _conveyor("report", "--env", env)
+    _conveyor(
+        "promote",
+        "--from",
+        from_,
+        "--to",
+        to,
+        _flag(dry_run, "--dry-run"),
+        *_option("--lock-wait", lock_wait),
+    )
 
 
 @task(
     help={
-        "event": "GitHub event: push, pull_request, schedule or workflow_dispatch",
-        "ref": "the pushed ref, or the branch a pull request targets (default: refs/heads/main)",
+        "env": "environment",
+        "release": "release key printed by `promote --dry-run`, or ENV:RELEASE-ID",
+        "note": "why (recorded with the approval)",
     }
 )
-def ci_plan(c: Context, event: str = "push", ref: str = ciplan.DEFAULT_REF) -> None:
+def approve(c: Context, env: str, release: str, note: str | None = None) -> None:
+    """Approve one release (bound to its image digests) for a gated environment."""
+    _conveyor("approve", "--env", env, "--release", release, *_option("--note", note))
+
+
+@task(
+    help={
+        "env": "environment",
+        "output": "folder to write index.html into (default: reports/deploy)",
+        "ledger": "read `history --json` output from this file instead of the engine",
+    }
+)
+def report(c: Context, env: str, output: str | None = None, ledger: str | None = None) -> None:
+    """Write the deployment report (frequency, failure rate, time to restore) as HTML."""
+    _conveyor("report", "--env", env, *_options(("--output", output), ("--ledger", ledger)))
+
+
+@task(
+    iterable=["changed"],
+    help={
+        "event": "GitHub event: push (default), pull_request, schedule, workflow_dispatch, …",
+        "ref": "the pushed ref, or the branch a pull request targets (default: refs/heads/main)",
+        "changed": "a changed file, for `paths` filters (repeatable; else assumed to match)",
+        "workflows": "folder of workflow files (default: this repository's .github/workflows)",
+    },
+)
+def ci_plan(
+    c: Context,
+    event: str | None = None,
+    ref: str | None = None,
+    changed: list[str] | None = None,
+    workflows: str | None = None,
+) -> None:
     """Show the GitHub jobs an event would run, in order, with their commands (no GitHub needed)."""
-    try:
-        plan = ciplan.plan(WORKFLOWS, event=event, ref=ref)
-    except ConveyorError as exc:
-        raise Exit(f"ci-plan: {exc}", code=exc.exit_code) from None
-    print(ciplan.render(plan))
+    _conveyor(
+        "ci-plan",
+        *_options(("--event", event), ("--ref", ref)),
+        *_repeated("--changed", changed),
+        "--workflows",
+        workflows or str(WORKFLOWS),
+    )

@@ -7,6 +7,7 @@ line on stderr and an exit code. No logic of its own lives here.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -14,8 +15,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from conveyor import ciplan, scanners
 from conveyor import config as config_mod
-from conveyor import scanners
 from conveyor.console import console
 from conveyor.errors import ConveyorError
 
@@ -125,6 +126,13 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_recover(args: argparse.Namespace) -> int:
+    from conveyor import operations  # noqa: PLC0415
+
+    operations.recover(_config(args), args.env, dry_run=args.dry_run, lock_wait=args.lock_wait)
+    return 0
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from conveyor import operations  # noqa: PLC0415
 
@@ -142,7 +150,7 @@ def cmd_history(args: argparse.Namespace) -> int:
 def cmd_unlock(args: argparse.Namespace) -> int:
     from conveyor import operations  # noqa: PLC0415
 
-    operations.unlock(_config(args), args.env)
+    operations.unlock(_config(args), args.env, force=args.force)
     return 0
 
 
@@ -172,6 +180,12 @@ def cmd_report(args: argparse.Namespace) -> int:
     cfg = _config(args)
     path = report.write(cfg, args.env, output=Path(args.output), ledger_json=args.ledger)
     console.say(f"wrote {path}")
+    return 0
+
+
+def cmd_ci_plan(args: argparse.Namespace) -> int:
+    plan = ciplan.plan(Path(args.workflows), event=args.event, ref=args.ref, changed=args.changed)
+    print(ciplan.render(plan))
     return 0
 
 
@@ -283,6 +297,15 @@ def build_parser() -> argparse.ArgumentParser:
     back.add_argument("--to", help="release id or version from the ledger")
     back.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
     back.add_argument("--lock-wait", type=float, default=0.0, metavar="SECONDS")
+    rec = add(
+        "recover",
+        cmd_recover,
+        "After a crashed deploy: close its record, put every router back on the verified "
+        "release, stop leftovers.",
+    )
+    rec.add_argument("--env", required=True)
+    rec.add_argument("--dry-run", action="store_true", help="say what it would do, change nothing")
+    rec.add_argument("--lock-wait", type=float, default=0.0, metavar="SECONDS")
     stat = add("status", cmd_status, "Show an environment: live release, containers, lock.")
     stat.add_argument("--env", required=True)
     stat.add_argument("--json", action="store_true")
@@ -290,8 +313,18 @@ def build_parser() -> argparse.ArgumentParser:
     hist.add_argument("--env", required=True)
     hist.add_argument("--json", action="store_true")
     hist.add_argument("--limit", type=int, default=50)
-    unlock = add("unlock", cmd_unlock, "Remove an environment's deploy lock (audited).")
+    unlock = add(
+        "unlock",
+        cmd_unlock,
+        "Remove an environment's stale deploy lock; a live one only with --force (audited).",
+    )
     unlock.add_argument("--env", required=True)
+    unlock.add_argument(
+        "--force",
+        action="store_true",
+        help="remove the lock even though its deploy is alive (that deploy stops before its "
+        "next switch; recorded in the ledger)",
+    )
 
     promote = add(
         "promote",
@@ -319,15 +352,62 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument(
         "--ledger", metavar="FILE", help="read `history --json` output instead of the engine"
     )
+    plan = add("ci-plan", cmd_ci_plan, "Show the GitHub jobs an event would run, in order.")
+    plan.add_argument(
+        "--event",
+        default="push",
+        help=f"the GitHub event, one of {', '.join(ciplan.EVENTS)} (default: %(default)s)",
+    )
+    plan.add_argument(
+        "--ref",
+        default=ciplan.DEFAULT_REF,
+        help="the pushed ref, or the branch a pull request targets (default: %(default)s)",
+    )
+    plan.add_argument(
+        "--changed",
+        action="append",
+        metavar="FILE",
+        help="a changed file, for `paths` filters (repeatable; without it they are assumed to "
+        "match)",
+    )
+    plan.add_argument(
+        "--workflows",
+        default=".github/workflows",
+        metavar="DIR",
+        help="the folder of workflow files (default: %(default)s, from the current directory)",
+    )
     return parser
 
 
+# What a shell reports for a process whose reader went away (128 + SIGPIPE).
+EXIT_BROKEN_PIPE = 141
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return _run(argv)
+    except BrokenPipeError:
+        # `status | head -1`: the reader has gone, which is not an error worth a traceback.
+        # Later writes (our own, invoke's, the interpreter's final flush) go to /dev/null.
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
+
+
+def _silence_stdout() -> None:
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+
+
+def _run(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     handler: Handler = args.handler
     try:
         return handler(args)
+    except BrokenPipeError:
+        raise
     except ConveyorError as exc:
         print(f"conveyor: {exc}", file=sys.stderr)
         return exc.exit_code
