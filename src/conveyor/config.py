@@ -161,13 +161,30 @@ class TomlTable:
             )
 
 
+SECRET_DELIVERY = ("env", "file")
+SECRETS_DIR = "/run/secrets"
+_SECRET_FILE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+
+
 @dataclass(frozen=True)
 class SecretRef:
-    """Where a secret comes from. The value itself is read only when a container is created."""
+    """Where a secret comes from. The value itself is read only when a container is created
+    (``as = "env"``) or delivered into it after start (``as = "file"``)."""
 
     name: str
     scheme: str
     target: str
+    # "env": the value is an environment variable of the container (shown by docker inspect).
+    # "file": a read-only file on a tmpfs, named by the NAME_FILE variable (never inspected).
+    delivery: str = "env"
+
+    @property
+    def file_path(self) -> str:
+        return f"{SECRETS_DIR}/{self.name}"
+
+    @property
+    def file_variable(self) -> str:
+        return f"{self.name}_FILE"
 
     def resolve(self) -> str:
         if self.scheme == "env":
@@ -376,16 +393,52 @@ class Config:
 
 
 def _load_secrets(table: TomlTable) -> tuple[SecretRef, ...]:
+    """``secrets = { NAME = "env:VAR", OTHER = { from = "file:PATH", as = "file" } }``."""
+    secrets_table = table.table("secrets")
+    env = table.data.get("env")
+    declared_env = set(env) if isinstance(env, Mapping) else set()
     refs = []
-    for name, value in table.strings("secrets", {}).items():
+    for name in list(secrets_table.data):
+        value = secrets_table.value(name, None)
+        delivery = "env"
+        if isinstance(value, Mapping):
+            entry = secrets_table.table(name)
+            value = entry.string("from", None)
+            delivery = entry.string("as", "env", choices=SECRET_DELIVERY)
+            entry.finish()  # a typo ('frm') is named before the key it misses
+            if value is None:
+                raise entry.fail("from", "required key is missing (e.g. from = 'env:VARIABLE')")
+            key = f"{name}.from"
+        elif isinstance(value, str):
+            key = name
+        else:
+            raise secrets_table.fail(
+                name,
+                "expected a reference 'env:VARIABLE' or 'file:PATH', or a table "
+                "{ from = 'env:VARIABLE', as = 'file' }",
+            )
         scheme, sep, target = value.partition(":")
         if not sep or scheme not in SECRET_SCHEMES or not target:
             # Never echo the value: it may be the secret itself pasted by mistake.
-            raise table.fail(
-                f"secrets.{name}",
-                "must be a reference 'env:VARIABLE' or 'file:PATH', never the secret itself",
+            raise secrets_table.fail(
+                key, "must be a reference 'env:VARIABLE' or 'file:PATH', never the secret itself"
             )
-        refs.append(SecretRef(name=name, scheme=scheme, target=target))
+        if delivery == "file":
+            if not _SECRET_FILE_NAME.match(name):
+                raise secrets_table.fail(
+                    name,
+                    "a secret delivered as a file needs a variable-like name (letters, digits, "
+                    "'_'): it names the file and the NAME_FILE variable",
+                )
+            clash = declared_env & {name, f"{name}_FILE"}
+            if clash:
+                raise secrets_table.fail(
+                    name,
+                    f"also set in env.{sorted(clash)[0]}: a file secret reaches the service as "
+                    f"{name}_FILE={SECRETS_DIR}/{name}, so remove it from env",
+                )
+        refs.append(SecretRef(name=name, scheme=scheme, target=target, delivery=delivery))
+    secrets_table.finish()
     return tuple(refs)
 
 
