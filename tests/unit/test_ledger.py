@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import time
 from typing import Any
 
+import pytest
+
 from conveyor import ledger
+from conveyor.errors import ConfigError
 from conveyor.ledger import Ledger, ReleaseRecord
 
 
@@ -84,3 +90,141 @@ def test_audit_events_round_trip() -> None:
     book.audit("unlock", holder={"owner": "bob"})
     events: list[dict[str, Any]] = book.audit_events()
     assert events[0]["kind"] == "unlock" and events[0]["holder"] == {"owner": "bob"}
+
+
+# --- the trust boundary: an HMAC key over every event ---------------------------------------
+
+KEY = "k" * 32
+
+
+def forge(store: MemoryStore, path: str, edit: Any, *, drop_hmac: bool = False) -> None:
+    """A hostile edit: change the payload and recompute the checksum, as anyone with access
+    to the engine can (only the key is out of their reach)."""
+    sealed = json.loads(store.files[path])
+    edit(sealed["record"])
+    body = json.dumps(sealed["record"], sort_keys=True, separators=(",", ":")).encode()
+    sealed["sha256"] = hashlib.sha256(body).hexdigest()
+    if drop_hmac:
+        sealed.pop("hmac", None)
+    store.files[path] = json.dumps(sealed).encode()
+
+
+def test_without_a_key_a_recomputed_checksum_passes_which_is_why_the_boundary_is_the_engine(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv(ledger.LEDGER_KEY_ENV, raising=False)
+    book, store = make()
+    book.write(record("r0001", "1.0", ledger.SUCCEEDED, "sha256:a", 1.0))
+    [path] = store.files
+    forge(store, path, lambda r: r.update(who="mallory"))
+    [only] = book.records()
+    assert only.who == "mallory" and book.forged == [] and book.unreadable == []
+
+
+def test_with_a_key_a_forged_event_is_rejected_and_reported_and_the_genuine_one_stands(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(ledger.LEDGER_KEY_ENV, KEY)
+    book, store = make()
+    r = record("r0001", "1.0", ledger.RUNNING, "sha256:a", 1.0)
+    book.write(r)
+    r.outcome, r.ended = ledger.FAILED, 2.0
+    book.write(r)
+    newest = max(store.files)
+    assert b'"hmac"' in store.files[newest]
+    forge(store, newest, lambda rec: rec.update(outcome=ledger.SUCCEEDED))
+    [only] = book.records()
+    assert only.outcome == ledger.RUNNING  # the forged "succeeded" is not believed
+    assert book.forged == [newest] and book.unreadable == []
+    [line] = book.integrity()
+    assert line.startswith("FORGED ledger events") and newest in line
+
+
+def test_a_different_key_makes_every_event_forged_not_silently_missing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(ledger.LEDGER_KEY_ENV, KEY)
+    book, store = make()
+    book.write(record("r0001", "1.0", ledger.SUCCEEDED, "sha256:a", 1.0))
+    book.audit("approval", approval={"key": "abc"})
+    monkeypatch.setenv(ledger.LEDGER_KEY_ENV, "x" * 32)
+    assert book.records() == [] and book.audit_events() == []
+    assert sorted(book.forged) == sorted(store.files)
+
+
+def test_turning_a_key_on_shows_older_events_as_unsigned_not_forged(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv(ledger.LEDGER_KEY_ENV, raising=False)
+    book, store = make()
+    book.write(record("r0001", "1.0", ledger.SUCCEEDED, "sha256:a", time.time() - 60))
+    book.audit("unlock", holder={"owner": "bob"})
+    old = sorted(store.files)
+    monkeypatch.setenv(ledger.LEDGER_KEY_ENV, KEY)
+    book.write(record("r0002", "2.0", ledger.SUCCEEDED, "sha256:b", time.time()))
+    book.audit("approval", approval={"key": "abc"})
+    assert [r.id for r in book.records()] == ["r0001", "r0002"]
+    assert [e["kind"] for e in book.audit_events()] == ["unlock", "approval"]
+    assert book.forged == [] and sorted(book.unsigned) == old
+    assert [e["kind"] for e in book.audit_events(signed_only=True)] == ["approval"]
+    assert book.integrity() == [
+        f"unsigned ledger events (written before {ledger.LEDGER_KEY_ENV} was set; trusted by "
+        "checksum only): 2"
+    ]
+
+
+def test_an_unsigned_event_written_after_signing_began_is_forged(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(ledger.LEDGER_KEY_ENV, KEY)
+    book, store = make()
+    book.audit("unlock", holder={"owner": "bob"})
+    book.audit("approval", approval={"key": "abc", "by": "alice"})
+    approval = max(p for p in store.files if p.endswith("-approval.json"))
+    forge(store, approval, lambda rec: rec["approval"].update(by="mallory"), drop_hmac=True)
+    assert [e["kind"] for e in book.audit_events()] == ["unlock"]
+    assert book.forged == [approval] and book.unsigned == []
+
+
+def test_an_unsigned_event_back_dated_by_its_name_is_still_judged_by_its_payload(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(ledger.LEDGER_KEY_ENV, KEY)
+    book, store = make()
+    book.audit("unlock", holder={"owner": "bob"})
+    monkeypatch.delenv(ledger.LEDGER_KEY_ENV)
+    sealed = ledger._seal({"kind": "approval", "at": time.time() + 3600, "who": "mallory"})
+    store.files[f"{ledger.AUDIT_DIR}/{1:020d}-abcdef-approval.json"] = sealed  # named "1970"
+    monkeypatch.setenv(ledger.LEDGER_KEY_ENV, KEY)
+    assert [e["kind"] for e in book.audit_events()] == ["unlock"]
+    assert book.forged == [f"{ledger.AUDIT_DIR}/{1:020d}-abcdef-approval.json"]
+
+
+def test_signed_events_read_without_the_key_are_accepted_but_said_to_be_unchecked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(ledger.LEDGER_KEY_ENV, KEY)
+    book, _ = make()
+    book.write(record("r0001", "1.0", ledger.SUCCEEDED, "sha256:a", 1.0))
+    monkeypatch.delenv(ledger.LEDGER_KEY_ENV)
+    assert [r.id for r in book.records()] == ["r0001"]
+    assert len(book.unchecked) == 1 and "not checked" in book.integrity()[0]
+
+
+def test_a_short_key_is_refused_with_what_to_do(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(ledger.LEDGER_KEY_ENV, "hunter2")
+    book, _ = make()
+    with pytest.raises(ConfigError) as info:
+        book.write(record("r0001", "1.0", ledger.SUCCEEDED, "sha256:a", 1.0))
+    assert "shorter than 16" in str(info.value) and "hunter2" not in str(info.value)
+
+
+def test_who_is_githubs_actor_in_ci_then_conveyor_actor(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("GITHUB_ACTOR", raising=False)
+    monkeypatch.setenv("CONVEYOR_ACTOR", "alice@example.com")
+    assert ledger.who() == "alice@example.com"
+    monkeypatch.setenv("GITHUB_ACTOR", "octocat")
+    assert ledger.who() == "octocat"
+    monkeypatch.delenv("GITHUB_ACTOR")
+    monkeypatch.setenv("CONVEYOR_ACTOR", " ")
+    assert ledger.who() not in {"", " "}
