@@ -32,8 +32,6 @@ from conveyor.hosts import HostTarget
 from conveyor.ledger import Ledger, ReleaseRecord
 from conveyor.plan import DeployPlan, HostPlan, ServiceMove
 
-LOG_DIR = Path(".conveyor/logs")
-
 
 class PhaseFailed(ConveyorError):
     def __init__(self, phase: str, reason: str) -> None:
@@ -74,6 +72,7 @@ class BlueGreen:
         on_phase: Callable[[str], None] | None = None,
         before_switch: Callable[[str], None] | None = None,
         on_verified: Callable[[], None] | None = None,
+        log_dir: Path = Path(".conveyor/logs"),
     ) -> None:
         self.env = env
         self.targets = targets
@@ -83,6 +82,7 @@ class BlueGreen:
         self.on_phase = on_phase
         self.before_switch = before_switch
         self.on_verified = on_verified
+        self.log_dir = log_dir
         self.timings: dict[str, float] = {}
 
     @contextmanager
@@ -404,7 +404,7 @@ class BlueGreen:
         except docker.errors.DockerException:
             return None
         name = f"{host}-{container.name}"
-        local = LOG_DIR / self.env.name / release / f"{name}.log"
+        local = self.log_dir / self.env.name / release / f"{name}.log"
         local.parent.mkdir(parents=True, exist_ok=True)
         local.write_text(text, encoding="utf-8")
         with contextlib.suppress(docker.errors.DockerException):

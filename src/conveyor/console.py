@@ -27,29 +27,40 @@ class Console:
         self.live = interactive(self.stream)
         self._progress_shown = False
         self._last_plain_progress = 0.0
+        self.closed = False
+
+    def _print(self, text: str, stream: TextIO | None = None) -> None:
+        """Print, unless the reader went away (``invoke deploy | head``): a deploy half done
+        must carry on to its end, narrated or not."""
+        if self.closed:
+            return
+        try:
+            print(text, file=stream or self.stream, flush=True)
+        except BrokenPipeError:
+            self.closed = True
 
     def say(self, message: str) -> None:
         if self.quiet:
             return
         self._clear_progress()
-        print(message, file=self.stream, flush=True)
+        self._print(message)
 
     def warn(self, message: str) -> None:
         self._clear_progress()
-        print(f"warning: {message}", file=sys.stderr, flush=True)
+        self._print(f"warning: {message}", sys.stderr)
 
     def progress(self, message: str) -> None:
         """A status that replaces itself on a terminal; in CI only every change is printed."""
         if self.quiet:
             return
-        if self.live:
+        if self.live and not self.closed:
             self.stream.write("\r\033[K" + message)
             self.stream.flush()
             self._progress_shown = True
         elif time.monotonic() - self._last_plain_progress >= PLAIN_PROGRESS_EVERY:
             # In CI logs a status every few seconds is progress; every poll would be noise.
             self._last_plain_progress = time.monotonic()
-            print(message, file=self.stream, flush=True)
+            self._print(message)
 
     def _clear_progress(self) -> None:
         if self._progress_shown:

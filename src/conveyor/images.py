@@ -280,7 +280,8 @@ def build_images(
             request = BuildRequest(spec, context, tag, build_args(config, manifest, spec, base))
             with out.step(f"Building {tag}"):
                 image_id = stream_build(client, request, out)
-        before = recorded.get(spec.name) if isinstance(recorded.get(spec.name), dict) else {}
+        found = recorded.get(spec.name)
+        before: dict[str, Any] = found if isinstance(found, dict) else {}
         forced = _check_rebuild(
             client,
             manifest,

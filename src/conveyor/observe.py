@@ -78,6 +78,9 @@ class EnvironmentState:
     records: list[ReleaseRecord]
     lock: LockInfo | None
     unreadable: list[str] = field(default_factory=list)
+    # What the ledger's reading rejected (forged) or cannot vouch for (unsigned), in words.
+    integrity: list[str] = field(default_factory=list)
+    forged: list[str] = field(default_factory=list)
 
     def host(self, name: str) -> HostState:
         return next(h for h in self.hosts if h.name == name)
@@ -158,6 +161,8 @@ class EnvironmentState:
             "interrupted": [r.id for r in self.interrupted()],
             "disagreements": self.disagreements(),
             "unreadable_ledger_events": self.unreadable,
+            "forged_ledger_events": self.forged,
+            "ledger_integrity": self.integrity,
         }
 
 
@@ -189,4 +194,6 @@ def observe(
         records=records,
         lock=lock,
         unreadable=list(ledger.unreadable),
+        integrity=ledger.integrity(),
+        forged=list(ledger.forged),
     )

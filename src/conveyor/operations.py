@@ -483,6 +483,8 @@ class Move:
             on_phase=_phase_tracer(),
             before_switch=before_switch,
             on_verified=verified,
+            # Beside deploy.toml, so a failed run's logs are found where its config lives.
+            log_dir=self.session.config.root / ".conveyor" / "logs",
         )
         try:
             return executor.run(self.planned, record)
@@ -702,12 +704,17 @@ def render_status(state: EnvironmentState, session_url: str) -> list[str]:
         lines.append(f"  !! fix: invoke recover --env {state.env}   (--dry-run shows what it does)")
     if state.unreadable:
         lines.append(f"  unreadable ledger events (ignored): {', '.join(state.unreadable)}")
+    lines.extend(f"  {line}" for line in state.integrity)
     return lines
 
 
 def show_status(config: Config, env_name: str, *, as_json: bool) -> None:
     session = Session(config, env_name)
     state = session.observe()
+    # Approvals and lock breaks live in the audit trail: a forged one must show here too.
+    session.ledger.audit_events()
+    state.integrity = session.ledger.integrity()
+    state.forged = list(session.ledger.forged)
     if as_json:
         print(json.dumps(state.as_dict(), indent=2, default=str))
         return

@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 
 from conveyor import ledger as ledger_mod
-from conveyor import router
+from conveyor import router, secretfiles
 from conveyor.config import Environment
 from conveyor.console import Console
 from conveyor.errors import ConveyorError
@@ -77,7 +77,7 @@ def restore_routers(
 
 def _start_kept(env: Environment, target: HostTarget, container: ServiceContainer) -> None:
     service = env.services[container.service]
-    target.client.containers.get(container.name).start()
+    secretfiles.start(target.client.containers.get(container.name), service)
     port = target.ports.services[container.service][container.color]
     deadline = time.monotonic() + env.timeouts.ready
     while time.monotonic() < deadline:
