@@ -145,6 +145,35 @@ kind = "router"
 """
 
 
+def config_toml(config: Config) -> str:
+    """The project, build, registry, artifacts and images of ``config`` as a deploy.toml
+    (no environments): CLI runs with it build exactly what ``config`` builds."""
+    lines = [
+        "[project]",
+        f"name = {json.dumps(config.project)}",
+        f"source = {json.dumps(config.source_url)}",
+        "[build]",
+        f"base_image = {json.dumps(config.build.base_image)}",
+        f"offline_base_image = {json.dumps(config.build.offline_base_image)}",
+        f"dist_dir = {json.dumps(os.path.abspath(config.root / config.build.dist_dir))}",
+        "[registry]",
+        f"url = {json.dumps(config.registry.url)}",
+        f"prefix = {json.dumps(config.registry.prefix)}",
+        "[artifacts]",
+        f"store = {json.dumps(config.artifacts.store)}",
+        f"path = {json.dumps(os.path.abspath(config.root / config.artifacts.path))}",
+        f"keep = {config.artifacts.keep}",
+    ]
+    for name, spec in config.images.items():
+        lines += [
+            f"[images.{name}]",
+            f"dockerfile = {json.dumps(os.path.abspath(config.root / spec.dockerfile))}",
+            f"kind = {json.dumps(spec.kind)}",
+            f"title = {json.dumps(spec.title)}",
+        ]
+    return "\n".join(lines) + "\n"
+
+
 def isolated(config: Config, dist: Path) -> Config:
     """``config`` building into ``dist`` under sandbox image names (same sources, same root)."""
     return dataclasses.replace(
@@ -171,7 +200,7 @@ def teardown(client: Any, name: str) -> None:
     """Remove every container and volume of a sandbox environment."""
     for container in client.containers.list(all=True, filters={"label": f"conveyor.env={name}"}):
         with contextlib.suppress(docker.errors.NotFound):
-            container.remove(force=True)
+            container.remove(force=True, v=True)  # v: its anonymous volumes too
     for volume in client.volumes.list(filters={"name": f"conveyor-{name}-"}):
         with contextlib.suppress(docker.errors.APIError):
             volume.remove(force=True)
@@ -330,6 +359,10 @@ class EngineSnapshot:
             elif now_image != image:
                 lines.append(f"image tag {tag} moved from {image[7:19]} to {now_image[7:19]}")
         lines += [f"image tag {tag} was added" for tag in sorted(set(after.tags) - set(self.tags))]
+        lines += [
+            f"volume {name} appeared and is still there (left behind, or made by another process)"
+            for name in sorted(set(after.volumes) - set(self.volumes))
+        ]
         for image in sorted(self.untagged - after.untagged):
             if image not in after.tags.values():
                 lines.append(f"untagged image {image[7:19]} was removed")
@@ -371,21 +404,39 @@ def describe_containers(client: Any, ids: Iterable[str]) -> list[str]:
     return lines
 
 
+@dataclass
+class Guard:
+    """A snapshot taken now, to be compared with the engine (and folders) later."""
+
+    client: Any
+    folders: tuple[Path, ...]
+    skip: tuple[str, ...]
+    before: EngineSnapshot
+    containers: set[str]
+
+    @classmethod
+    def start(cls, client: Any, folders: Iterable[Path] = (), skip: Iterable[str] = ()) -> Guard:
+        folders, skip = tuple(folders), tuple(skip)
+        before = EngineSnapshot.take(client, folders, skip)
+        return cls(client, folders, skip, before, container_ids(client))
+
+    def problems(self) -> list[str]:
+        """One line per thing changed that the sandbox does not own, and per container left."""
+        lines = self.before.changes(EngineSnapshot.take(self.client, self.folders, self.skip))
+        left = describe_containers(self.client, container_ids(self.client) - self.containers)
+        return lines + [
+            f"container {line} appeared and is still there (left behind, or made by another "
+            "process)"
+            for line in left
+        ]
+
+
 @contextlib.contextmanager
 def untouched(
     client: Any, folders: Iterable[Path] = (), skip: Iterable[str] = ()
 ) -> Iterator[list[str]]:
-    """Yield a list that, after the block, holds one line per thing the block changed that
-    it does not own (:meth:`EngineSnapshot.changes`) and per container it left behind."""
-    skipped = tuple(skip)
-    folders = tuple(folders)
-    before = EngineSnapshot.take(client, folders, skipped)
-    containers = container_ids(client)
+    """Yield a list that, after the block, holds :meth:`Guard.problems` of the block."""
+    guard = Guard.start(client, folders, skip)
     problems: list[str] = []
     yield problems
-    problems += before.changes(EngineSnapshot.take(client, folders, skipped))
-    left = describe_containers(client, container_ids(client) - containers)
-    problems += [
-        f"container {line} appeared and is still there (left behind, or made by another process)"
-        for line in left
-    ]
+    problems += guard.problems()

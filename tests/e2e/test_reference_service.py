@@ -70,6 +70,7 @@ def environment(
 def invoke(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         ["invoke", "--search-root", str(ROOT), *args],
+        cwd=config.parent,  # nothing relative to the working directory lands in the checkout
         capture_output=True,
         text=True,
         timeout=300,

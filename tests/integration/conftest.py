@@ -13,6 +13,9 @@ the version they report and, for the unhealthy ones, an injected fault (``REFAPI
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import json
 import os
 import secrets
 import shutil
@@ -26,56 +29,150 @@ from typing import Any
 import docker.errors
 import pytest
 
-from conveyor import artifacts, images, sandbox
+from conveyor import artifacts, engine, images, sandbox
 from conveyor import config as config_mod
 from conveyor.config import Config
+from conveyor.errors import EngineUnavailable
 
 ROOT = Path(__file__).resolve().parents[2]
 # The user's own things in the checkout; .conveyor/cache is the scanners' tool cache.
 USER_FOLDERS = (ROOT / "dist", ROOT / ".conveyor")
 TOOL_CACHES = ("cache", "scan-venv")
+GUARD = pytest.StashKey[sandbox.Guard]()
+PROBLEMS = pytest.StashKey[list[str]]()
+
+
+# -- the guard: nothing the suite does not own may change ----------------------------------
+# It runs once per run, around everything: in the only process, or in pytest-xdist's
+# controller while its workers run the tests (a worker alone would see the other's objects).
+
+
+def _worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if not _worker(session.config):
+        with contextlib.suppress(EngineUnavailable):  # docker_client fails every test then
+            session.config.stash[GUARD] = sandbox.Guard.start(
+                engine.connect(), USER_FOLDERS, TOOL_CACHES
+            )
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """Tell each xdist worker that the controller is guarding the run."""
+    node.workerinput["conveyor_guarded"] = GUARD in node.config.stash
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    guard = session.config.stash.get(GUARD, None)
+    if guard is not None:
+        problems = session.config.stash[PROBLEMS] = guard.problems()
+        if problems:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    problems = config.stash.get(PROBLEMS, [])
+    if problems:
+        terminalreporter.section("the suite touched what it does not own", red=True, bold=True)
+        for line in problems:
+            terminalreporter.write_line(f"  {line}")
+    elif PROBLEMS in config.stash:
+        terminalreporter.write_line(
+            "engine, dist/ and .conveyor/ untouched: every container, tag and volume the suite "
+            "does not own is as it was"
+        )
 
 
 @pytest.fixture(scope="session", autouse=True)
-def engine_untouched(docker_client: Any) -> Iterator[None]:
-    """Fail the session if it changed anything it does not own, or left a container behind."""
-    with sandbox.untouched(docker_client, USER_FOLDERS, skip=TOOL_CACHES) as problems:
+def engine_untouched(request: pytest.FixtureRequest, docker_client: Any) -> Iterator[None]:
+    """Guard the session here when the hooks above could not (this conftest was not loaded
+    at start-up, e.g. a bare ``pytest``); never leave a run unguarded."""
+    config = request.config
+    if _worker(config):
+        if not getattr(config, "workerinput", {}).get("conveyor_guarded"):
+            pytest.fail("the xdist controller is not guarding this run (see pytest_sessionstart)")
         yield
-    if problems:
-        pytest.fail("the suite touched what it does not own:\n  " + "\n  ".join(problems))
+    elif GUARD in config.stash:
+        yield
+    else:
+        with sandbox.untouched(docker_client, USER_FOLDERS, skip=TOOL_CACHES) as problems:
+            yield
+        if problems:
+            pytest.fail("the suite touched what it does not own:\n  " + "\n  ".join(problems))
+
+
+# -- builds shared by every xdist worker of one run ------------------------------------------
+
+
+def _shared(factory: pytest.TempPathFactory, config: pytest.Config) -> Path:
+    """A folder this run's workers share (this session's own without xdist)."""
+    base = factory.getbasetemp()
+    folder = (base.parent if _worker(config) else base) / "shared"
+    folder.mkdir(exist_ok=True)
+    return folder
+
+
+def _once(folder: Path, key: str, make: Callable[[], Any]) -> Any:
+    """``make()`` in the first worker to get here; the others wait and read its JSON result."""
+    done = folder / f"{key}.json"
+    with (folder / f"{key}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.is_file():
+            done.write_text(json.dumps(make()), encoding="utf-8")
+        return json.loads(done.read_text(encoding="utf-8"))
 
 
 @pytest.fixture(scope="session")
-def isolated_config(repo_config: Config, tmp_path_factory: pytest.TempPathFactory) -> Config:
+def shared_folder(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Path:
+    return _shared(tmp_path_factory, request.config)
+
+
+@pytest.fixture(scope="session")
+def isolated_config(repo_config: Config, shared_folder: Path) -> Config:
     """The repo's deploy.toml building into a temporary dist folder, as ``conveyor-test/…``."""
-    return sandbox.isolated(repo_config, tmp_path_factory.mktemp("build") / "dist")
+    return sandbox.isolated(repo_config, shared_folder / "build" / "dist")
 
 
 @pytest.fixture(scope="session")
-def release_folder(isolated_config: Config) -> Path:
+def release_folder(isolated_config: Config, shared_folder: Path) -> Path:
     """dist/<version>/ of the checkout under test, built by the real build (in a temp dir)."""
-    return artifacts.build(isolated_config, say=lambda line: None)
+    built = _once(
+        shared_folder,
+        "release",
+        lambda: os.fspath(artifacts.build(isolated_config, say=lambda line: None)),
+    )
+    return Path(built)
 
 
 @pytest.fixture(scope="session")
 def release_images(
-    isolated_config: Config, docker_client: Any, release_folder: Path
+    isolated_config: Config, docker_client: Any, release_folder: Path, shared_folder: Path
 ) -> dict[str, Any]:
     """The api and web images of that release, as ``conveyor-test/…`` (not pushed)."""
-    return images.build_images(
-        isolated_config, docker_client, release_folder, push_to_registry=False
+    built: dict[str, Any] = _once(
+        shared_folder,
+        "images",
+        lambda: images.build_images(
+            isolated_config, docker_client, release_folder, push_to_registry=False
+        ),
     )
+    return built
 
 
 @pytest.fixture(scope="session")
 def test_project(
-    release_folder: Path, release_images: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
+    isolated_config: Config,
+    release_images: dict[str, Any],
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Path:
     """A deploy.toml for CLI runs (``--config``) naming the same dist folder and images."""
     project = tmp_path_factory.mktemp("project")
-    (project / "deploy.toml").write_text(
-        sandbox.project_toml(release_folder.parent, ROOT / "docker"), encoding="utf-8"
-    )
+    # The same build settings as isolated_config, so a rebuild there reproduces its images.
+    (project / "deploy.toml").write_text(sandbox.config_toml(isolated_config), encoding="utf-8")
     # Image builds read docker/webserver.py and the wheelhouse cache under the config's root.
     (project / "docker").symlink_to(ROOT / "docker")
     (project / "build").symlink_to(ROOT / "build")
@@ -103,9 +200,11 @@ class TestEnvironment:
         return sandbox.service_port(self.ports, service, color) + offset
 
     def cli(self, *args: str, env: dict[str, str] | None = None, timeout: float = 240) -> Any:
-        """Run ``python -m conveyor --config … ARGS`` as a user would."""
+        """Run ``python -m conveyor --config … ARGS`` as a user would, from the environment's
+        own folder (so nothing relative to the working directory lands in the checkout)."""
         return subprocess.run(
             ["python", "-m", "conveyor", "--config", str(self.config_path), *args],
+            cwd=self.config_path.parent,
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -117,6 +216,7 @@ class TestEnvironment:
         """The same command, started in the background (stdout and stderr piped)."""
         return subprocess.Popen(
             ["python", "-m", "conveyor", "--config", str(self.config_path), *args],
+            cwd=self.config_path.parent,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -191,16 +291,22 @@ class TestReleases:
 
 @pytest.fixture(scope="session")
 def test_releases(
-    docker_client: Any, release_images: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
+    docker_client: Any, release_images: dict[str, Any], shared_folder: Path
 ) -> TestReleases:
     releases = TestReleases(
-        client=docker_client, base=release_images, dist=tmp_path_factory.mktemp("releases")
+        client=docker_client, base=release_images, dist=shared_folder / "releases"
     )
-    for version in ("1.0.0", "2.0.0", "3.0.0"):
-        releases.make(version)
-    releases.make("9.0.1+notready", fault="not-ready")
-    releases.make("9.0.2+crash", fault="crash")
-    releases.make("9.0.3+failsoon", fault="fail-after-ready=4")
+
+    def make_all() -> dict[str, str]:
+        for version in ("1.0.0", "2.0.0", "3.0.0"):
+            releases.make(version)
+        releases.make("9.0.1+notready", fault="not-ready")
+        releases.make("9.0.2+crash", fault="crash")
+        releases.make("9.0.3+failsoon", fault="fail-after-ready=4")
+        return {version: os.fspath(folder) for version, folder in releases.made.items()}
+
+    made = _once(shared_folder, "releases", make_all)
+    releases.made = {version: Path(folder) for version, folder in made.items()}
     return releases
 
 

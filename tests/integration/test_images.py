@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -64,7 +65,7 @@ def test_api_image_is_lean_labelled_and_unprivileged(
     assert config["User"] == "app"
     assert "/healthz" in " ".join(config["Healthcheck"]["Test"])
     # No compiler, no pip and no pip cache in the runtime image.
-    probe = docker_client.containers.run(
+    container = docker_client.containers.run(
         release_images["api"]["id"],
         [
             "sh",
@@ -73,8 +74,13 @@ def test_api_image_is_lean_labelled_and_unprivileged(
             "python3 -c 'import pip' 2>/dev/null && echo has-pip; id -u",
         ],
         network_mode="none",
-        remove=True,
-    ).decode()
+        detach=True,
+    )
+    try:
+        container.wait(timeout=60)
+        probe = container.logs().decode()
+    finally:
+        container.remove(force=True, v=True)  # and the anonymous volume of VOLUME /data
     assert probe.split() == ["10001"], probe
 
 
@@ -111,8 +117,11 @@ def test_push_to_a_real_registry_then_pull_by_digest_runs_that_version(
     monkeypatch: pytest.MonkeyPatch,
     run_container: Callable[..., Any],
     free_port: Callable[[], int],
+    tmp_path: Path,
 ) -> None:
     monkeypatch.setenv("CONVEYOR_REGISTRY", registry)
+    # A copy: the pushed digest goes into its manifest, not into the release other tests share.
+    release_folder = Path(shutil.copytree(release_folder, tmp_path / release_folder.name))
     results = images.build_images(isolated_config, docker_client, release_folder, only=["api"])
     entry = results["api"]
     assert entry["reference"].startswith(f"{registry}/{sandbox.PREFIX}/api@sha256:")
