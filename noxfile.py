@@ -78,8 +78,13 @@ def frontend(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON, tags=["ci"], default=False)
 def integration(session: nox.Session) -> None:
-    """Tests against real daemons: dockerd, a registry, the router, the scanners."""
-    _pytest(session, "tests/integration", "backend/tests/integration", groups=("build", "scan"))
+    """Tests against real daemons: dockerd, a registry, the router, the scanners.
+
+    Two pytest-xdist workers: a deploy test mostly waits (health checks, verify windows), so
+    two share a 2-core machine well; the release is built once for both (conftest).
+    """
+    paths = ("tests/integration", "backend/tests/integration")
+    _pytest(session, "--numprocesses=2", *paths, groups=("build", "scan"))
 
 
 @nox.session(python=PYTHON, tags=["release"], default=False)
