@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import report
-from conveyor import artifacts, config, engine, health, images, operations, sandbox
+from conveyor import artifacts, config, engine, health, images, operations, releases, sandbox
 from conveyor.console import Console
 from conveyor.hosts import connect_hosts
 from conveyor.loadgen import KeepAliveLoad, LoadResult
@@ -157,7 +157,7 @@ def main() -> None:
                     "2.0.0",
                 ),
             }
-            api_v2 = operations.release_from_dist(cfg, cfg.environment(name), "2.0.0").images["api"]
+            api_v2 = releases.release_from_dist(cfg, cfg.environment(name), "2.0.0").images["api"]
             cases["naive: stop old, start new"] = run_naive(
                 cfg, name, ports[0], api_v2.image_id, "2.0.0"
             )

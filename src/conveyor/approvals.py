@@ -18,7 +18,6 @@ rollback needs no new approval: it returns to a release that already passed the 
 
 from __future__ import annotations
 
-import hashlib
 import os
 import secrets
 import sys
@@ -28,19 +27,26 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from conveyor import artifacts
+from conveyor import admission, artifacts, github, terms
 from conveyor import config as config_mod
 from conveyor import ledger as ledger_mod
 from conveyor.console import Console, console
 from conveyor.errors import ConveyorError, UsageError
+from conveyor.releases import (
+    Release,
+    describe_digests,
+    for_services,
+    release_from_dist,
+    release_from_record,
+    release_key,
+    short,
+)
+from conveyor.session import Session
 
 if TYPE_CHECKING:
     from conveyor.notify import Announcer
-    from conveyor.operations import Session
-    from conveyor.plan import Release
 
 AUDIT_KIND = "approval"
-SHOWN = 16  # hex digits of a release key shown to people
 MIN_PREFIX = 12  # the shortest key prefix `approve --release` accepts
 
 
@@ -48,20 +54,6 @@ class ApprovalRequired(ConveyorError):
     """A gated environment has no valid approval for the release: nothing was changed."""
 
     exit_code = 4
-
-
-def release_key(digests: Mapping[str, str]) -> str:
-    """The sha256 of the sorted ``service=image-id`` lines: what an approval is bound to."""
-    lines = "".join(f"{service}={image_id}\n" for service, image_id in sorted(digests.items()))
-    return hashlib.sha256(lines.encode()).hexdigest()
-
-
-def short(key: str) -> str:
-    return key[:SHOWN]
-
-
-def describe_digests(digests: Mapping[str, str]) -> str:
-    return ", ".join(f"{s} {i.removeprefix('sha256:')[:12]}" for s, i in sorted(digests.items()))
 
 
 @dataclass(frozen=True)
@@ -318,8 +310,6 @@ def approve(
     ``ENV:RELEASE-ID`` naming a ledger record. On a terminal the approver confirms by typing
     the version; ``ask`` replaces that prompt in tests.
     """
-    from conveyor.operations import Session  # noqa: PLC0415 - operations imports this module
-
     env = config.environment(env_name)
     if not env.approval.required:
         raise UsageError(
@@ -327,7 +317,7 @@ def approve(
             f"{config.path.name} to gate it)"
         )
     session = Session(config, env_name, out)
-    candidate = _resolve(config, session, reference, Session)
+    candidate = _resolve(config, session, reference)
     missing = set(env.services) - set(candidate.digests)
     if missing:
         raise UsageError(
@@ -372,44 +362,38 @@ def _release_of(
     config: config_mod.Config, env: config_mod.Environment, candidate: Candidate
 ) -> Release:
     """The release a candidate names, as ``env`` would deploy it (its services only)."""
-    from conveyor import operations, promotion  # noqa: PLC0415 - they import this module
-
     if candidate.record is not None:
-        release = operations.release_from_record(candidate.record, source=candidate.source)
+        release = release_from_record(candidate.record, source=candidate.source)
     elif candidate.folder is not None:
         try:
-            release = operations.release_from_dist(config, env, candidate.folder)
+            release = release_from_dist(config, env, candidate.folder)
         except ConveyorError as exc:
-            raise promotion.PromotionRefused(
+            raise admission.PromotionRefused(
                 f"not approved: {env.name} would refuse {candidate.version} ({exc})"
             ) from None
     else:
         raise UsageError(f"{candidate.source}: not a release conveyor can deploy")
-    return promotion.for_services(release, env.services)
+    return for_services(release, env.services)
 
 
-def _admission(config: config_mod.Config, env_name: str, release: Release) -> Any:
+def _admission(config: config_mod.Config, env_name: str, release: Release) -> admission.Admission:
     """The gate's verdict on ``release``: ``approve`` refuses what a deploy would refuse."""
-    from conveyor import promotion  # noqa: PLC0415 - promotion imports this module
-
     try:
-        return promotion.admit(config, env_name, release)
-    except promotion.PromotionRefused as exc:
-        raise promotion.PromotionRefused(
+        return admit(config, env_name, release)
+    except admission.PromotionRefused as exc:
+        raise admission.PromotionRefused(
             f"not approved: {env_name} would refuse {release.version} — {exc}"
         ) from None
 
 
-def _resolve(
-    config: config_mod.Config, session: Session, reference: str, open_session: Any
-) -> Candidate:
+def _resolve(config: config_mod.Config, session: Session, reference: str) -> Candidate:
     env_part, sep, record_id = reference.partition(":")
     if sep and env_part in config.environments:
-        other = session if env_part == session.env.name else open_session(config, env_part)
+        other = session if env_part == session.env.name else Session(config, env_part)
         records = [r for r in other.ledger.records() if r.id == record_id]
         if not records:
             raise UsageError(f"no release {record_id} in the {env_part} ledger")
-        if records[0].outcome != ledger_mod.SUCCEEDED:
+        if records[0].outcome != terms.SUCCEEDED:
             raise UsageError(
                 f"{env_part} {record_id} did not succeed ({records[0].outcome}): only a release "
                 f"that went live can be approved"
@@ -420,7 +404,7 @@ def _resolve(
         if name == session.env.name:
             continue
         try:
-            live = ledger_mod.current_live(open_session(config, name).ledger.records())
+            live = ledger_mod.current_live(Session(config, name).ledger.records())
         except ConveyorError:
             continue  # an environment we cannot reach cannot be the source
         if live is not None:
@@ -428,7 +412,7 @@ def _resolve(
     candidates.extend(
         candidate_from_record(r, session.env.name)
         for r in reversed(session.ledger.records())
-        if r.outcome == ledger_mod.SUCCEEDED
+        if r.outcome == terms.SUCCEEDED
     )
     candidates.extend(dist_candidates(config, session.env))
     return match(reference, candidates)
@@ -443,20 +427,56 @@ def record_approval(session: Session, approval: Approval) -> None:
     session.ledger.audit(AUDIT_KIND, approval=approval.as_dict())
 
 
-# --- the gate, inside a deploy ----------------------------------------------------------------
+# --- the gate, inside a deploy ---------------------------------------------------------------
+
+
+def admit(
+    config: config_mod.Config,
+    env_name: str,
+    release: Release,
+    *,
+    source: str | None = None,
+    out: Console = console,
+) -> admission.Admission:
+    """The one gate of a gated environment, for every way in (promote, deploy, approve).
+
+    ``source`` is where a promotion comes from; it must be the environment's ``promote_from``
+    when that is set. The source's ledger is read from its engine; one that cannot be read
+    lets nothing through.
+    """
+    env = config.environment(env_name)
+    if env.promote_from and source and source != env.promote_from:
+        raise admission.PromotionRefused(
+            f"{env_name} takes releases from {env.promote_from}, not {source} — promote "
+            f"--from {env.promote_from}"
+        )
+    source = source or env.promote_from
+    records: list[ledger_mod.ReleaseRecord] = []
+    if source is not None:
+        try:
+            records = Session(config, source, out).ledger.records()
+        except ConveyorError as exc:
+            raise admission.PromotionRefused(
+                f"cannot read {source}'s ledger ({exc}); {env_name} lets a release in only "
+                f"when {source}'s ledger shows it succeeded there"
+            ) from None
+    return admission.check_release(env, release, source=source, source_records=records)
+
+
+# --- the approval, inside a deploy ----------------------------------------------------------------
 
 
 def _interactive() -> bool:
     return sys.stdin.isatty() and sys.stdout.isatty() and not os.environ.get("CI")
 
 
-def status_lines(session: Session, release: Release, *, kind: str) -> list[str]:
+def status_lines(session: Session, release: Release, *, kind: terms.Kind) -> list[str]:
     """What ``--dry-run`` says about the gate."""
     policy = session.env.approval
     if not policy.required:
         return []
     key = release_key(release.digests())
-    if kind == "rollback":
+    if kind == terms.ROLLBACK:
         return ["approval: not needed for a rollback to a release that was live here"]
     deployer = ledger_mod.who()
     verdict = evaluate(
@@ -482,7 +502,7 @@ def require(
     session: Session,
     release: Release,
     *,
-    kind: str,
+    kind: terms.Kind,
     out: Console,
     announce: Announcer | None = None,
     ask: Callable[[str], str] | None = None,
@@ -490,15 +510,13 @@ def require(
 ) -> dict[str, Any] | None:
     """The approval a deploy to a gated environment runs under, as recorded in its ledger
     record; raise ``ApprovalRequired`` (having changed nothing) when there is none."""
-    from conveyor import github  # noqa: PLC0415 - only deploys to gated environments need it
-
     env = session.env
     policy = env.approval
     if not policy.required:
         return None
     digests = release.digests()
     key = release_key(digests)
-    if kind == "rollback":
+    if kind == terms.ROLLBACK:
         return {"method": "rollback", "key": key, "note": "returns to a release live here before"}
     deployer = ledger_mod.who()
     verdict = evaluate(policy, digests, deployer, recorded(session.ledger.audit_events(), env.name))

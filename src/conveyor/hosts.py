@@ -1,18 +1,14 @@
 """One host of an environment: its engine, its ports, its router, its service containers.
 
-Naming and labels are the contract between runs: every container conveyor creates carries
-``conveyor.env``, ``conveyor.role`` and, for services, ``conveyor.service``,
-``conveyor.color``, ``conveyor.release`` and ``conveyor.version``. ``observe`` reads only these,
-so a second checkout, a CI runner or a rerun after a crash all see the same environment.
+This is the engine side; the names and labels it gives containers, and how it reads them back,
+live in :mod:`conveyor.containers`, which needs no engine.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import docker.errors
@@ -20,72 +16,17 @@ import docker.errors
 from conveyor import engine, health, images, router, secretfiles, state
 from conveyor.config import Config, Environment, Host, Service
 from conveyor.console import Console
+from conveyor.containers import (
+    ROLE_ROUTER,
+    ROLE_SERVICE,
+    Container,
+    ServiceContainer,
+    router_container_name,
+    service_container_name,
+    service_labels,
+)
 from conveyor.errors import ConveyorError, ImageError
 from conveyor.health import Probe
-
-ROLE_SERVICE = "service"
-ROLE_ROUTER = "router"
-
-
-def service_container_name(env: str, service: str, color: str, release: str) -> str:
-    return f"conveyor-{env}-{service}-{color}-{release}"
-
-
-def router_container_name(env: str) -> str:
-    return f"conveyor-{env}-router"
-
-
-def container_fingerprint(service: Service, color: str) -> str:
-    """A hash of what a service container was created with (its declaration, never a secret's
-    value): a kept container is reused only while this still matches deploy.toml."""
-    declared = json.dumps({"service": asdict(service), "color": color}, sort_keys=True, default=str)
-    return hashlib.sha256(declared.encode()).hexdigest()[:16]
-
-
-@dataclass
-class ServiceContainer:
-    """A service container as the engine reports it."""
-
-    name: str
-    id: str
-    service: str
-    color: str
-    release: str
-    version: str
-    image_id: str
-    status: str
-    health: str | None
-    created: str
-    fingerprint: str = ""
-
-    @property
-    def running(self) -> bool:
-        return self.status in {"running", "restarting"}
-
-    @classmethod
-    def from_listing(cls, attrs: dict[str, Any]) -> ServiceContainer:
-        """From the engine's container *list* entry: one call for all, no inspect each."""
-        labels = attrs.get("Labels") or {}
-        status_text = str(attrs.get("Status", ""))
-        health = None
-        for marker, value in (("(healthy)", "healthy"), ("(unhealthy)", "unhealthy"),
-                              ("(health: starting)", "starting")):  # fmt: skip
-            if marker in status_text:
-                health = value
-        return cls(
-            name=str((attrs.get("Names") or ["/?"])[0]).lstrip("/"),
-            id=str(attrs.get("Id", "")),
-            service=labels.get("conveyor.service", "?"),
-            color=labels.get("conveyor.color", "?"),
-            release=labels.get("conveyor.release", "?"),
-            version=labels.get("conveyor.version", "?"),
-            image_id=str(attrs.get("ImageID", "")),
-            status=str(attrs.get("State", "?")),
-            health=health,
-            # Seconds, then the release id: two containers made in one second still order.
-            created=f"{int(attrs.get('Created', 0)):012d}-{labels.get('conveyor.release', '')}",
-            fingerprint=labels.get("conveyor.config", ""),
-        )
 
 
 @dataclass
@@ -97,7 +38,7 @@ class HostTarget:
     client: Any
     ports: router.Ports
     router_image: str | None = None
-    _router: Any = field(default=None, repr=False)
+    _router: Container | None = field(default=None, repr=False)
 
     @property
     def name(self) -> str:
@@ -112,7 +53,7 @@ class HostTarget:
         )
         return sorted((ServiceContainer.from_listing(c) for c in found), key=lambda c: c.created)
 
-    def router_container(self) -> Any:
+    def router_container(self) -> Container | None:
         if self._router is not None:
             return self._router
         try:
@@ -120,6 +61,13 @@ class HostTarget:
         except docker.errors.NotFound:
             return None
         return self._router
+
+    def _existing_router(self) -> Container:
+        """The router container, which the caller knows was created."""
+        container = self.router_container()
+        if container is None:
+            raise router.RouterError(f"{self.name}: no router container")
+        return container
 
     def router_status(self) -> str:
         container = self.router_container()
@@ -250,7 +198,7 @@ class HostTarget:
                 return
             except router.RouterError as exc:
                 last = str(exc)
-            container = self.router_container()
+            container = self._existing_router()
             container.reload()
             if container.status == "exited":
                 logs = container.logs(tail=5).decode(errors="replace").strip().replace("\n", " | ")
@@ -262,14 +210,14 @@ class HostTarget:
         raise ConveyorError(f"{self.name}: the router did not answer within 15 s ({last})")
 
     def _read_router_config(self) -> str | None:
-        data = state.get_file(self.router_container(), router.CONFIG_PATH)
+        data = state.get_file(self._existing_router(), router.CONFIG_PATH)
         return None if data is None else data.decode()
 
     def write_router_config(self, live: dict[str, str | None]) -> None:
         """Persist the live colors so a restarted router serves the right release."""
         folder, _, name = router.CONFIG_PATH.rpartition("/")
         text = router.render(self.env, self.ports, live).encode()
-        state.put_file(self.router_container(), folder, name, text)
+        state.put_file(self._existing_router(), folder, name, text)
 
     # --- service containers --------------------------------------------------------------
 
@@ -301,30 +249,23 @@ class HostTarget:
 
     def create_service_container(
         self, service: Service, color: str, release: str, version: str, image_id: str
-    ) -> Any:
+    ) -> Container:
         name = service_container_name(self.env.name, service.name, color, release)
         with contextlib.suppress(docker.errors.NotFound):
             self.client.containers.get(name).remove(force=True)  # a leftover of a crashed run
-        return self.client.containers.create(
+        container: Container = self.client.containers.create(
             image_id,
             name=name,
             network_mode="host",
             environment=self.container_env(service, color),
-            labels={
-                "conveyor.env": self.env.name,
-                "conveyor.role": ROLE_SERVICE,
-                "conveyor.service": service.name,
-                "conveyor.color": color,
-                "conveyor.release": release,
-                "conveyor.version": version,
-                "conveyor.config": container_fingerprint(service, color),
-            },
+            labels=service_labels(self.env.name, service, color, release, version),
             volumes={vol: {"bind": path, "mode": "rw"} for vol, path in service.volumes.items()},
             healthcheck=self.healthcheck(service, color),
             restart_policy={"Name": "unless-stopped"},
             stop_signal="SIGTERM",
             tmpfs=secretfiles.tmpfs(service),
         )
+        return container
 
 
 def connect_hosts(config: Config, env: Environment) -> list[HostTarget]:

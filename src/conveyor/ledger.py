@@ -16,18 +16,18 @@ import secrets
 import subprocess
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from conveyor.errors import ConfigError
-from conveyor.state import StateStore
+from conveyor.terms import FAILED, ROLLBACK, RUNNING, SUCCEEDED, Kind, Outcome
+
+if TYPE_CHECKING:
+    # The engine side: a ledger is read and written through it, but its records and lineage
+    # are plain data, so this module imports without the docker SDK.
+    from conveyor.state import StateStore
 
 LEDGER_DIR = "ledger"
 AUDIT_DIR = "audit"
-RUNNING = "running"
-SUCCEEDED = "succeeded"
-FAILED = "failed"
-INTERRUPTED = "interrupted"
-ROLLBACK = "rollback"
 
 
 def who() -> str:
@@ -51,7 +51,7 @@ def who() -> str:
 class ReleaseRecord:
     id: str
     environment: str
-    kind: str
+    kind: Kind
     version: str
     commit: str
     services: dict[str, dict[str, Any]]
@@ -60,8 +60,9 @@ class ReleaseRecord:
     dirty: bool = False
     hosts: list[str] = field(default_factory=list)
     ended: float | None = None
+    # Seconds per phase (terms.Phase); read back from JSON, so plain strings.
     phases: dict[str, float] = field(default_factory=dict)
-    outcome: str = RUNNING
+    outcome: Outcome = RUNNING
     failed_phase: str | None = None
     reason: str | None = None
     rollback_of: str | None = None
@@ -218,9 +219,6 @@ class Ledger:
                 latest[release] = (event, payload)
         records = [ReleaseRecord.from_dict(payload) for _event, payload in latest.values()]
         return sorted(records, key=lambda r: (r.started, r.id))
-
-    def next_id(self) -> str:
-        return next_id(self.records())
 
     def audit(self, kind: str, **details: Any) -> None:
         payload = {"kind": kind, "at": time.time(), "who": who(), **details}

@@ -20,76 +20,17 @@ import os
 import platform
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 import docker.errors
 
 from conveyor import state
+from conveyor.containers import Container, lock_name
 from conveyor.errors import LockHeld, LockLost
+from conveyor.lockinfo import LockInfo
 
 HEARTBEAT = "/heartbeat"
-
-
-def lock_name(env: str) -> str:
-    return f"conveyor-{env}-lock"
-
-
-@dataclass(frozen=True)
-class LockInfo:
-    owner: str
-    host: str
-    pid: int
-    since: float
-    version: str
-    message: str
-    heartbeat: float | None
-    container_id: str = ""
-    # Why the holder counts as gone, judged when the lock was read; None while it is alive.
-    stale: str | None = None
-
-    def describe(self) -> str:
-        age = time.time() - self.since
-        return (
-            f"{self.owner} on {self.host} (pid {self.pid}) since {age:.0f} s ago, deploying "
-            f"{self.version}" + (f": {self.message}" if self.message else "")
-        )
-
-    def summary(self, env: str) -> str:
-        """The status line: held, or stale and why, with what happens to it next."""
-        if self.stale is None:
-            return f"held by {self.describe()} ({self.liveness()})"
-        return (
-            f"STALE — {self.stale}; was held by {self.describe()}. The next deploy breaks it, "
-            f"or run: invoke unlock --env {env}"
-        )
-
-    def liveness(self) -> str:
-        """Why the holder counts as alive, in words (for status and a refused unlock)."""
-        beat = self.heartbeat if self.heartbeat is not None else self.since
-        heard = f"heartbeat {max(0.0, time.time() - beat):.0f} s ago"
-        if self.host == platform.node():
-            return f"{heard}, process {self.pid} alive on this machine"
-        return f"{heard}; its process runs on {self.host}, which this machine cannot check"
-
-    def stale_reason(self, stale_after: float) -> str | None:
-        if self.host == platform.node() and not _pid_alive(self.pid):
-            return f"its process {self.pid} on {self.host} is gone"
-        beat = self.heartbeat if self.heartbeat is not None else self.since
-        silent = time.time() - beat
-        if silent > stale_after:
-            return f"no heartbeat for {silent:.0f} s (limit {stale_after:.0f} s)"
-        return None
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class EnvironmentLock:
@@ -99,7 +40,7 @@ class EnvironmentLock:
         self.image = image
         self.stale_after = stale_after
         self.name = lock_name(env)
-        self._container: Any = None
+        self._container: Container | None = None
         self._stop = threading.Event()
         self._beater: threading.Thread | None = None
         # Set by the heartbeat when our lock container has disappeared: the lock was taken.
@@ -111,23 +52,13 @@ class EnvironmentLock:
             container = self.client.containers.get(self.name)
         except docker.errors.NotFound:
             return None
-        labels = container.labels
         heartbeat: float | None
         try:
             beat = state.get_file(container, HEARTBEAT)
             heartbeat = float(beat) if beat else None
         except ValueError:
             heartbeat = None
-        holder = LockInfo(
-            owner=labels.get("conveyor.lock.owner", "?"),
-            host=labels.get("conveyor.lock.host", "?"),
-            pid=int(labels.get("conveyor.lock.pid", "0") or 0),
-            since=float(labels.get("conveyor.lock.since", "0") or 0),
-            version=labels.get("conveyor.lock.version", "?"),
-            message=labels.get("conveyor.lock.message", ""),
-            heartbeat=heartbeat,
-            container_id=container.id,
-        )
+        holder = LockInfo.from_labels(container.labels, heartbeat, container.id)
         return dataclasses.replace(holder, stale=holder.stale_reason(self.stale_after))
 
     def _try_create(self, owner: str, version: str, message: str) -> bool:
@@ -161,7 +92,7 @@ class EnvironmentLock:
         message: str = "",
         *,
         wait: float = 0.0,
-        on_broken: Any = None,
+        on_broken: Callable[[LockInfo, str], None] | None = None,
     ) -> None:
         """Take the lock, waiting up to ``wait`` seconds; break it only if its holder is gone."""
         deadline = time.monotonic() + wait

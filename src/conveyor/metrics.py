@@ -22,12 +22,9 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from conveyor import ledger as ledger_mod
+from conveyor import terms
 from conveyor.ledger import ReleaseRecord
 
-DEPLOY_KINDS = frozenset({"deploy", "promote"})
-PHASE_ORDER = ("lock", "prepare", "start", "ready", "smoke", "switch", "verify", "drain")
-BEFORE_SWITCH = ("lock", "prepare", "start", "ready", "smoke")
 DAY = 86400.0
 WEEKLY_AFTER_DAYS = 90  # longer ledgers are bucketed by ISO week
 
@@ -127,7 +124,7 @@ def percentile(values: Sequence[float], fraction: float) -> float:
 
 
 def _is_attempt(record: ReleaseRecord) -> bool:
-    return record.kind in DEPLOY_KINDS and record.outcome != ledger_mod.RUNNING
+    return record.kind in terms.DEPLOY_KINDS and record.outcome != terms.RUNNING
 
 
 def bucket_label(epoch: float, unit: str) -> tuple[str, float]:
@@ -143,16 +140,16 @@ def compute(environment: str, records: Iterable[ReleaseRecord]) -> Metrics:
     records = sorted(records, key=lambda r: (r.started, r.id))
     by_id = {r.id: r for r in records}
     attempts = [r for r in records if _is_attempt(r)]
-    rollbacks = [r for r in records if r.kind == "rollback" and r.outcome == ledger_mod.SUCCEEDED]
+    rollbacks = [r for r in records if r.kind == terms.ROLLBACK and r.outcome == terms.SUCCEEDED]
     undone = {r.rollback_of for r in rollbacks if r.rollback_of}
-    failed_changes = [r.id for r in attempts if r.outcome != ledger_mod.SUCCEEDED or r.id in undone]
+    failed_changes = [r.id for r in attempts if r.outcome != terms.SUCCEEDED or r.id in undone]
 
     incidents: list[Incident] = []
     for r in attempts:
-        if r.outcome == ledger_mod.FAILED and r.failed_phase not in (*BEFORE_SWITCH, None):
+        if r.outcome == terms.FAILED and r.failed_phase not in (*terms.BEFORE_SWITCH, None):
             if r.ended is None:
                 continue
-            took_traffic = r.started + sum(r.phases.get(p, 0.0) for p in BEFORE_SWITCH)
+            took_traffic = r.started + sum(r.phases.get(p, 0.0) for p in terms.BEFORE_SWITCH)
             incidents.append(Incident(r.id, r.version, "automatic rollback", took_traffic, r.ended))
     for rb in rollbacks:
         bad = by_id.get(rb.rollback_of or "")
@@ -162,7 +159,7 @@ def compute(environment: str, records: Iterable[ReleaseRecord]) -> Metrics:
             )
     incidents.sort(key=lambda i: i.began)
 
-    deployments = [r for r in attempts if r.outcome == ledger_mod.SUCCEEDED]
+    deployments = [r for r in attempts if r.outcome == terms.SUCCEEDED]
     lead_times = [
         LeadTime(r.id, r.version, r.ended - r.commit_time)
         for r in deployments
@@ -182,13 +179,13 @@ def compute(environment: str, records: Iterable[ReleaseRecord]) -> Metrics:
             buckets.setdefault(label, Bucket(label, bucket_start))
             cursor += DAY if unit == "day" else 7 * DAY
     for r in records:
-        if r.outcome == ledger_mod.RUNNING:
+        if r.outcome == terms.RUNNING:
             continue
         label, bucket_start = bucket_label(r.started, unit)
         bucket = buckets.setdefault(label, Bucket(label, bucket_start))
-        if r.kind == "rollback":
-            bucket.rollbacks += r.outcome == ledger_mod.SUCCEEDED
-        elif r.outcome == ledger_mod.SUCCEEDED:
+        if r.kind == terms.ROLLBACK:
+            bucket.rollbacks += r.outcome == terms.SUCCEEDED
+        elif r.outcome == terms.SUCCEEDED:
             bucket.succeeded += 1
         else:
             bucket.failed += 1
@@ -197,7 +194,7 @@ def compute(environment: str, records: Iterable[ReleaseRecord]) -> Metrics:
     for r in deployments:
         for phase, seconds in r.phases.items():
             samples.setdefault(phase, []).append(float(seconds))
-    known = [p for p in PHASE_ORDER if p in samples] + sorted(set(samples) - set(PHASE_ORDER))
+    known = [p for p in terms.PHASES if p in samples] + sorted(set(samples) - set(terms.PHASES))
     phases = [
         PhaseStats(p, len(samples[p]), statistics.median(samples[p]), percentile(samples[p], 0.9))
         for p in known

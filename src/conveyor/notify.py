@@ -32,7 +32,7 @@ from conveyor.ledger import ReleaseRecord
 from conveyor.scanners.redact import redact as redact_token_shapes
 
 if TYPE_CHECKING:
-    from conveyor.plan import Release
+    from conveyor.releases import Release
 
 MASK = "[REDACTED]"
 MIN_SECRET = 6  # shorter URL parts (ports, "api", "v1") are not secrets and would mask noise

@@ -7,15 +7,18 @@ crashed run left and converges instead of starting blind.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from conveyor import ledger as ledger_mod
-from conveyor import router
-from conveyor.hosts import HostTarget, ServiceContainer
+from conveyor import router, terms
+from conveyor.containers import ServiceContainer
 from conveyor.ledger import ReleaseRecord
-from conveyor.locks import LockInfo
+from conveyor.lockinfo import LockInfo
+from conveyor.terms import Role
 
-Role = Literal["live", "warm", "canary", "kept", "leftover"]
+if TYPE_CHECKING:
+    # Only observe() reads an engine; the states it returns are plain data.
+    from conveyor.hosts import HostTarget
 
 
 @dataclass
@@ -128,7 +131,7 @@ class EnvironmentState:
         """Records still 'running' while nobody holds a live lock: their process died."""
         if self.lock is not None and self.lock.stale is None:
             return []
-        return [r for r in self.records if r.outcome == ledger_mod.RUNNING]
+        return [r for r in self.records if r.outcome == terms.RUNNING]
 
     def serving_versions(self) -> dict[str, set[str]]:
         """Per service, the versions that take live traffic across hosts."""

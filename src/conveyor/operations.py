@@ -19,164 +19,31 @@ from typing import Any
 
 import docker.errors
 
-from conveyor import approvals, artifacts, images, notify, recovery
+from conveyor import approvals, notify, recovery, terms
+from conveyor import config as config_mod
 from conveyor import ledger as ledger_mod
 from conveyor.bluegreen import BlueGreen, Execution, PhaseFailed, deploy_failed
-from conveyor.config import Config, Environment
+from conveyor.config import Config
 from conveyor.console import Console, console
-from conveyor.errors import ArtifactError, ConveyorError, LockHeld, UsageError
-from conveyor.hosts import HostTarget, connect_hosts
-from conveyor.ledger import Ledger, ReleaseRecord
-from conveyor.locks import EnvironmentLock, LockInfo
-from conveyor.observe import EnvironmentState, HostState, observe
-from conveyor.plan import DeployPlan, Release, ServiceImage, plan_move
-from conveyor.state import StateStore
+from conveyor.errors import LockHeld, UsageError
+from conveyor.hosts import HostTarget
+from conveyor.ledger import ReleaseRecord
+from conveyor.lockinfo import LockInfo
+from conveyor.locks import EnvironmentLock
+from conveyor.observe import EnvironmentState, HostState
+from conveyor.plan import DeployPlan, plan_move
+from conveyor.releases import Release, release_from_dist, release_from_record
+from conveyor.session import Session
 
 
 @dataclass
-class Outcome:
+class Moved:
     """What a deploy or rollback did, for printing and for benchmarks."""
 
     record: ReleaseRecord
     plan: DeployPlan
     url: str
     execution: Execution | None = None
-
-
-# --- releases ------------------------------------------------------------------------------
-
-
-def scan_verdict(manifest: dict[str, Any], env: Environment, *, signed: bool) -> dict[str, Any]:
-    """The scan verdict of ``env``'s images in a manifest, bound to their image IDs
-    (:func:`conveyor.scanners.gate.release_scan`). With CONVEYOR_LEDGER_KEY set, a verdict
-    in a manifest that is not signed with it is not trusted: no scan at all."""
-    from conveyor.scanners import gate  # noqa: PLC0415 - only deploys from dist need it
-
-    verdict = gate.release_scan(
-        manifest, {name: service.image for name, service in env.services.items()}
-    )
-    if verdict["passed"] is not None and artifacts.signing_key() is not None and not signed:
-        return {
-            "passed": None,
-            "why": f"the manifest's scan verdict is not signed with {artifacts.KEY_VARIABLE} "
-            f"(its seal is a plain checksum) — rescan with the key set",
-        }
-    return verdict
-
-
-def release_from_dist(config: Config, env: Environment, version: str | None) -> Release:
-    """A release from dist/<version>/: checksums and seal verified, images known, and the
-    scan verdict of exactly these image IDs (a failed one is refused here, for every env)."""
-    folder = artifacts.dist_folder(config, version)
-    manifest = artifacts.verify(folder)
-    signed = artifacts.check_seal(folder) == artifacts.SIGNED
-    scan = scan_verdict(manifest, env, signed=signed)
-    if scan["passed"] is False:
-        raise ArtifactError(f"{manifest['version']}: {scan['why']} — fix the findings and rescan")
-    found: dict[str, ServiceImage] = {}
-    for name, service in env.services.items():
-        entry = manifest.get("images", {}).get(service.image)
-        if not entry:
-            raise ArtifactError(
-                f"{folder.name} has no '{service.image}' image — run `nox -s image`"
-            )
-        found[name] = ServiceImage(
-            service=name,
-            image_id=entry["id"],
-            reference=images.image_reference(entry),
-            version=manifest["version"],
-        )
-    return Release(
-        version=manifest["version"],
-        commit=manifest["commit"],
-        dirty=bool(manifest.get("dirty")),
-        images=found,
-        source=f"{config.build.dist_dir}/{folder.name}",
-        scan=scan,
-        commit_time=manifest.get("source_date_epoch"),
-    )
-
-
-def release_from_record(record: ReleaseRecord, *, source: str | None = None) -> Release:
-    """The release a ledger record ran (what rollback returns to and promotion ships)."""
-    return Release(
-        version=record.version,
-        commit=record.commit,
-        dirty=record.dirty,
-        images={
-            name: ServiceImage(
-                service=name,
-                image_id=str(svc["image_id"]),
-                reference=str(svc.get("reference") or svc["image_id"]),
-                version=str(svc.get("version", record.version)),
-            )
-            for name, svc in record.services.items()
-        },
-        source=source or f"ledger {record.id}",
-        scan=record.scan,
-        commit_time=record.commit_time,
-    )
-
-
-# --- an environment's session --------------------------------------------------------------
-
-
-class Session:
-    """Connections to an environment's hosts and its state on the primary host."""
-
-    def __init__(self, config: Config, env_name: str, out: Console = console) -> None:
-        self.config = config
-        self.env = config.environment(env_name)
-        self.out = out
-        self.targets = connect_hosts(config, self.env)
-        self.primary = self.targets[0]
-        self.router_image: str | None = self._existing_router_image()
-        self.store = StateStore(self.primary.client, self.env.name, self.router_image)
-        self.ledger = Ledger(self.store)
-
-    def _existing_router_image(self) -> str | None:
-        with contextlib.suppress(ConveyorError):
-            return images.router_image_tag(self.config, self.primary.client)
-        return None
-
-    def ensure_router_images(self) -> None:
-        """The router image on every host: built once here, copied to the others."""
-        local = self.primary.client
-        tag = images.build_router_image(self.config, local, self.out)
-        for target in self.targets:
-            if not images.image_present(target.client, tag):
-                self.out.say(f"  {target.name}: copying the router image")
-                data = local.images.get(tag).save(named=True)
-                target.client.images.load(b"".join(data))
-            target.router_image = tag
-        self.router_image = tag
-        self.store.image = tag
-
-    def lock(self) -> EnvironmentLock:
-        return EnvironmentLock(
-            self.primary.client,
-            self.env.name,
-            self.router_image or "",
-            stale_after=self.env.timeouts.lock_stale,
-        )
-
-    def read_lock(self) -> LockInfo | None:
-        return self.lock().read()
-
-    def observe(
-        self, records: list[ReleaseRecord] | None = None, *, holding_lock: bool = False
-    ) -> EnvironmentState:
-        """The environment now. A deploy that holds the lock passes the records it already
-        read and skips reading the lock it holds."""
-        lock = None if holding_lock else self.read_lock()
-        return observe(self.targets, self.ledger, lock, records=records)
-
-    def by_name(self) -> dict[str, HostTarget]:
-        return {t.name: t for t in self.targets}
-
-    def public_url(self) -> str:
-        first = self.primary.ports
-        return f"http://{first.bind}:{first.public}/"
 
 
 def _live_hint(target: HostTarget, state: EnvironmentState) -> dict[str, str | None]:
@@ -210,7 +77,7 @@ def deploy(
     lock_wait: float = 0.0,
     message: str = "",
     out: Console = console,
-) -> Outcome | DeployPlan:
+) -> Moved | DeployPlan:
     env = config.environment(env_name)
     release = release_from_dist(config, env, version)
     if release.dirty and not env.gated:
@@ -219,7 +86,7 @@ def deploy(
         config,
         env_name,
         release,
-        kind="deploy",
+        kind=terms.DEPLOY,
         dry_run=dry_run,
         lock_wait=lock_wait,
         message=message,
@@ -232,22 +99,19 @@ def deploy_release(
     env_name: str,
     release: Release,
     *,
-    kind: str = "deploy",
+    kind: terms.Kind = terms.DEPLOY,
     source: str | None = None,
     dry_run: bool = False,
     lock_wait: float = 0.0,
     message: str = "",
     out: Console = console,
-) -> Outcome | DeployPlan:
+) -> Moved | DeployPlan:
     """Deploy a release from dist/ or resolved elsewhere (``promote`` hands over another
     environment's, from ``source``). Before anything is locked or started — a dry run too —
     a gated environment (or any promotion) passes the gate, and every secret must resolve."""
-    from conveyor import config as config_mod  # noqa: PLC0415
-    from conveyor import promotion  # noqa: PLC0415 - promotion imports this module
-
     env = config.environment(env_name)
-    if env.gated or kind == "promote":
-        admission = promotion.admit(config, env_name, release, source=source, out=out)
+    if env.gated or kind == terms.PROMOTE:
+        admission = approvals.admit(config, env_name, release, source=source, out=out)
         out.say(f"{env_name} is gated; {release.version} passes its checks:")
         for check in admission.checks:
             out.say(f"  ✓ {check}")
@@ -272,7 +136,7 @@ def rollback(
     dry_run: bool = False,
     lock_wait: float = 0.0,
     out: Console = console,
-) -> Outcome | DeployPlan:
+) -> Moved | DeployPlan:
     session = Session(config, env_name, out)
     records = session.ledger.records()
     live = ledger_mod.current_live(records)
@@ -281,7 +145,7 @@ def rollback(
         config,
         env_name,
         release_from_record(target),
-        kind=ledger_mod.ROLLBACK,
+        kind=terms.ROLLBACK,
         dry_run=dry_run,
         lock_wait=lock_wait,
         rollback_of=live.id if live else None,
@@ -326,7 +190,7 @@ def _move(
     env_name: str,
     release: Release,
     *,
-    kind: str,
+    kind: terms.Kind,
     dry_run: bool,
     lock_wait: float,
     message: str = "",
@@ -334,7 +198,7 @@ def _move(
     returning_to: ReleaseRecord | None = None,
     session: Session | None = None,
     out: Console,
-) -> Outcome | DeployPlan:
+) -> Moved | DeployPlan:
     """The deploy transaction, as its steps: approval, lock, recover an interrupted deploy,
     ensure routers, open the record, execute the plan, record the outcome."""
     session = session or Session(config, env_name, out)
@@ -370,7 +234,7 @@ class Move:
         session: Session,
         release: Release,
         *,
-        kind: str,
+        kind: terms.Kind,
         rollback_of: str | None,
         returning_to: ReleaseRecord | None,
         out: Console,
@@ -489,7 +353,7 @@ class Move:
         try:
             return executor.run(self.planned, record)
         except PhaseFailed as failure:
-            record.outcome = ledger_mod.FAILED
+            record.outcome = terms.FAILED
             record.failed_phase = failure.phase
             record.reason = failure.reason
             record.ended = time.time()
@@ -505,10 +369,10 @@ class Move:
 
     def finish(
         self, execution: Execution, state: EnvironmentState, announce: notify.Announcer
-    ) -> Outcome:
+    ) -> Moved:
         record = execution.record
         record.phases.update({k: round(v, 3) for k, v in execution.timings.items()})
-        record.outcome = ledger_mod.SUCCEEDED
+        record.outcome = terms.SUCCEEDED
         record.ended = time.time()
         self.session.ledger.write(record)
         records = [r for r in state.records if r.id != record.id] + [record]
@@ -525,7 +389,7 @@ class Move:
             f"({record.duration:.1f} s)"
         )
         announce.succeeded(record, url)
-        return Outcome(record=record, plan=self.planned, url=url, execution=execution)
+        return Moved(record=record, plan=self.planned, url=url, execution=execution)
 
 
 def take_lock(

@@ -6,39 +6,14 @@ It touches nothing, so it is unit-tested without a daemon and printed by ``--dry
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from conveyor.config import Environment
-from conveyor.hosts import ServiceContainer, container_fingerprint, service_container_name
+from conveyor.containers import ServiceContainer, container_fingerprint, service_container_name
 from conveyor.ledger import ReleaseRecord
 from conveyor.observe import EnvironmentState, HostState
-from conveyor.router import Ports, other
-
-
-@dataclass(frozen=True)
-class ServiceImage:
-    """What one service of a release runs."""
-
-    service: str
-    image_id: str
-    reference: str
-    version: str
-
-
-@dataclass(frozen=True)
-class Release:
-    """A deployable set of images and where it came from."""
-
-    version: str
-    commit: str
-    dirty: bool
-    images: dict[str, ServiceImage]
-    source: str
-    scan: dict[str, Any] | None = None
-    commit_time: int | None = None
-
-    def digests(self) -> dict[str, str]:
-        return {name: img.image_id for name, img in self.images.items()}
+from conveyor.releases import Release, ServiceImage
+from conveyor.router import Ports
+from conveyor.terms import DEPLOY, Kind, other
 
 
 @dataclass(frozen=True)
@@ -61,7 +36,7 @@ class HostPlan:
 
 @dataclass(frozen=True)
 class DeployPlan:
-    kind: str
+    kind: Kind
     environment: str
     release_id: str
     release: Release
@@ -166,7 +141,7 @@ def plan_move(
     release: Release,
     release_id: str,
     *,
-    kind: str = "deploy",
+    kind: Kind = DEPLOY,
     rollback_of: str | None = None,
     returning_to: ReleaseRecord | None = None,
 ) -> DeployPlan:

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import time
 
-from conveyor import ledger as ledger_mod
-from conveyor import router, secretfiles
+from conveyor import router, secretfiles, terms
 from conveyor.config import Environment
 from conveyor.console import Console
+from conveyor.containers import ServiceContainer
 from conveyor.errors import ConveyorError
-from conveyor.hosts import HostTarget, ServiceContainer
+from conveyor.hosts import HostTarget
 from conveyor.ledger import Ledger, ReleaseRecord
 from conveyor.observe import EnvironmentState
 
@@ -30,13 +30,13 @@ def settle_interrupted(ledger: Ledger, records: list[ReleaseRecord], by: str) ->
     """Close the records of dead processes (we hold the lock, so 'running' means dead)."""
     actions = []
     for record in records:
-        if record.outcome != ledger_mod.RUNNING:
+        if record.outcome != terms.RUNNING:
             continue
         if record.verified:
-            record.outcome = ledger_mod.SUCCEEDED
+            record.outcome = terms.SUCCEEDED
             record.reason = f"verified on every host; its process died in drain (closed by {by})"
         else:
-            record.outcome = ledger_mod.INTERRUPTED
+            record.outcome = terms.INTERRUPTED
             record.reason = record.reason or "the process died before every host passed verify"
         record.ended = record.ended or time.time()
         ledger.write(record)

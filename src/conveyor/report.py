@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from conveyor import metrics as metrics_mod
+from conveyor import terms
 from conveyor.config import Config
 from conveyor.errors import UsageError
 from conveyor.ledger import ReleaseRecord
@@ -217,7 +218,7 @@ def phase_chart(chart_id: str, title: str, releases: Sequence[ReleaseRecord]) ->
     rows = [r for r in releases if r.phases][-RECENT:]
     if not rows:
         return empty_chart(chart_id, title, "no phase timings recorded yet")
-    phases = [p for p in metrics_mod.PHASE_ORDER if any(p in r.phases for r in rows)]
+    phases: list[str] = [p for p in terms.PHASES if any(p in r.phases for r in rows)]
     phases += sorted({p for r in rows for p in r.phases} - set(phases))
     colors = {p: PHASE_COLORS[i % len(PHASE_COLORS)] for i, p in enumerate(phases)}
     row_h = 16
@@ -419,7 +420,7 @@ def render(m: Metrics, *, generated: float | None = None) -> str:
         phase_chart(
             "chart-phases",
             "Phase durations per release",
-            [r for r in m.releases if r.kind in metrics_mod.DEPLOY_KINDS | {"rollback"}],
+            [r for r in m.releases if r.kind in terms.DEPLOY_KINDS | {terms.ROLLBACK}],
         ),
     ]
     phase_rows = "".join(

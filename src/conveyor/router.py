@@ -20,8 +20,9 @@ import socket
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from conveyor.config import COLORS, Environment, Service
+from conveyor.config import Environment, Service
 from conveyor.errors import ConveyorError
+from conveyor.terms import COLORS, other
 
 SERVICE_HEADER = "X-Conveyor-Service"
 CONFIG_PATH = "/etc/conveyor/haproxy.cfg"
@@ -53,10 +54,6 @@ class Ports:
                 for name, svc in env.services.items()
             },
         )
-
-
-def other(color: str) -> str:
-    return "green" if color == "blue" else "blue"
 
 
 def _routing_rules(services: Iterable[Service], suffix: str) -> list[str]:

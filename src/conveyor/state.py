@@ -15,10 +15,12 @@ from typing import Any
 
 import docker.errors
 
+from conveyor.containers import Container
+
 STATE_DIR = "/state"
 
 
-def put_file(container: Any, folder: str, name: str, data: bytes) -> None:
+def put_file(container: Container, folder: str, name: str, data: bytes) -> None:
     """Write one file into a container (running or not) with a single archive upload."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
@@ -30,7 +32,7 @@ def put_file(container: Any, folder: str, name: str, data: bytes) -> None:
     container.put_archive(folder, buffer.getvalue())
 
 
-def get_file(container: Any, path: str) -> bytes | None:
+def get_file(container: Container, path: str) -> bytes | None:
     """One file's bytes from a container, or None when it is not there."""
     try:
         stream, _stat = container.get_archive(path)
@@ -53,43 +55,50 @@ class StateStore:
         self.env = env
         self.image = image
         self.container_name, self.volume_name = state_names(env)
-        self._container: Any = None
+        self._container: Container | None = None
 
-    def _get(self, *, create: bool) -> Any:
-        if self._container is not None:
-            return self._container
-        try:
-            self._container = self.client.containers.get(self.container_name)
-        except docker.errors.NotFound:
-            if not create:
-                return None
-            if self.image is None:
-                raise RuntimeError("state store needs an image to create its container") from None
+    def _find(self) -> Container | None:
+        if self._container is None:
             try:
-                self._container = self.client.containers.create(
-                    self.image,
-                    ["true"],
-                    name=self.container_name,
-                    labels={"conveyor.env": self.env, "conveyor.role": "state"},
-                    volumes={self.volume_name: {"bind": STATE_DIR, "mode": "rw"}},
-                    network_mode="none",
-                )
-            except docker.errors.APIError as exc:
-                if exc.status_code != 409:  # created by a concurrent writer: use theirs
-                    raise
                 self._container = self.client.containers.get(self.container_name)
+            except docker.errors.NotFound:
+                return None
         return self._container
 
+    def _create(self) -> Container:
+        if self.image is None:
+            raise RuntimeError("state store needs an image to create its container")
+        try:
+            container: Container = self.client.containers.create(
+                self.image,
+                ["true"],
+                name=self.container_name,
+                labels={"conveyor.env": self.env, "conveyor.role": "state"},
+                volumes={self.volume_name: {"bind": STATE_DIR, "mode": "rw"}},
+                network_mode="none",
+            )
+        except docker.errors.APIError as exc:
+            if exc.status_code != 409:  # created by a concurrent writer: use theirs
+                raise
+            container = self.client.containers.get(self.container_name)
+        return container
+
+    def _for_writing(self) -> Container:
+        container = self._find()
+        if container is None:
+            container = self._container = self._create()
+        return container
+
     def exists(self) -> bool:
-        return self._get(create=False) is not None
+        return self._find() is not None
 
     def write(self, path: str, data: bytes) -> None:
         """Write one file (relative to the state dir) in a single archive upload."""
-        put_file(self._get(create=True), STATE_DIR, path, data)
+        put_file(self._for_writing(), STATE_DIR, path, data)
 
     def read_tree(self, path: str) -> dict[str, bytes]:
         """Every file under ``path`` (relative), keyed by its path relative to the state dir."""
-        container = self._get(create=False)
+        container = self._find()
         if container is None:
             return {}
         try:

@@ -10,15 +10,15 @@ from typing import TYPE_CHECKING, Any, cast
 
 import pytest
 
-from conveyor import approvals
+from conveyor import approvals, releases
 from conveyor.config import Approval as Policy
 from conveyor.config import Config, Environment
 from conveyor.console import Console
 from conveyor.errors import UsageError
-from conveyor.plan import Release, ServiceImage
+from conveyor.releases import Release, ServiceImage
 
 if TYPE_CHECKING:
-    from conveyor.operations import Session
+    from conveyor.session import Session
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from test_governance_fakes import recording_server
@@ -122,13 +122,13 @@ def quiet() -> Console:
 
 
 def test_the_key_is_bound_to_image_ids_not_to_the_version() -> None:
-    key = approvals.release_key({"api": API, "web": WEB})
-    assert key == approvals.release_key({"web": WEB, "api": API})  # order does not matter
-    assert key != approvals.release_key({"api": OTHER_API, "web": WEB})
+    key = releases.release_key({"api": API, "web": WEB})
+    assert key == releases.release_key({"web": WEB, "api": API})  # order does not matter
+    assert key != releases.release_key({"api": OTHER_API, "web": WEB})
     assert release().digests() != release(api=OTHER_API).digests()
     same_version_other_images = release(api=OTHER_API, version="1.4.0")
-    assert approvals.release_key(same_version_other_images.digests()) != key
-    assert len(key) == 64 and approvals.short(key) == key[:16]
+    assert releases.release_key(same_version_other_images.digests()) != key
+    assert len(key) == 64 and releases.short(key) == key[:16]
 
 
 # --- evaluate ----------------------------------------------------------------------------
@@ -239,7 +239,7 @@ def test_a_gated_deploy_without_approval_fails_closed_and_records_nothing(
     with pytest.raises(approvals.ApprovalRequired) as info:
         gate(session, rel, kind="promote", out=quiet(), announce=announce)
     message = str(info.value)
-    key = approvals.release_key(rel.digests())
+    key = releases.release_key(rel.digests())
     assert f"--release {key[:16]}" in message
     assert "nothing was changed" in message and "someone other than bob" in message
     assert info.value.exit_code == 4

@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
-from conveyor import config, operations, promotion
-from conveyor.hosts import ServiceContainer
+from conveyor import admission, config, releases
+from conveyor.containers import ServiceContainer
 from conveyor.ledger import ReleaseRecord
 from conveyor.observe import EnvironmentState, HostState
-from conveyor.plan import Release
+from conveyor.releases import Release
 
 ROOT = Path(__file__).resolve().parents[2]
 API = "sha256:" + "a" * 64
@@ -71,10 +71,10 @@ def state(records: list[ReleaseRecord], **containers: ServiceContainer) -> Envir
 def test_the_live_healthy_release_is_promotable_with_its_exact_images() -> None:
     older = record("r0001", version="1.0.0")
     live = record("r0002")
-    chosen, checks = promotion.promotable(state([older, live]), SERVICES)
+    chosen, checks = admission.promotable(state([older, live]), SERVICES)
     assert chosen is live
     assert checks[-1] == "running containers on local match its image IDs and are healthy"
-    release = promotion.promoted_release(chosen, "staging")
+    release = admission.promoted_release(chosen, "staging")
     assert release.digests() == {"api": API, "web": WEB}
     assert release.images["api"].reference == "reg/api@sha256:" + "1" * 64
     assert release.source == "staging r0002 (promoted)"
@@ -102,43 +102,43 @@ def test_the_live_healthy_release_is_promotable_with_its_exact_images() -> None:
     ],
 )
 def test_refusals(records: list[ReleaseRecord], why: str) -> None:
-    with pytest.raises(promotion.PromotionRefused, match=why):
-        promotion.promotable(state(records), SERVICES)
+    with pytest.raises(admission.PromotionRefused, match=why):
+        admission.promotable(state(records), SERVICES)
 
 
 def test_refused_when_the_running_image_is_not_the_ledgers() -> None:
     tampered = state(
         [record()], api=container("api", "sha256:" + "9" * 64), web=container("web", WEB)
     )
-    with pytest.raises(promotion.PromotionRefused, match="live api runs image sha256:999"):
-        promotion.promotable(tampered, SERVICES)
+    with pytest.raises(admission.PromotionRefused, match="live api runs image sha256:999"):
+        admission.promotable(tampered, SERVICES)
 
 
 def test_refused_when_nothing_takes_live_traffic() -> None:
     observed = state([record()])
     observed.hosts[0].live["web"] = None
-    with pytest.raises(promotion.PromotionRefused, match="no running container takes web's live"):
-        promotion.promotable(observed, SERVICES)
+    with pytest.raises(admission.PromotionRefused, match="no running container takes web's live"):
+        admission.promotable(observed, SERVICES)
 
 
 def test_refused_when_the_live_container_is_unhealthy() -> None:
     sick = state(
         [record()], api=container("api", API, health="unhealthy"), web=container("web", WEB)
     )
-    with pytest.raises(promotion.PromotionRefused, match="is unhealthy"):
-        promotion.promotable(sick, SERVICES)
+    with pytest.raises(admission.PromotionRefused, match="is unhealthy"):
+        admission.promotable(sick, SERVICES)
 
 
 def test_refused_when_the_target_runs_a_service_the_source_lacks() -> None:
-    with pytest.raises(promotion.PromotionRefused, match="no image for worker"):
-        promotion.promotable(state([record()]), SERVICES | {"worker"})
+    with pytest.raises(admission.PromotionRefused, match="no image for worker"):
+        admission.promotable(state([record()]), SERVICES | {"worker"})
 
 
 def test_a_router_that_cannot_be_read_is_refused() -> None:
     observed = state([record()])
     observed.hosts[0].error = "admin socket closed"
-    with pytest.raises(promotion.PromotionRefused, match="cannot read its router"):
-        promotion.promotable(observed, SERVICES)
+    with pytest.raises(admission.PromotionRefused, match="cannot read its router"):
+        admission.promotable(observed, SERVICES)
 
 
 # --- the gate: one set of checks for promote, deploy --version and approve -------------------
@@ -158,27 +158,27 @@ def production(**changes: Any) -> Any:
 
 
 def release(**changes: Any) -> Release:
-    base = operations.release_from_record(record(), source="dist/2.0.0")
+    base = releases.release_from_record(record(), source="dist/2.0.0")
     return dataclasses.replace(base, **{"scan": SCANNED, **changes})
 
 
 def test_a_release_that_ran_in_staging_clean_and_scanned_is_admitted() -> None:
     staging = [record("r0001", version="1.0.0", services={}), record("r0002")]
-    admission = promotion.check_release(
+    admitted = admission.check_release(
         production(), release(), source="staging", source_records=staging
     )
-    assert admission.checks == (
+    assert admitted.checks == (
         "succeeded in staging as r0002 and no rollback undid it (live there now)",
         "built from a clean tree",
         "scan passed for these image IDs (api aaaaaaaaaaaa, web bbbbbbbbbbbb)",
     )
-    assert admission.where() == "staging r0002 (live there now)"
+    assert admitted.where() == "staging r0002 (live there now)"
     # Superseded there since, but never rolled back: still admitted, and said so.
     later = [*staging, record("r0003", version="3.0.0", services={"api": {"image_id": "x"}})]
-    admission = promotion.check_release(
+    admitted = admission.check_release(
         production(), release(), source="staging", source_records=later
     )
-    assert admission.where() == "staging r0002 (no longer live there)"
+    assert admitted.where() == "staging r0002 (no longer live there)"
 
 
 @pytest.mark.parametrize(
@@ -227,8 +227,8 @@ def test_a_release_that_ran_in_staging_clean_and_scanned_is_admitted() -> None:
     ],
 )
 def test_the_gate_refuses(records: list[ReleaseRecord], changes: dict[str, Any], why: str) -> None:
-    with pytest.raises(promotion.PromotionRefused, match=why):
-        promotion.check_release(
+    with pytest.raises(admission.PromotionRefused, match=why):
+        admission.check_release(
             production(), release(**changes), source="staging", source_records=records
         )
 
@@ -247,16 +247,16 @@ def test_a_release_rolled_back_once_and_deployed_again_is_admitted() -> None:
         ),
         record("r0004"),
     ]
-    admission = promotion.check_release(
+    admitted = admission.check_release(
         production(), release(), source="staging", source_records=records
     )
-    assert admission.source_record is not None and admission.source_record.id == "r0004"
+    assert admitted.source_record is not None and admitted.source_record.id == "r0004"
 
 
 def test_without_promote_from_the_gate_checks_the_release_alone() -> None:
     env = production(promote_from=None)
-    admission = promotion.check_release(env, release(), source=None)
-    assert admission.checks[0] == "built from a clean tree"
-    assert admission.where() == "not required to have run anywhere first"
-    with pytest.raises(promotion.PromotionRefused, match="has no image for web"):
-        promotion.check_release(env, promotion.for_services(release(), {"api"}), source=None)
+    admitted = admission.check_release(env, release(), source=None)
+    assert admitted.checks[0] == "built from a clean tree"
+    assert admitted.where() == "not required to have run anywhere first"
+    with pytest.raises(admission.PromotionRefused, match="has no image for web"):
+        admission.check_release(env, releases.for_services(release(), {"api"}), source=None)

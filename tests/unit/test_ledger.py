@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from conveyor import ledger
+from conveyor import ledger, terms
 from conveyor.errors import ConfigError
 from conveyor.ledger import Ledger, ReleaseRecord
 
@@ -48,21 +48,21 @@ def make() -> tuple[Ledger, MemoryStore]:
 
 def test_the_newest_event_of_a_release_wins() -> None:
     book, _ = make()
-    r = record("r0001", "1.0", ledger.RUNNING, "sha256:a", 1.0)
+    r = record("r0001", "1.0", terms.RUNNING, "sha256:a", 1.0)
     book.write(r)
-    r.outcome = ledger.SUCCEEDED
+    r.outcome = terms.SUCCEEDED
     r.ended = 5.0
     book.write(r)
     [only] = book.records()
-    assert only.outcome == ledger.SUCCEEDED and only.duration == 4.0
-    assert book.next_id() == "r0002"
+    assert only.outcome == terms.SUCCEEDED and only.duration == 4.0
+    assert ledger.next_id(book.records()) == "r0002"
 
 
 def test_a_torn_or_tampered_event_is_ignored_and_reported() -> None:
     book, store = make()
-    r = record("r0001", "1.0", ledger.SUCCEEDED, "sha256:a", 1.0)
+    r = record("r0001", "1.0", terms.SUCCEEDED, "sha256:a", 1.0)
     book.write(r)
-    r2 = record("r0002", "2.0", ledger.RUNNING, "sha256:b", 2.0)
+    r2 = record("r0002", "2.0", terms.RUNNING, "sha256:b", 2.0)
     book.write(r2)
     [path2] = [p for p in store.files if "/r0002/" in p]
     store.files[path2] = store.files[path2][: len(store.files[path2]) // 2]  # torn write
@@ -74,10 +74,10 @@ def test_a_torn_or_tampered_event_is_ignored_and_reported() -> None:
 
 def test_live_and_previous_skip_failures_and_identical_images() -> None:
     records = [
-        record("r0001", "1.0", ledger.SUCCEEDED, "sha256:a", 1),
-        record("r0002", "2.0", ledger.SUCCEEDED, "sha256:b", 2),
-        record("r0003", "2.0", ledger.SUCCEEDED, "sha256:b", 3),  # redeploy of the same images
-        record("r0004", "3.0", ledger.FAILED, "sha256:c", 4),
+        record("r0001", "1.0", terms.SUCCEEDED, "sha256:a", 1),
+        record("r0002", "2.0", terms.SUCCEEDED, "sha256:b", 2),
+        record("r0003", "2.0", terms.SUCCEEDED, "sha256:b", 3),  # redeploy of the same images
+        record("r0004", "3.0", terms.FAILED, "sha256:c", 4),
     ]
     live = ledger.current_live(records)
     previous = ledger.previous_live(records)
@@ -114,7 +114,7 @@ def test_without_a_key_a_recomputed_checksum_passes_which_is_why_the_boundary_is
 ) -> None:
     monkeypatch.delenv(ledger.LEDGER_KEY_ENV, raising=False)
     book, store = make()
-    book.write(record("r0001", "1.0", ledger.SUCCEEDED, "sha256:a", 1.0))
+    book.write(record("r0001", "1.0", terms.SUCCEEDED, "sha256:a", 1.0))
     [path] = store.files
     forge(store, path, lambda r: r.update(who="mallory"))
     [only] = book.records()
@@ -126,15 +126,15 @@ def test_with_a_key_a_forged_event_is_rejected_and_reported_and_the_genuine_one_
 ) -> None:
     monkeypatch.setenv(ledger.LEDGER_KEY_ENV, KEY)
     book, store = make()
-    r = record("r0001", "1.0", ledger.RUNNING, "sha256:a", 1.0)
+    r = record("r0001", "1.0", terms.RUNNING, "sha256:a", 1.0)
     book.write(r)
-    r.outcome, r.ended = ledger.FAILED, 2.0
+    r.outcome, r.ended = terms.FAILED, 2.0
     book.write(r)
     newest = max(store.files)
     assert b'"hmac"' in store.files[newest]
-    forge(store, newest, lambda rec: rec.update(outcome=ledger.SUCCEEDED))
+    forge(store, newest, lambda rec: rec.update(outcome=terms.SUCCEEDED))
     [only] = book.records()
-    assert only.outcome == ledger.RUNNING  # the forged "succeeded" is not believed
+    assert only.outcome == terms.RUNNING  # the forged "succeeded" is not believed
     assert book.forged == [newest] and book.unreadable == []
     [line] = book.integrity()
     assert line.startswith("FORGED ledger events") and newest in line
@@ -145,7 +145,7 @@ def test_a_different_key_makes_every_event_forged_not_silently_missing(
 ) -> None:
     monkeypatch.setenv(ledger.LEDGER_KEY_ENV, KEY)
     book, store = make()
-    book.write(record("r0001", "1.0", ledger.SUCCEEDED, "sha256:a", 1.0))
+    book.write(record("r0001", "1.0", terms.SUCCEEDED, "sha256:a", 1.0))
     book.audit("approval", approval={"key": "abc"})
     monkeypatch.setenv(ledger.LEDGER_KEY_ENV, "x" * 32)
     assert book.records() == [] and book.audit_events() == []
@@ -157,11 +157,11 @@ def test_turning_a_key_on_shows_older_events_as_unsigned_not_forged(
 ) -> None:
     monkeypatch.delenv(ledger.LEDGER_KEY_ENV, raising=False)
     book, store = make()
-    book.write(record("r0001", "1.0", ledger.SUCCEEDED, "sha256:a", time.time() - 60))
+    book.write(record("r0001", "1.0", terms.SUCCEEDED, "sha256:a", time.time() - 60))
     book.audit("unlock", holder={"owner": "bob"})
     old = sorted(store.files)
     monkeypatch.setenv(ledger.LEDGER_KEY_ENV, KEY)
-    book.write(record("r0002", "2.0", ledger.SUCCEEDED, "sha256:b", time.time()))
+    book.write(record("r0002", "2.0", terms.SUCCEEDED, "sha256:b", time.time()))
     book.audit("approval", approval={"key": "abc"})
     assert [r.id for r in book.records()] == ["r0001", "r0002"]
     assert [e["kind"] for e in book.audit_events()] == ["unlock", "approval"]
@@ -205,7 +205,7 @@ def test_signed_events_read_without_the_key_are_accepted_but_said_to_be_unchecke
 ) -> None:
     monkeypatch.setenv(ledger.LEDGER_KEY_ENV, KEY)
     book, _ = make()
-    book.write(record("r0001", "1.0", ledger.SUCCEEDED, "sha256:a", 1.0))
+    book.write(record("r0001", "1.0", terms.SUCCEEDED, "sha256:a", 1.0))
     monkeypatch.delenv(ledger.LEDGER_KEY_ENV)
     assert [r.id for r in book.records()] == ["r0001"]
     assert len(book.unchecked) == 1 and "not checked" in book.integrity()[0]
@@ -215,7 +215,7 @@ def test_a_short_key_is_refused_with_what_to_do(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv(ledger.LEDGER_KEY_ENV, "hunter2")
     book, _ = make()
     with pytest.raises(ConfigError) as info:
-        book.write(record("r0001", "1.0", ledger.SUCCEEDED, "sha256:a", 1.0))
+        book.write(record("r0001", "1.0", terms.SUCCEEDED, "sha256:a", 1.0))
     assert "shorter than 16" in str(info.value) and "hunter2" not in str(info.value)
 
 

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from conveyor import ledger
+from conveyor import ledger, terms
 from conveyor.ledger import ReleaseRecord
 
 
 def rec(
     rid: str,
     image: str,
-    outcome: str = ledger.SUCCEEDED,
+    outcome: str = terms.SUCCEEDED,
     *,
     kind: str = "deploy",
     to: str | None = None,
@@ -39,9 +39,9 @@ def test_a_rollback_never_targets_a_failed_interrupted_or_running_record() -> No
     records = [
         rec("r0001", "v1"),
         rec("r0002", "v2"),
-        rec("r0003", "v1", ledger.FAILED),
-        rec("r0004", "v3", ledger.INTERRUPTED),
-        rec("r0005", "v4", ledger.RUNNING),
+        rec("r0003", "v1", terms.FAILED),
+        rec("r0004", "v3", terms.INTERRUPTED),
+        rec("r0005", "v4", terms.RUNNING),
     ]
     live = ledger.current_live(records)
     previous = ledger.previous_live(records)
@@ -74,17 +74,17 @@ def test_undoing_a_rollback_with_to_pushes_the_rolled_back_release_again() -> No
 
 def test_a_failed_rollback_changes_nothing() -> None:
     records = [rec("r0001", "v1"), rec("r0002", "v2")]
-    records.append(rec("r0003", "v1", ledger.FAILED, kind="rollback", to="r0001"))
+    records.append(rec("r0003", "v1", terms.FAILED, kind="rollback", to="r0001"))
     live = ledger.current_live(records)
     assert live is not None and live.id == "r0002"
     assert ledger.rolled_back_ids(records) == set()
 
 
 def test_a_release_verified_before_its_process_died_is_live() -> None:
-    records = [rec("r0001", "v1"), rec("r0002", "v2", ledger.RUNNING, verified=True)]
+    records = [rec("r0001", "v1"), rec("r0002", "v2", terms.RUNNING, verified=True)]
     live = ledger.current_live(records)
     assert live is not None and live.id == "r0002"
-    records[1].outcome = ledger.INTERRUPTED
+    records[1].outcome = terms.INTERRUPTED
     live = ledger.current_live(records)
     assert live is not None and live.id == "r0002"
     records[1].verified = False

@@ -13,7 +13,8 @@ import docker.errors
 import pytest
 
 from conveyor.errors import LockLost
-from conveyor.locks import EnvironmentLock, LockInfo
+from conveyor.lockinfo import LockInfo
+from conveyor.locks import EnvironmentLock
 
 
 def info(pid: int, host: str, beat: float | None) -> LockInfo:

@@ -7,10 +7,11 @@ from pathlib import Path
 import pytest
 
 from conveyor import config, router
-from conveyor.hosts import ServiceContainer, container_fingerprint
+from conveyor.containers import ServiceContainer, container_fingerprint
 from conveyor.ledger import ReleaseRecord
 from conveyor.observe import EnvironmentState, HostState
-from conveyor.plan import Release, ServiceImage, plan_move
+from conveyor.plan import plan_move
+from conveyor.releases import Release, ServiceImage
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -1,0 +1,79 @@
+"""An environment's session: connections to its hosts and its state on the primary host.
+
+Every command that reads or changes an environment opens one (deploy, rollback, promote's
+source, approve, status); it is the one place that connects to the engines, and the first
+module in the import chain that needs the docker SDK.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+from conveyor import images
+from conveyor.config import Config
+from conveyor.console import Console, console
+from conveyor.errors import ConveyorError
+from conveyor.hosts import HostTarget, connect_hosts
+from conveyor.ledger import Ledger, ReleaseRecord
+from conveyor.lockinfo import LockInfo
+from conveyor.locks import EnvironmentLock
+from conveyor.observe import EnvironmentState, observe
+from conveyor.state import StateStore
+
+
+class Session:
+    """Connections to an environment's hosts and its state on the primary host."""
+
+    def __init__(self, config: Config, env_name: str, out: Console = console) -> None:
+        self.config = config
+        self.env = config.environment(env_name)
+        self.out = out
+        self.targets = connect_hosts(config, self.env)
+        self.primary = self.targets[0]
+        self.router_image: str | None = self._existing_router_image()
+        self.store = StateStore(self.primary.client, self.env.name, self.router_image)
+        self.ledger = Ledger(self.store)
+
+    def _existing_router_image(self) -> str | None:
+        with contextlib.suppress(ConveyorError):
+            return images.router_image_tag(self.config, self.primary.client)
+        return None
+
+    def ensure_router_images(self) -> None:
+        """The router image on every host: built once here, copied to the others."""
+        local = self.primary.client
+        tag = images.build_router_image(self.config, local, self.out)
+        for target in self.targets:
+            if not images.image_present(target.client, tag):
+                self.out.say(f"  {target.name}: copying the router image")
+                data = local.images.get(tag).save(named=True)
+                target.client.images.load(b"".join(data))
+            target.router_image = tag
+        self.router_image = tag
+        self.store.image = tag
+
+    def lock(self) -> EnvironmentLock:
+        return EnvironmentLock(
+            self.primary.client,
+            self.env.name,
+            self.router_image or "",
+            stale_after=self.env.timeouts.lock_stale,
+        )
+
+    def read_lock(self) -> LockInfo | None:
+        return self.lock().read()
+
+    def observe(
+        self, records: list[ReleaseRecord] | None = None, *, holding_lock: bool = False
+    ) -> EnvironmentState:
+        """The environment now. A deploy that holds the lock passes the records it already
+        read and skips reading the lock it holds."""
+        lock = None if holding_lock else self.read_lock()
+        return observe(self.targets, self.ledger, lock, records=records)
+
+    def by_name(self) -> dict[str, HostTarget]:
+        return {t.name: t for t in self.targets}
+
+    def public_url(self) -> str:
+        first = self.primary.ports
+        return f"http://{first.bind}:{first.public}/"

@@ -1,0 +1,41 @@
+"""The words conveyor's records and plans are made of, each declared once as a ``Literal``.
+
+A set of allowed strings written twice drifts; here each set is written once, with the tuple
+that lists it for code that iterates (``typing.get_args`` of the ``Literal``), so mypy checks
+every use and a new phase or role is added in exactly one place.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+Color = Literal["blue", "green"]
+COLORS: tuple[str, ...] = get_args(Color)
+
+# What a ledger record is: a deploy from dist/, a rollback, or a promotion from another env.
+Kind = Literal["deploy", "rollback", "promote"]
+DEPLOY: Kind = "deploy"
+ROLLBACK: Kind = "rollback"
+PROMOTE: Kind = "promote"
+DEPLOY_KINDS: frozenset[Kind] = frozenset({DEPLOY, PROMOTE})  # rollbacks are not deployments
+
+# How a ledger record ended (``running`` until it does).
+Outcome = Literal["running", "succeeded", "failed", "interrupted"]
+RUNNING: Outcome = "running"
+SUCCEEDED: Outcome = "succeeded"
+FAILED: Outcome = "failed"
+INTERRUPTED: Outcome = "interrupted"
+
+# What a service container is to its environment (``status`` shows it).
+Role = Literal["live", "warm", "canary", "kept", "leftover"]
+ROLES: tuple[Role, ...] = get_args(Role)
+
+# The phases of a deploy, in order: ``lock`` is the transaction's, the rest blue-green's.
+Phase = Literal["lock", "prepare", "start", "ready", "smoke", "switch", "verify", "drain"]
+PHASES: tuple[Phase, ...] = get_args(Phase)
+BEFORE_SWITCH: tuple[Phase, ...] = PHASES[: PHASES.index("switch")]
+
+
+def other(color: str) -> Color:
+    """The color that is not ``color``."""
+    return "green" if color == "blue" else "blue"
