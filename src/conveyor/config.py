@@ -7,159 +7,25 @@ for a typo, the closest known name: ``deploy.toml [environments.staging] 'helth'
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 import tomllib
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
+from conveyor import tomltable
 from conveyor.errors import ConfigError, UsageError
+from conveyor.terms import COLORS
+from conveyor.tomltable import TomlTable, did_you_mean
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 DEFAULT_FILE = "deploy.toml"
-COLORS = ("blue", "green")
 SECRET_SCHEMES = ("env", "file")
 _NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
-
-T = TypeVar("T")
-_MISSING: Any = object()
-
-
-def did_you_mean(word: str, choices: Iterable[str]) -> str:
-    """Return ``" (did you mean 'x'?)"`` when a close match exists, else an empty string.
-
-    An abbreviation wins over spelling: 'prod' means 'production', not 'pr'.
-    """
-    options = list(choices)
-    longer = [c for c in options if c.startswith(word) and c != word]
-    if word and len(longer) == 1:
-        return f" (did you mean '{longer[0]}'?)"
-    close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
-    return f" (did you mean '{close[0]}'?)" if close else ""
-
-
-class TomlTable:
-    """A TOML table being validated: remembers its key path and which keys were read.
-
-    Every config conveyor reads (deploy.toml, ``[tool.conveyor.scan]``) goes through this, so
-    errors look alike: ``FILE [key.path]: what is wrong (allowed: …) (did you mean …?)``.
-    """
-
-    def __init__(self, data: Any, path: str, source: str) -> None:
-        if not isinstance(data, Mapping):
-            where = f" [{path}]" if path else ""
-            raise ConfigError(f"{source}{where}: expected a table, got {type(data).__name__}")
-        self.data: Mapping[str, Any] = data
-        self.path = path
-        self.source = source
-        self._read: set[str] = set()
-
-    def fail(self, key: str | None, message: str) -> ConfigError:
-        where = f"{self.path}.{key}" if key and self.path else (key or self.path)
-        return ConfigError(f"{self.source} [{where}]: {message}")
-
-    def value(self, key: str, default: Any) -> Any:
-        """The raw value (marked as read), ``default`` when absent."""
-        self._read.add(key)
-        if key in self.data:
-            return self.data[key]
-        if default is _MISSING:
-            raise self.fail(key, "required key is missing")
-        return default
-
-    def string(
-        self, key: str, default: Any = _MISSING, choices: Iterable[str] | None = None
-    ) -> Any:
-        value = self.value(key, default)
-        if value is default and default is not _MISSING:
-            return value
-        if not isinstance(value, str):
-            raise self.fail(key, f"expected a string, got {type(value).__name__}")
-        if choices is not None:
-            allowed = list(choices)
-            if value not in allowed:
-                raise self.fail(
-                    key,
-                    f"'{value}' is not allowed (allowed: {', '.join(allowed)})"
-                    + did_you_mean(value, allowed),
-                )
-        return value
-
-    def integer(self, key: str, default: Any = _MISSING, minimum: int | None = None) -> Any:
-        value = self.value(key, default)
-        if value is default and default is not _MISSING:
-            return value
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise self.fail(key, f"expected an integer, got {type(value).__name__}")
-        if minimum is not None and value < minimum:
-            raise self.fail(key, f"must be at least {minimum}, got {value}")
-        return value
-
-    def number(self, key: str, default: Any = _MISSING, minimum: float | None = 0.0) -> Any:
-        value = self.value(key, default)
-        if value is default and default is not _MISSING:
-            return float(value) if value is not None else None
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise self.fail(key, f"expected a number, got {type(value).__name__}")
-        if minimum is not None and value < minimum:
-            raise self.fail(key, f"must be at least {minimum}, got {value}")
-        return float(value)
-
-    def boolean(self, key: str, default: Any = _MISSING) -> Any:
-        value = self.value(key, default)
-        if not isinstance(value, bool):
-            raise self.fail(key, f"expected true or false, got {value!r}")
-        return value
-
-    def positive(self, key: str, default: float) -> float:
-        value = self.value(key, default)
-        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-            raise self.fail(key, f"expected a positive number, got {value!r}")
-        return float(value)
-
-    def string_list(self, key: str, default: list[str]) -> list[str]:
-        value = self.value(key, default)
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise self.fail(key, f"expected a list of strings, got {value!r}")
-        return list(value)
-
-    def table(self, key: str, *, required: bool = False) -> TomlTable:
-        value = self.value(key, _MISSING if required else {})
-        if not isinstance(value, Mapping):
-            raise self.fail(key, f"expected a table, got {type(value).__name__}")
-        return TomlTable(value, f"{self.path}.{key}" if self.path else key, self.source)
-
-    def tables(self, key: str) -> dict[str, TomlTable]:
-        outer = self.table(key)
-        result: dict[str, TomlTable] = {}
-        for name in outer.data:
-            result[name] = outer.table(name)
-        outer.finish()
-        return result
-
-    def strings(self, key: str, default: Any = _MISSING) -> dict[str, str]:
-        table = self.table(key) if key in self.data or default is _MISSING else None
-        if table is None:
-            return dict(default)
-        out: dict[str, str] = {}
-        for name, value in table.data.items():
-            if not isinstance(value, str):
-                raise table.fail(name, f"expected a string, got {type(value).__name__}")
-            out[name] = value
-        return out
-
-    def finish(self) -> None:
-        unknown = [key for key in self.data if key not in self._read]
-        if unknown:
-            key = unknown[0]
-            allowed = sorted(self._read)
-            raise self.fail(
-                key,
-                f"unknown key (allowed: {', '.join(allowed)})" + did_you_mean(key, allowed),
-            )
-
 
 SECRET_DELIVERY = ("env", "file")
 SECRETS_DIR = "/run/secrets"
@@ -177,6 +43,15 @@ class SecretRef:
     # "env": the value is an environment variable of the container (shown by docker inspect).
     # "file": a read-only file on a tmpfs, named by the NAME_FILE variable (never inspected).
     delivery: str = "env"
+
+    @classmethod
+    def parse(cls, name: str, reference: str, delivery: str = "env") -> SecretRef | None:
+        """The reference ``env:VARIABLE`` or ``file:PATH`` named ``name``; None when
+        ``reference`` is not one (say so without echoing it: it may be the secret itself)."""
+        scheme, sep, target = reference.partition(":")
+        if not sep or scheme not in SECRET_SCHEMES or not target:
+            return None
+        return cls(name=name, scheme=scheme, target=target, delivery=delivery)
 
     @property
     def file_path(self) -> str:
@@ -353,9 +228,12 @@ class RegistrySettings:
     prefix: str = "conveyor"
 
 
+ARTIFACT_STORES = ("local", "registry")
+
+
 @dataclass(frozen=True)
 class ArtifactSettings:
-    store: str = "local"
+    store: str = "local"  # one of ARTIFACT_STORES
     path: str = ".conveyor/artifacts"
     keep: int = 10
 
@@ -392,6 +270,53 @@ class Config:
         return (os.environ.get("CONVEYOR_REGISTRY") or self.registry.url).rstrip("/")
 
 
+Settings = TypeVar("Settings", bound="DataclassInstance")
+
+
+def _read_settings(
+    table: TomlTable,
+    cls: type[Settings],
+    *,
+    minimum: Mapping[str, int | None] | None = None,
+    choices: Mapping[str, tuple[str, ...]] | None = None,
+) -> Settings:
+    """One key per field of the dataclass ``cls``, typed like the field and defaulting to the
+    field's default: a default is written once, on the dataclass. Numbers are at least 0
+    unless ``minimum`` says otherwise; the caller finishes the table."""
+    minimum = minimum or {}
+    choices = choices or {}
+    values: dict[str, Any] = {}
+    for spec in fields(cls):
+        key = spec.name
+        default = tomltable.MISSING if spec.default is MISSING else spec.default
+        if spec.type == "bool":
+            values[key] = table.boolean(key, default)
+        elif spec.type == "int":
+            values[key] = table.integer(key, default, minimum=minimum.get(key))
+        elif spec.type == "float":
+            values[key] = table.number(key, default, minimum=minimum.get(key, 0.0))
+        elif spec.type == "str":
+            values[key] = table.string(key, default, choices=choices.get(key))
+        else:
+            raise TypeError(f"{cls.__name__}.{key}: no TOML reader for {spec.type}")
+    return cls(**values)
+
+
+def _section(
+    table: TomlTable,
+    key: str,
+    cls: type[Settings],
+    *,
+    minimum: Mapping[str, int | None] | None = None,
+    choices: Mapping[str, tuple[str, ...]] | None = None,
+) -> Settings:
+    """The table ``key`` of ``table`` read as the settings dataclass ``cls``, nothing else."""
+    section = table.table(key)
+    settings = _read_settings(section, cls, minimum=minimum, choices=choices)
+    section.finish()
+    return settings
+
+
 def _load_secrets(table: TomlTable) -> tuple[SecretRef, ...]:
     """``secrets = { NAME = "env:VAR", OTHER = { from = "file:PATH", as = "file" } }``."""
     secrets_table = table.table("secrets")
@@ -407,68 +332,72 @@ def _load_secrets(table: TomlTable) -> tuple[SecretRef, ...]:
             delivery = entry.string("as", "env", choices=SECRET_DELIVERY)
             entry.finish()  # a typo ('frm') is named before the key it misses
             if value is None:
-                raise entry.fail("from", "required key is missing (e.g. from = 'env:VARIABLE')")
+                raise entry.error("from", "required key is missing (e.g. from = 'env:VARIABLE')")
             key = f"{name}.from"
         elif isinstance(value, str):
             key = name
         else:
-            raise secrets_table.fail(
+            raise secrets_table.error(
                 name,
                 "expected a reference 'env:VARIABLE' or 'file:PATH', or a table "
                 "{ from = 'env:VARIABLE', as = 'file' }",
             )
-        scheme, sep, target = value.partition(":")
-        if not sep or scheme not in SECRET_SCHEMES or not target:
+        ref = SecretRef.parse(name, value, delivery)
+        if ref is None:
             # Never echo the value: it may be the secret itself pasted by mistake.
-            raise secrets_table.fail(
+            raise secrets_table.error(
                 key, "must be a reference 'env:VARIABLE' or 'file:PATH', never the secret itself"
             )
         if delivery == "file":
-            if not _SECRET_FILE_NAME.match(name):
-                raise secrets_table.fail(
-                    name,
-                    "a secret delivered as a file needs a variable-like name (letters, digits, "
-                    "'_'): it names the file and the NAME_FILE variable",
-                )
-            clash = declared_env & {name, f"{name}_FILE"}
-            if clash:
-                raise secrets_table.fail(
-                    name,
-                    f"also set in env.{sorted(clash)[0]}: a file secret reaches the service as "
-                    f"{name}_FILE={SECRETS_DIR}/{name}, so remove it from env",
-                )
-        refs.append(SecretRef(name=name, scheme=scheme, target=target, delivery=delivery))
+            _check_file_secret(name, declared_env, secrets_table)
+        refs.append(ref)
     secrets_table.finish()
     return tuple(refs)
+
+
+def _check_file_secret(name: str, declared_env: set[str], secrets_table: TomlTable) -> None:
+    if not _SECRET_FILE_NAME.match(name):
+        raise secrets_table.error(
+            name,
+            "a secret delivered as a file needs a variable-like name (letters, digits, "
+            "'_'): it names the file and the NAME_FILE variable",
+        )
+    clash = declared_env & {name, f"{name}_FILE"}
+    if clash:
+        raise secrets_table.error(
+            name,
+            f"also set in env.{sorted(clash)[0]}: a file secret reaches the service as "
+            f"{name}_FILE={SECRETS_DIR}/{name}, so remove it from env",
+        )
 
 
 def _load_references(table: TomlTable, key: str) -> tuple[SecretRef, ...]:
     """A list of ``env:NAME`` / ``file:PATH`` references, e.g. notification URLs."""
     raw = table.value(key, [])
     if not isinstance(raw, list) or not all(isinstance(item, str) for item in raw):
-        raise table.fail(key, "expected an array of strings like 'env:VARIABLE'")
+        raise table.error(key, "expected an array of strings like 'env:VARIABLE'")
     refs = []
     for index, value in enumerate(raw):
-        scheme, sep, target = value.partition(":")
-        if not sep or scheme not in SECRET_SCHEMES or not target or "/" in scheme:
+        ref = SecretRef.parse(f"{key}[{index}]", value)
+        if ref is None:
             # Never echo the value: an apprise URL carries its token.
-            raise table.fail(
+            raise table.error(
                 f"{key}[{index}]",
                 "must be a reference 'env:VARIABLE' or 'file:PATH' — a notification URL "
                 "holds its token, so keep it in the environment, never in this file",
             )
-        refs.append(SecretRef(name=f"{key}[{index}]", scheme=scheme, target=target))
+        refs.append(ref)
     return tuple(refs)
 
 
 def _load_notifications(root: TomlTable) -> Notifications:
     table = root.table("notifications")
-    events = table.value("events", list(NOTIFY_EVENTS))
+    events = table.value("events", list(Notifications.events))
     if not isinstance(events, list):
-        raise table.fail("events", "expected an array of event names")
+        raise table.error("events", "expected an array of event names")
     for event in events:
         if event not in NOTIFY_EVENTS:
-            raise table.fail(
+            raise table.error(
                 "events",
                 f"unknown event {event!r} (allowed: {', '.join(NOTIFY_EVENTS)})"
                 + did_you_mean(str(event), NOTIFY_EVENTS),
@@ -476,46 +405,42 @@ def _load_notifications(root: TomlTable) -> Notifications:
     notifications = Notifications(
         urls=_load_references(table, "urls"),
         events=tuple(events),
-        timeout=table.number("timeout", 10.0),
+        timeout=table.number("timeout", Notifications.timeout),
     )
     table.finish()
     return notifications
 
 
-def _load_service(name: str, table: TomlTable, images: Mapping[str, ImageSpec]) -> Service:
-    image = table.string("image", name)
-    if image not in images:
-        raise table.fail(
-            "image",
-            f"unknown image '{image}' (known: {', '.join(sorted(images))})"
-            + did_you_mean(image, images),
-        )
+def _load_ports(table: TomlTable) -> dict[str, int]:
     ports_table = table.table("ports", required=True)
     ports = {color: ports_table.integer(color, minimum=1) for color in COLORS}
     ports_table.finish()
     for color, port in ports.items():
         if port > 65535:
-            raise ports_table.fail(color, f"port {port} is above 65535")
+            raise ports_table.error(color, f"port {port} is above 65535")
     if ports["blue"] == ports["green"]:
-        raise ports_table.fail(None, "blue and green need different ports")
+        raise ports_table.error(None, "blue and green need different ports")
+    return ports
+
+
+def _load_service(name: str, table: TomlTable, images: Mapping[str, ImageSpec]) -> Service:
+    image = table.string("image", name)
+    if image not in images:
+        raise table.error(
+            "image",
+            f"unknown image '{image}' (known: {', '.join(sorted(images))})"
+            + did_you_mean(image, images),
+        )
+    ports = _load_ports(table)
     route = table.string("route", "/")
     if not route.startswith("/"):
-        raise table.fail("route", f"must start with '/', got '{route}'")
-    health_table = table.table("health")
-    health = HealthCheck(
-        path=health_table.string("path", "/readyz"),
-        interval=health_table.number("interval", 1.0),
-        timeout=health_table.number("timeout", 5.0),
-        retries=health_table.integer("retries", 3, minimum=1),
-        start_period=health_table.number("start_period", 0.0),
-    )
-    health_table.finish()
+        raise table.error("route", f"must start with '/', got '{route}'")
     service = Service(
         name=name,
         image=image,
         ports=ports,
         route=route,
-        health=health,
+        health=_section(table, "health", HealthCheck, minimum={"retries": 1}),
         env=table.strings("env", {}),
         secrets=_load_secrets(table),
         volumes=table.strings("volumes", {}),
@@ -524,91 +449,83 @@ def _load_service(name: str, table: TomlTable, images: Mapping[str, ImageSpec]) 
     return service
 
 
-def _load_environment(name: str, table: TomlTable, images: Mapping[str, ImageSpec]) -> Environment:
-    if not _NAME.match(name):
-        raise table.fail(None, "environment names are lower-case letters, digits and '-'")
-    hosts_raw = table.value("hosts", [{"name": "local", "docker": "local"}])
-    if not isinstance(hosts_raw, list) or not hosts_raw:
-        raise table.fail("hosts", "expected a non-empty array of tables")
-    hosts = []
-    for index, raw in enumerate(hosts_raw):
-        if not isinstance(raw, Mapping):
-            raise table.fail(f"hosts[{index}]", "expected a table")
-        host_table = TomlTable(raw, f"{table.path}.hosts[{index}]", table.source)
-        docker = host_table.string("docker", "local")
-        if docker != "local" and not docker.startswith(("unix://", "tcp://", "ssh://", "env:")):
-            raise host_table.fail(
-                "docker", "expected 'local', 'unix://…', 'tcp://…', 'ssh://…' or 'env:VARIABLE'"
-            )
-        hosts.append(
-            Host(
-                name=host_table.string("name", f"host{index + 1}"),
-                docker=docker,
-                port_offset=host_table.integer("port_offset", 0, minimum=0),
-                access=host_table.string("access", "auto", choices=HOST_ACCESS),
-                fallback=host_table.string("fallback", None),
-            )
-        )
-        host_table.finish()
-    if len({h.name for h in hosts}) != len(hosts):
-        raise table.fail("hosts", "host names must be unique")
-
+def _load_services(table: TomlTable, images: Mapping[str, ImageSpec]) -> dict[str, Service]:
     services = {
-        sname: _load_service(sname, stable, images)
-        for sname, stable in table.tables("services").items()
+        name: _load_service(name, service_table, images)
+        for name, service_table in table.tables("services").items()
     }
     if not services:
-        raise table.fail("services", "an environment needs at least one service")
+        raise table.error("services", "an environment needs at least one service")
     routes = [s.route for s in services.values()]
     if len(set(routes)) != len(routes):
-        raise table.fail("services", "two services share a route")
+        raise table.error("services", "two services share a route")
+    return services
 
-    router_table = table.table("router")
-    router = Router(
-        bind=router_table.string("bind", "127.0.0.1"),
-        port=router_table.integer("port", 8080, minimum=1),
-        preview_port=router_table.integer("preview_port", 8081, minimum=1),
-        admin_port=router_table.integer("admin_port", 8082, minimum=1),
+
+def _load_host(index: int, raw: Any, table: TomlTable) -> Host:
+    if not isinstance(raw, Mapping):
+        raise table.error(f"hosts[{index}]", "expected a table")
+    host_table = TomlTable(raw, f"{table.path}.hosts[{index}]", table.source)
+    docker = host_table.string("docker", "local")
+    if docker != "local" and not docker.startswith(("unix://", "tcp://", "ssh://", "env:")):
+        raise host_table.error(
+            "docker", "expected 'local', 'unix://…', 'tcp://…', 'ssh://…' or 'env:VARIABLE'"
+        )
+    host = Host(
+        name=host_table.string("name", f"host{index + 1}"),
+        docker=docker,
+        port_offset=host_table.integer("port_offset", Host.port_offset, minimum=0),
+        access=host_table.string("access", Host.access, choices=HOST_ACCESS),
+        fallback=host_table.string("fallback", Host.fallback),
     )
-    router_table.finish()
+    host_table.finish()
+    return host
 
-    timeouts_table = table.table("timeouts")
-    timeouts = Timeouts(
-        ready=timeouts_table.number("ready", 60.0),
-        verify=timeouts_table.number("verify", 5.0),
-        drain=timeouts_table.number("drain", 2.0),
-        stop=timeouts_table.number("stop", 10.0),
-        lock_stale=timeouts_table.number("lock_stale", 30.0),
-    )
-    timeouts_table.finish()
 
+def _load_hosts(table: TomlTable) -> tuple[Host, ...]:
+    raw_hosts = table.value("hosts", [{"name": "local", "docker": "local"}])
+    if not isinstance(raw_hosts, list) or not raw_hosts:
+        raise table.error("hosts", "expected a non-empty array of tables")
+    hosts = tuple(_load_host(index, raw, table) for index, raw in enumerate(raw_hosts))
+    if len({h.name for h in hosts}) != len(hosts):
+        raise table.error("hosts", "host names must be unique")
+    return hosts
+
+
+def _load_approval(table: TomlTable) -> Approval:
     approval_table = table.table("approval")
-    approval = Approval(
-        required=approval_table.boolean("required", False),
-        allow_self_approval=approval_table.boolean("allow_self_approval", False),
-        expires_hours=approval_table.number("expires_hours", 24.0, minimum=None),
-    )
+    approval = _read_settings(approval_table, Approval, minimum={"expires_hours": None})
     if not 0 < approval.expires_hours <= MAX_APPROVAL_HOURS:
         # 0 is a gate that can never pass; 1e9 is an approval that never expires.
-        raise approval_table.fail(
+        raise approval_table.error(
             "expires_hours",
             f"must be more than 0 and at most {MAX_APPROVAL_HOURS} (a year), "
             f"got {approval.expires_hours:g}",
         )
     approval_table.finish()
+    return approval
 
+
+_ROUTER_PORTS = {"port": 1, "preview_port": 1, "admin_port": 1}
+
+
+def _load_environment(name: str, table: TomlTable, images: Mapping[str, ImageSpec]) -> Environment:
+    """An environment, read in the order its keys appear in the docs: hosts, services, router,
+    timeouts, approval, then its own keys; each default comes from its dataclass."""
+    if not _NAME.match(name):
+        raise table.error(None, "environment names are lower-case letters, digits and '-'")
     env = Environment(
         name=name,
-        hosts=tuple(hosts),
-        services=services,
-        router=router,
-        timeouts=timeouts,
-        approval=approval,
-        keep_releases=table.integer("keep_releases", 3, minimum=1),
-        max_error_rate=table.number("max_error_rate", 0.0),
-        require_scan=table.boolean("require_scan", False),
+        hosts=_load_hosts(table),
+        services=_load_services(table, images),
+        router=_section(table, "router", Router, minimum=_ROUTER_PORTS),
+        timeouts=_section(table, "timeouts", Timeouts),
+        approval=_load_approval(table),
+        keep_releases=table.integer("keep_releases", Environment.keep_releases, minimum=1),
+        max_error_rate=table.number("max_error_rate", Environment.max_error_rate),
+        require_scan=table.boolean("require_scan", Environment.require_scan),
         notify=_load_references(table, "notify"),
-        promote_from=table.string("promote_from", None),
+        promote_from=table.string("promote_from", Environment.promote_from),
     )
     table.finish()
     _check_ports(env, table)
@@ -628,7 +545,7 @@ def _check_ports(env: Environment, table: TomlTable) -> None:
         for color, port in s.ports.items()
     ]:
         if port in used:
-            raise table.fail(what, f"port {port} is also used by {used[port]}")
+            raise table.error(what, f"port {port} is also used by {used[port]}")
         used[port] = what
 
 
@@ -639,17 +556,17 @@ def _check_promote_from(
     if source is None:
         return
     if source == env.name:
-        raise table.fail("promote_from", f"'{source}' is this environment itself")
+        raise table.error("promote_from", f"'{source}' is this environment itself")
     if source not in environments:
         others = sorted(n for n in environments if n != env.name)
-        raise table.fail(
+        raise table.error(
             "promote_from",
             f"unknown environment '{source}' (known: {', '.join(others) or 'none'})"
             + did_you_mean(source, others),
         )
     missing = sorted(set(env.services) - set(environments[source].services))
     if missing:
-        raise table.fail(
+        raise table.error(
             "promote_from",
             f"'{source}' does not run {', '.join(missing)}, so no release of it can come "
             f"from there",
@@ -746,31 +663,11 @@ def parse(data: Mapping[str, Any], path: Path) -> Config:
     source_url = project.string("source", "")
     project.finish()
 
-    build_table = root.table("build")
-    build = BuildSettings(
-        base_image=build_table.string("base_image", BuildSettings.base_image),
-        offline_base_image=build_table.string(
-            "offline_base_image", BuildSettings.offline_base_image
-        ),
-        dist_dir=build_table.string("dist_dir", BuildSettings.dist_dir),
+    build = _section(root, "build", BuildSettings)
+    registry = _section(root, "registry", RegistrySettings)
+    artifacts = _section(
+        root, "artifacts", ArtifactSettings, minimum={"keep": 1}, choices={"store": ARTIFACT_STORES}
     )
-    build_table.finish()
-
-    registry_table = root.table("registry")
-    registry = RegistrySettings(
-        url=registry_table.string("url", ""),
-        prefix=registry_table.string("prefix", "conveyor"),
-    )
-    registry_table.finish()
-
-    artifacts_table = root.table("artifacts")
-    artifacts = ArtifactSettings(
-        store=artifacts_table.string("store", "local", choices=("local", "registry")),
-        path=artifacts_table.string("path", ArtifactSettings.path),
-        keep=artifacts_table.integer("keep", ArtifactSettings.keep, minimum=1),
-    )
-    artifacts_table.finish()
-
     images = _load_images(root)
     notifications = _load_notifications(root)
     env_tables = root.tables("environments")

@@ -46,8 +46,8 @@ from conveyor.ciplan.workflows import (
     triggers,
     workflow_files,
 )
-from conveyor.config import did_you_mean
 from conveyor.errors import ConfigError, UsageError
+from conveyor.tomltable import did_you_mean
 
 MAX_CALL_DEPTH = 4
 

@@ -37,10 +37,10 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from conveyor.config import TomlTable, did_you_mean
 from conveyor.errors import ConfigError, UsageError
 from conveyor.scanners.base import ScannerSpec
 from conveyor.scanners.model import SEVERITIES, Finding
+from conveyor.tomltable import TomlTable, did_you_mean
 
 PYPROJECT = "pyproject.toml"
 TABLE = "tool.conveyor.scan"
@@ -138,7 +138,7 @@ def _allow_entry(raw: Any, index: int, source: str, scanners: Sequence[str]) -> 
     table = TomlTable(raw, f"{TABLE}.allow[{index}]", source)
     for key in ("id", "reason", "expires"):
         if key not in table.data:
-            raise table.fail(
+            raise table.error(
                 key, "required key is missing (every allowlist entry needs id, reason and expires)"
             )
     ident, reason = table.string("id").strip(), table.string("reason").strip()
@@ -147,22 +147,22 @@ def _allow_entry(raw: Any, index: int, source: str, scanners: Sequence[str]) -> 
     expires = table.value("expires", None)
     table.finish()
     if not ident or not reason:
-        raise table.fail("reason" if ident else "id", "must not be empty")
+        raise table.error("reason" if ident else "id", "must not be empty")
     if isinstance(expires, str):
         try:
             expires = date.fromisoformat(expires)
         except ValueError:
-            raise table.fail("expires", f"{expires!r} is not a date (YYYY-MM-DD)") from None
+            raise table.error("expires", f"{expires!r} is not a date (YYYY-MM-DD)") from None
     if not isinstance(expires, date):
-        raise table.fail("expires", f"expected a date (YYYY-MM-DD), got {expires!r}")
+        raise table.error("expires", f"expected a date (YYYY-MM-DD), got {expires!r}")
     if scanner is not None and scanner not in scanners:
-        raise table.fail(
+        raise table.error(
             "scanner",
             f"unknown scanner {scanner!r} (known: {', '.join(scanners)})"
             + did_you_mean(str(scanner), scanners),
         )
     if location is not None and not isinstance(location, str):
-        raise table.fail("location", f"expected a string pattern, got {location!r}")
+        raise table.error("location", f"expected a string pattern, got {location!r}")
     return AllowEntry(ident, reason, expires, scanner, location)
 
 
@@ -204,7 +204,7 @@ def parse(
 
     raw_allow = top.value("allow", [])
     if not isinstance(raw_allow, list):
-        raise top.fail("allow", "expected an array of tables ([[tool.conveyor.scan.allow]])")
+        raise top.error("allow", "expected an array of tables ([[tool.conveyor.scan.allow]])")
     names = [spec.name for spec in registry]
     allow = tuple(_allow_entry(raw, i, source, names) for i, raw in enumerate(raw_allow))
     top.finish()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from conveyor.config import did_you_mean
 from conveyor.errors import UsageError
 from conveyor.scanners import (
     actionlint,
@@ -16,6 +15,7 @@ from conveyor.scanners import (
     zizmor,
 )
 from conveyor.scanners.base import ScannerSpec
+from conveyor.tomltable import did_you_mean
 
 REGISTRY: tuple[ScannerSpec, ...] = (
     bandit.SPEC,
