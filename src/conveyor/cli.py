@@ -13,7 +13,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from conveyor import ciplan, scanners
 from conveyor import config as config_mod
@@ -234,27 +234,34 @@ def cmd_artifacts_prune(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="conveyor", description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--config", help="path to deploy.toml (default: nearest, or $CONVEYOR_CONFIG)"
-    )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+if TYPE_CHECKING:
+    Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
 
-    def add(name: str, handler: Handler, help_text: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_text, description=help_text)
-        p.set_defaults(handler=handler)
-        return p
 
-    add("setup", cmd_setup, "Install and start what conveyor needs on this machine.")
-    check = add("config-check", cmd_config_check, "Validate deploy.toml.")
+def _command(
+    sub: Subparsers, name: str, handler: Handler, help_text: str
+) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = sub.add_parser(name, help=help_text, description=help_text)
+    parser.set_defaults(handler=handler)
+    return parser
+
+
+def _add_setup_commands(sub: Subparsers) -> None:
+    _command(sub, "setup", cmd_setup, "Install and start what conveyor needs on this machine.")
+    check = _command(sub, "config-check", cmd_config_check, "Validate deploy.toml.")
     check.add_argument("--env")
 
-    version = add("version", cmd_version, "Print the release version of the working tree.")
+
+def _add_build_commands(sub: Subparsers) -> None:
+    version = _command(
+        sub, "version", cmd_version, "Print the release version of the working tree."
+    )
     version.add_argument("--json", action="store_true")
-    build = add("build", cmd_build, "Build the release artifacts into dist/<version>/.")
+    build = _command(sub, "build", cmd_build, "Build the release artifacts into dist/<version>/.")
     build.add_argument("--only", choices=("backend", "frontend"), help="build one part")
-    image = add("image", cmd_image, "Build the images of dist/<version>/, push, record digests.")
+    image = _command(
+        sub, "image", cmd_image, "Build the images of dist/<version>/, push, record digests."
+    )
     image.add_argument("--version", help="artifacts to use (default: the working tree's)")
     image.add_argument("--only", action="append", help="build only this image (repeatable)")
     image.add_argument("--no-push", action="store_true", help="keep the images local")
@@ -263,6 +270,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="replace images this version already records (new image IDs; recorded)",
     )
+
+
+def _add_artifacts_commands(sub: Subparsers) -> None:
     arts = sub.add_parser("artifacts", help="Verify, list and prune stored artifacts.")
     arts_sub = arts.add_subparsers(dest="artifacts_command", required=True, metavar="ACTION")
     verify = arts_sub.add_parser("verify", help="Re-check every checksum of dist/<version>.")
@@ -284,20 +294,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pruning.set_defaults(handler=cmd_artifacts_prune)
 
-    scanners.register(sub)
 
-    deploy = add("deploy", cmd_deploy, "Blue-green deploy a release to an environment.")
+def _add_deploy_commands(sub: Subparsers) -> None:
+    """The commands that change an environment: deploy, rollback, recover."""
+    deploy = _command(sub, "deploy", cmd_deploy, "Blue-green deploy a release to an environment.")
     deploy.add_argument("--env", required=True)
     deploy.add_argument("--version", help="release to deploy (default: the working tree's)")
     deploy.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
     deploy.add_argument("--lock-wait", type=float, default=0.0, metavar="SECONDS")
     deploy.add_argument("--message", help="why (recorded with the lock)")
-    back = add("rollback", cmd_rollback, "Switch back to the previous (or a chosen) release.")
+    back = _command(
+        sub, "rollback", cmd_rollback, "Switch back to the previous (or a chosen) release."
+    )
     back.add_argument("--env", required=True)
     back.add_argument("--to", help="release id or version from the ledger")
     back.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
     back.add_argument("--lock-wait", type=float, default=0.0, metavar="SECONDS")
-    rec = add(
+    rec = _command(
+        sub,
         "recover",
         cmd_recover,
         "After a crashed deploy: close its record, put every router back on the verified "
@@ -306,14 +320,21 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--env", required=True)
     rec.add_argument("--dry-run", action="store_true", help="say what it would do, change nothing")
     rec.add_argument("--lock-wait", type=float, default=0.0, metavar="SECONDS")
-    stat = add("status", cmd_status, "Show an environment: live release, containers, lock.")
+
+
+def _add_inspect_commands(sub: Subparsers) -> None:
+    """The commands that read an environment (and unlock, which clears what status shows)."""
+    stat = _command(
+        sub, "status", cmd_status, "Show an environment: live release, containers, lock."
+    )
     stat.add_argument("--env", required=True)
     stat.add_argument("--json", action="store_true")
-    hist = add("history", cmd_history, "Show the environment's release ledger.")
+    hist = _command(sub, "history", cmd_history, "Show the environment's release ledger.")
     hist.add_argument("--env", required=True)
     hist.add_argument("--json", action="store_true")
     hist.add_argument("--limit", type=int, default=50)
-    unlock = add(
+    unlock = _command(
+        sub,
         "unlock",
         cmd_unlock,
         "Remove an environment's stale deploy lock; a live one only with --force (audited).",
@@ -326,7 +347,11 @@ def build_parser() -> argparse.ArgumentParser:
         "next switch; recorded in the ledger)",
     )
 
-    promote = add(
+
+def _add_governance_commands(sub: Subparsers) -> None:
+    """Promotion, approval and the deployment report."""
+    promote = _command(
+        sub,
         "promote",
         cmd_promote,
         "Deploy to one environment exactly the image IDs live and healthy in another.",
@@ -335,8 +360,8 @@ def build_parser() -> argparse.ArgumentParser:
     promote.add_argument("--to", dest="target", default="production", metavar="ENV")
     promote.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
     promote.add_argument("--lock-wait", type=float, default=0.0, metavar="SECONDS")
-    approve = add(
-        "approve", cmd_approve, "Approve one release (bound to its image IDs) for a gated env."
+    approve = _command(
+        sub, "approve", cmd_approve, "Approve one release (bound to its image IDs) for a gated env."
     )
     approve.add_argument("--env", required=True)
     approve.add_argument(
@@ -346,13 +371,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="release key printed by `promote --dry-run` (12+ hex digits), or ENV:RELEASE-ID",
     )
     approve.add_argument("--note", help="why (recorded with the approval)")
-    report = add("report", cmd_report, "Write the deployment report (DORA metrics) as HTML.")
+    report = _command(
+        sub, "report", cmd_report, "Write the deployment report (DORA metrics) as HTML."
+    )
     report.add_argument("--env", required=True)
     report.add_argument("--output", default="reports/deploy", metavar="DIR")
     report.add_argument(
         "--ledger", metavar="FILE", help="read `history --json` output instead of the engine"
     )
-    plan = add("ci-plan", cmd_ci_plan, "Show the GitHub jobs an event would run, in order.")
+
+
+def _add_ci_plan_command(sub: Subparsers) -> None:
+    plan = _command(
+        sub, "ci-plan", cmd_ci_plan, "Show the GitHub jobs an event would run, in order."
+    )
     plan.add_argument(
         "--event",
         default="push",
@@ -376,6 +408,24 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="the folder of workflow files (default: %(default)s, from the current directory)",
     )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """conveyor's command line, one group of commands at a time, in the order ``--help``
+    lists them."""
+    parser = argparse.ArgumentParser(prog="conveyor", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--config", help="path to deploy.toml (default: nearest, or $CONVEYOR_CONFIG)"
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_setup_commands(sub)
+    _add_build_commands(sub)
+    _add_artifacts_commands(sub)
+    scanners.register(sub)
+    _add_deploy_commands(sub)
+    _add_inspect_commands(sub)
+    _add_governance_commands(sub)
+    _add_ci_plan_command(sub)
     return parser
 
 
