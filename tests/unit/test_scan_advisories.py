@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from conveyor import advisories
-from conveyor.advisories import AdvisoryDB, AdvisoryError, affects, canonical_name
+from conveyor.scanners import advisories
+from conveyor.scanners.advisories import AdvisoryDB, AdvisoryError, affects, canonical_name
 
 
 def advisory(ident: str, name: str, *ranges: list[dict[str, str]], **extra: Any) -> dict[str, Any]:

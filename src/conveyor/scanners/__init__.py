@@ -17,8 +17,7 @@ import json
 from pathlib import Path
 
 from conveyor.console import console
-
-CONTEXTS = ("pr", "main", "production")
+from conveyor.scanners.model import CONTEXTS
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
@@ -68,7 +67,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
 
 
 def cmd_advisories_serve(args: argparse.Namespace) -> int:
-    from conveyor import advisories  # noqa: PLC0415
+    from conveyor.scanners import advisories  # noqa: PLC0415
 
     root = Path.cwd()
     path = Path(args.dir) if args.dir else advisories.default_db(root)
@@ -87,7 +86,7 @@ def cmd_advisories_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_advisories_query(args: argparse.Namespace) -> int:
-    from conveyor import advisories  # noqa: PLC0415
+    from conveyor.scanners import advisories  # noqa: PLC0415
 
     path = Path(args.db) if args.db else advisories.default_db(Path.cwd())
     found = advisories.AdvisoryDB.load(path).query(args.package, args.version)

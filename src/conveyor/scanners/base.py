@@ -42,11 +42,6 @@ class ScanContext:
                 return candidate.as_posix()
         return candidate.as_posix().removeprefix("./")
 
-    def excluded(self, relative: str) -> bool:
-        return any(
-            relative == ex or relative.startswith(ex.rstrip("/") + "/") for ex in self.exclude
-        )
-
 
 @dataclass(frozen=True)
 class ScannerSpec:

@@ -19,7 +19,7 @@ from datetime import date
 from typing import Any
 
 from conveyor.errors import ConveyorError
-from conveyor.scanners.model import Finding, ScannerRun, Status, at_least
+from conveyor.scanners.model import Finding, GateContext, ScannerRun, Status, at_least
 from conveyor.scanners.policy import AllowEntry, Policy
 
 
@@ -44,7 +44,7 @@ class Decision:
 
 @dataclass
 class Verdict:
-    context: str
+    context: GateContext
     fail_on: str
     passed: bool
     failures: list[str] = field(default_factory=list)
@@ -63,7 +63,7 @@ class Verdict:
 def evaluate(
     runs: Sequence[ScannerRun],
     policy: Policy,
-    context: str,
+    context: GateContext,
     today: date,
     *,
     left_out: Sequence[str] = (),
@@ -108,7 +108,7 @@ def evaluate(
     return verdict
 
 
-def _judge_status(run: ScannerRun, policy: Policy, context: str, verdict: Verdict) -> None:
+def _judge_status(run: ScannerRun, policy: Policy, context: GateContext, verdict: Verdict) -> None:
     verdict.warnings.extend(f"{run.scanner}: {warning}" for warning in run.warnings)
     if run.ran:
         return

@@ -10,7 +10,12 @@ from __future__ import annotations
 import hashlib
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal, get_args
+
+# What a scan gates: a proposal (``pr``), what lands (``main``) or what is released
+# (``production``). The policy's ``[unavailable]`` table says which fail closed.
+GateContext = Literal["pr", "main", "production"]
+CONTEXTS: tuple[GateContext, ...] = get_args(GateContext)
 
 SEVERITIES = ("critical", "high", "medium", "low", "info")
 _ALIASES = {

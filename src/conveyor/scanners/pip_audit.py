@@ -7,7 +7,7 @@ extras) of each workspace package in ``uv_packages`` exported from ``uv.lock``, 
 Where advisories come from (``source``):
 
 - ``auto`` (default): ``mirror`` when the advisory folder exists, else ``osv``.
-- ``mirror``: conveyor's own OSV mirror (:mod:`conveyor.advisories`) serving a folder
+- ``mirror``: conveyor's own OSV mirror (:mod:`conveyor.scanners.advisories`) serving a folder
   of OSV advisories on 127.0.0.1 — ``advisory_db``, else ``$CONVEYOR_ADVISORY_DB``, else
   ``<root>/../shared/advisories/pypa-advisory-database``. Works with no network.
 - ``osv``: an OSV API at ``osv_url`` (api.osv.dev by default).
@@ -35,8 +35,8 @@ from urllib.parse import urlsplit
 
 from packaging.version import InvalidVersion, Version
 
-from conveyor import advisories
 from conveyor.errors import ToolTimeout
+from conveyor.scanners import advisories
 from conveyor.scanners.base import (
     ScanContext,
     ScannerSpec,

@@ -39,18 +39,17 @@ from typing import Any
 
 from conveyor.errors import ConfigError, UsageError
 from conveyor.scanners.base import ScannerSpec
-from conveyor.scanners.model import SEVERITIES, Finding
+from conveyor.scanners.model import CONTEXTS, SEVERITIES, Finding, GateContext
 from conveyor.tomltable import TomlTable, did_you_mean
 
 PYPROJECT = "pyproject.toml"
 TABLE = "tool.conveyor.scan"
-CONTEXTS = ("pr", "main", "production")
 ON_UNAVAILABLE = ("fail", "warn")
-DEFAULT_UNAVAILABLE = {"pr": "warn", "main": "fail", "production": "fail"}
+DEFAULT_UNAVAILABLE: dict[GateContext, str] = {"pr": "warn", "main": "fail", "production": "fail"}
 ENV_CONTEXT = "CONVEYOR_SCAN_CONTEXT"
 
 
-def default_context(environ: Mapping[str, str] | None = None) -> str:
+def default_context(environ: Mapping[str, str] | None = None) -> GateContext:
     """The context a scan runs in when ``--context`` is not given.
 
     - ``$CONVEYOR_SCAN_CONTEXT`` wins when set.
@@ -126,7 +125,7 @@ class Policy:
     fail_on: str = "medium"
     reports: Path = Path("reports/scan")
     exclude: tuple[str, ...] = ()
-    unavailable: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_UNAVAILABLE))
+    unavailable: dict[GateContext, str] = field(default_factory=lambda: dict(DEFAULT_UNAVAILABLE))
     scanners: dict[str, ScannerPolicy] = field(default_factory=dict)
     allow: tuple[AllowEntry, ...] = ()
 

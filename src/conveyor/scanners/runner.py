@@ -19,7 +19,7 @@ from typing import Any
 
 from conveyor.scanners import gate, report, trivy_image
 from conveyor.scanners.base import ScanContext, ScannerSpec
-from conveyor.scanners.model import ScannerRun
+from conveyor.scanners.model import GateContext, ScannerRun
 from conveyor.scanners.policy import Policy
 from conveyor.scanners.redact import redact
 from conveyor.scanners.registry import DISTRIBUTIONS, REGISTRY, spec
@@ -113,7 +113,7 @@ def run_all(
 
 
 @dataclass
-class Outcome:
+class ScanOutcome:
     runs: list[ScannerRun]
     verdict: gate.Verdict
     reports: dict[str, Path]
@@ -124,13 +124,13 @@ class Outcome:
 def scan(
     policy: Policy,
     *,
-    context: str,
+    context: GateContext,
     names: Sequence[str] = (),
     artifacts: Path | None = None,
     reports_dir: Path | None = None,
     today: date | None = None,
     say: Callable[[str], None] = print,
-) -> Outcome:
+) -> ScanOutcome:
     """Run the selected scanners, apply the gate, write the reports and image results."""
     selection = select(policy, names, artifacts=artifacts)
     cache = cache_dir(policy.root)
@@ -149,4 +149,4 @@ def scan(
     folder = reports_dir or policy.root / policy.reports
     paths = report.write(folder, runs, verdict, project=policy.root.name, images=images)
     step = report.append_step_summary(paths["summary"].read_text(encoding="utf-8"))
-    return Outcome(runs, verdict, paths, images, step)
+    return ScanOutcome(runs, verdict, paths, images, step)
