@@ -20,7 +20,7 @@ from conveyor import terms
 from conveyor.config import Environment
 from conveyor.errors import ConveyorError
 from conveyor.ledger import ReleaseRecord
-from conveyor.observe import EnvironmentState
+from conveyor.observe import EnvironmentState, HostState
 from conveyor.releases import Release, describe_digests, release_from_record
 from conveyor.scanners import gate
 
@@ -37,6 +37,25 @@ def promotable(state: EnvironmentState, services: set[str]) -> tuple[ReleaseReco
     A pure function of the observed source environment, so every refusal is unit-tested.
     ``services`` are the target's services: the source must run each of them.
     """
+    record = _newest_settled_deploy(state)
+    digests = record.digests()
+    missing = services - set(digests)
+    if missing:
+        raise PromotionRefused(
+            f"{state.env} {record.id} has no image for {', '.join(sorted(missing))}, which the "
+            f"target runs"
+        )
+    for host in state.hosts:
+        _require_live_images(state.env, host, record, digests)
+    hosts = ", ".join(h.name for h in state.hosts)
+    return record, [
+        f"{record.id} is {state.env}'s newest release and succeeded",
+        f"running containers on {hosts} match its image IDs and are healthy",
+    ]
+
+
+def _newest_settled_deploy(state: EnvironmentState) -> ReleaseRecord:
+    """The source's newest record, refused unless it is a deploy that succeeded and stands."""
     env = state.env
     if not state.records:
         raise PromotionRefused(f"{env} has no releases to promote — deploy to {env} first")
@@ -56,7 +75,7 @@ def promotable(state: EnvironmentState, services: set[str]) -> tuple[ReleaseReco
             f"{env}'s current release {newest.id} ({newest.version}) was {newest.outcome} — "
             f"deploy to {env} again before promoting"
         )
-    if newest.kind == "rollback" or newest.rollback_of:
+    if newest.kind == terms.ROLLBACK or newest.rollback_of:
         raise PromotionRefused(
             f"{env} was rolled back ({newest.id} returned to {newest.version}"
             + (f", rolling back {newest.rollback_of}" if newest.rollback_of else "")
@@ -67,39 +86,34 @@ def promotable(state: EnvironmentState, services: set[str]) -> tuple[ReleaseReco
         raise PromotionRefused(
             f"{env}'s release {newest.id} was rolled back by {rolled_back[0].id}"
         )
-    record = newest
-    digests = record.digests()
-    missing = services - set(digests)
-    if missing:
-        raise PromotionRefused(
-            f"{env} {record.id} has no image for {', '.join(sorted(missing))}, which the "
-            f"target runs"
-        )
-    checks = [f"{record.id} is {env}'s newest release and succeeded"]
-    for host in state.hosts:
-        if host.error:
-            raise PromotionRefused(f"{env} host {host.name}: cannot read its router ({host.error})")
-        for service in sorted(digests):
-            container = host.live_container(service)
-            if container is None:
-                raise PromotionRefused(
-                    f"{env} host {host.name}: no running container takes {service}'s live "
-                    f"traffic — check `invoke status --env {env}`"
-                )
-            if container.image_id != digests[service]:
-                raise PromotionRefused(
-                    f"{env} host {host.name}: live {service} runs image "
-                    f"{container.image_id[:19]}, not {digests[service][:19]} of {record.id} — "
-                    f"what runs is not what the ledger says; redeploy {env}"
-                )
-            if container.health in UNHEALTHY:
-                raise PromotionRefused(
-                    f"{env} host {host.name}: live {service} ({container.name}) is "
-                    f"{container.health} — promote only a healthy release"
-                )
-    hosts = ", ".join(h.name for h in state.hosts)
-    checks.append(f"running containers on {hosts} match its image IDs and are healthy")
-    return record, checks
+    return newest
+
+
+def _require_live_images(
+    env: str, host: HostState, record: ReleaseRecord, digests: dict[str, str]
+) -> None:
+    """Refuse unless every service's live container on ``host`` runs the record's image,
+    healthy: what runs must be what the ledger says."""
+    if host.error:
+        raise PromotionRefused(f"{env} host {host.name}: cannot read its router ({host.error})")
+    for service in sorted(digests):
+        container = host.live_container(service)
+        if container is None:
+            raise PromotionRefused(
+                f"{env} host {host.name}: no running container takes {service}'s live "
+                f"traffic — check `invoke status --env {env}`"
+            )
+        if container.image_id != digests[service]:
+            raise PromotionRefused(
+                f"{env} host {host.name}: live {service} runs image "
+                f"{container.image_id[:19]}, not {digests[service][:19]} of {record.id} — "
+                f"what runs is not what the ledger says; redeploy {env}"
+            )
+        if container.health in UNHEALTHY:
+            raise PromotionRefused(
+                f"{env} host {host.name}: live {service} ({container.name}) is "
+                f"{container.health} — promote only a healthy release"
+            )
 
 
 def promoted_release(record: ReleaseRecord, source: str) -> Release:
@@ -152,29 +166,7 @@ def check_release(
     checks: list[str] = []
     record, live = None, False
     if source is not None:
-        ran = [
-            r
-            for r in source_records
-            if r.is_verified and all(r.digests().get(s) == i for s, i in wanted.items())
-        ]
-        if not ran:
-            raise PromotionRefused(
-                f"{release.version} ({shown}) never succeeded in {source}, and {env.name} takes "
-                f"releases from {source} only — deploy it to {source} first, then promote"
-            )
-        undone = ledger_mod.rolled_back_ids(list(source_records))
-        standing = [r for r in ran if r.id not in undone]
-        if not standing:
-            last = ran[-1]
-            by = [r.id for r in source_records if r.rollback_of == last.id]
-            raise PromotionRefused(
-                f"{release.version} was rolled back in {source} ({last.id}"
-                + (f" undone by {by[-1]}" if by else "")
-                + f") — fix it and deploy a new release to {source} before {env.name}"
-            )
-        record = standing[-1]
-        current = ledger_mod.current_live(list(source_records))
-        live = current is not None and current.digests() == record.digests()
+        record, live = _standing_in_source(env, release, wanted, source, source_records)
         checks.append(
             f"succeeded in {source} as {record.id} and no rollback undid it"
             + (" (live there now)" if live else "")
@@ -199,3 +191,38 @@ def check_release(
         source_record=record,
         live_in_source=live,
     )
+
+
+def _standing_in_source(
+    env: Environment,
+    release: Release,
+    wanted: dict[str, str],
+    source: str,
+    source_records: Sequence[ReleaseRecord],
+) -> tuple[ReleaseRecord, bool]:
+    """The newest record of exactly these images that passed verify in ``source`` and that no
+    rollback undid there, and whether it is live there now."""
+    ran = [
+        r
+        for r in source_records
+        if r.is_verified and all(r.digests().get(s) == i for s, i in wanted.items())
+    ]
+    if not ran:
+        raise PromotionRefused(
+            f"{release.version} ({describe_digests(wanted)}) never succeeded in {source}, and "
+            f"{env.name} takes releases from {source} only — deploy it to {source} first, "
+            f"then promote"
+        )
+    undone = ledger_mod.rolled_back_ids(list(source_records))
+    standing = [r for r in ran if r.id not in undone]
+    if not standing:
+        last = ran[-1]
+        by = [r.id for r in source_records if r.rollback_of == last.id]
+        raise PromotionRefused(
+            f"{release.version} was rolled back in {source} ({last.id}"
+            + (f" undone by {by[-1]}" if by else "")
+            + f") — fix it and deploy a new release to {source} before {env.name}"
+        )
+    record = standing[-1]
+    current = ledger_mod.current_live(list(source_records))
+    return record, current is not None and current.digests() == record.digests()

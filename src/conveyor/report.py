@@ -25,7 +25,7 @@ from conveyor.metrics import Metrics
 
 WIDTH, HEIGHT = 640, 240
 LEFT, RIGHT, TOP, BOTTOM = 52, 12, 16, 44
-COLORS = {"succeeded": "#2e7d32", "failed": "#c62828", "rollbacks": "#ef8f00", "line": "#1565c0"}
+PALETTE = {"succeeded": "#2e7d32", "failed": "#c62828", "rollbacks": "#ef8f00", "line": "#1565c0"}
 PHASE_COLORS = (
     "#90a4ae",
     "#5c6bc0",
@@ -199,14 +199,14 @@ def line_chart(
         segment.append(f"{x:.1f},{y:.1f}")
         points.append(
             f'<circle class="point" data-value="{value:.4f}" cx="{x:.1f}" cy="{y:.1f}" r="4" '
-            f'fill="{COLORS["line"]}"><title>{_e(label)}: {_e(fmt(value))}</title></circle>'
+            f'fill="{PALETTE["line"]}"><title>{_e(label)}: {_e(fmt(value))}</title></circle>'
         )
     if segment:
         segments.append(segment)
     for seg in segments:
         if len(seg) > 1:
             body.append(
-                f'<polyline class="line" fill="none" stroke="{COLORS["line"]}" '
+                f'<polyline class="line" fill="none" stroke="{PALETTE["line"]}" '
                 f'stroke-width="2" points="{" ".join(seg)}"/>'
             )
     body += points + _x_labels(labels, xs)
@@ -334,13 +334,21 @@ def _card(metric_id: str, label: str, shown: str, value: float | None, hint: str
 def render(m: Metrics, *, generated: float | None = None) -> str:
     """The whole page for one environment's metrics."""
     generated = time.time() if generated is None else generated
-    unit = m.bucket_unit
-    # Day buckets drop the year on the axis (the page header has the span).
-    labels = [b.label[5:] if unit == "day" else b.label for b in m.buckets]
-    lead_unit, lead_div = _unit([lt.seconds for lt in m.lead_times])
-    ttr_unit, ttr_div = _unit([i.seconds for i in m.incidents])
+    return _page(
+        m,
+        generated,
+        cards="".join(_cards(m)),
+        charts="".join(_charts(m)),
+        phase_rows="".join(_phase_row(p) for p in m.phases),
+        incidents="".join(_incident_row(i) for i in m.incidents),
+        release_rows="".join(_release_row(r) for r in reversed(m.releases[-RECENT * 2 :])),
+    )
+
+
+def _cards(m: Metrics) -> list[str]:
+    """The five headline numbers."""
     freq = m.frequency_per_day
-    cards = [
+    return [
         _card(
             "metric-frequency",
             "Deployment frequency",
@@ -378,15 +386,24 @@ def render(m: Metrics, *, generated: float | None = None) -> str:
             f"{m.rollbacks} rollbacks",
         ),
     ]
-    charts = [
+
+
+def _charts(m: Metrics) -> list[str]:
+    """Deploys and success rate per bucket, lead times, restore times and phase durations."""
+    unit = m.bucket_unit
+    # Day buckets drop the year on the axis (the page header has the span).
+    labels = [b.label[5:] if unit == "day" else b.label for b in m.buckets]
+    lead_unit, lead_div = _unit([lt.seconds for lt in m.lead_times])
+    ttr_unit, ttr_div = _unit([i.seconds for i in m.incidents])
+    return [
         bar_chart(
             "chart-deployments",
             f"Deploys per {unit}",
             labels,
             [
-                ("succeeded", COLORS["succeeded"], [b.succeeded for b in m.buckets]),
-                ("failed", COLORS["failed"], [b.failed for b in m.buckets]),
-                ("rollbacks", COLORS["rollbacks"], [b.rollbacks for b in m.buckets]),
+                ("succeeded", PALETTE["succeeded"], [b.succeeded for b in m.buckets]),
+                ("failed", PALETTE["failed"], [b.failed for b in m.buckets]),
+                ("rollbacks", PALETTE["rollbacks"], [b.rollbacks for b in m.buckets]),
             ],
             y_label="deploys",
         ),
@@ -403,7 +420,7 @@ def render(m: Metrics, *, generated: float | None = None) -> str:
             "chart-lead-time",
             "Lead time per deploy (commit → live)",
             [lt.record for lt in m.lead_times],
-            [("lead time", COLORS["line"], [lt.seconds / lead_div for lt in m.lead_times])],
+            [("lead time", PALETTE["line"], [lt.seconds / lead_div for lt in m.lead_times])],
             y_label=lead_unit,
             fmt=lambda v: f"{v:.3g}",
             value_fmt=lambda v: f"{v:.3g} {lead_unit}",
@@ -412,7 +429,7 @@ def render(m: Metrics, *, generated: float | None = None) -> str:
             "chart-time-to-restore",
             "Time to restore per incident",
             [i.record for i in m.incidents],
-            [("time to restore", COLORS["failed"], [i.seconds / ttr_div for i in m.incidents])],
+            [("time to restore", PALETTE["failed"], [i.seconds / ttr_div for i in m.incidents])],
             y_label=ttr_unit,
             fmt=lambda v: f"{v:.3g}",
             value_fmt=lambda v: f"{v:.3g} {ttr_unit}",
@@ -423,19 +440,35 @@ def render(m: Metrics, *, generated: float | None = None) -> str:
             [r for r in m.releases if r.kind in terms.DEPLOY_KINDS | {terms.ROLLBACK}],
         ),
     ]
-    phase_rows = "".join(
+
+
+def _phase_row(p: metrics_mod.PhaseStats) -> str:
+    return (
         f'<tr data-phase="{_e(p.phase)}"><td>{_e(p.phase)}</td><td class="num">{p.count}</td>'
         f'<td class="num" data-value="{p.median:.6g}">{_e(duration(p.median))}</td>'
         f'<td class="num" data-value="{p.p90:.6g}">{_e(duration(p.p90))}</td></tr>'
-        for p in m.phases
     )
-    release_rows = "".join(_release_row(r) for r in reversed(m.releases[-RECENT * 2 :]))
-    incidents = "".join(
+
+
+def _incident_row(i: metrics_mod.Incident) -> str:
+    return (
         f"<tr><td>{_e(i.record)}</td><td>{_e(i.version)}</td><td>{_e(i.how)}</td>"
         f"<td>{_e(_utc(i.began))}</td>"
         f'<td class="num" data-value="{i.seconds:.6g}">{_e(duration(i.seconds))}</td></tr>'
-        for i in m.incidents
     )
+
+
+def _page(
+    m: Metrics,
+    generated: float,
+    *,
+    cards: str,
+    charts: str,
+    phase_rows: str,
+    incidents: str,
+    release_rows: str,
+) -> str:
+    """The HTML document around the rendered parts."""
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta http-equiv="Content-Security-Policy"
@@ -446,9 +479,9 @@ def render(m: Metrics, *, generated: float | None = None) -> str:
 <h1>Deployments to {_e(m.environment)}</h1>
 <p class="sub">{_e(_utc(m.start))} to {_e(_utc(m.end))} · {len(m.releases)} ledger records ·
 generated {_e(_utc(generated))}</p>
-<section class="cards">{"".join(cards)}</section>
+<section class="cards">{cards}</section>
 <h2>Charts</h2>
-<section class="charts">{"".join(charts)}</section>
+<section class="charts">{charts}</section>
 <h2>Phases (successful deploys)</h2>
 <table id="phases"><thead><tr><th>phase</th><th class="num">deploys</th>
 <th class="num">median</th><th class="num">p90</th></tr></thead><tbody>{phase_rows}</tbody></table>
