@@ -1,5 +1,6 @@
-"""Typed errors. Only the edges (``__main__``, ``tasks.py``, ``noxfile.py``) turn them into
-messages and exit codes; everything below raises one of these with a sentence a person can act on.
+"""Typed errors. One edge, :func:`conveyor.cli.main` (behind ``python -m conveyor``, the invoke
+tasks and the nox sessions), turns them into one line on stderr and an exit code; everything
+below raises one of these with a sentence a person can act on.
 """
 
 from __future__ import annotations

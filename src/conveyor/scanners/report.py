@@ -220,6 +220,23 @@ def summary_markdown(
     max_rows: int = SUMMARY_ROWS,
     images: dict[str, Any] | None = None,
 ) -> str:
+    """summary.md: the verdict, one row per scanner, the images, why it failed, the warnings,
+    the findings (blocking, allowlisted, below the threshold) and the scanners' notes."""
+    others = [d for d in verdict.decisions if not d.blocking and d.allowed_by is None]
+    lines = [
+        *_summary_head(runs, verdict),
+        *_images_table(images or {}),
+        *_bullets("Why the gate failed", verdict.failures),
+        *_bullets("Warnings", verdict.warnings),
+        *_findings_table("Blocking findings", verdict.blocking, "fix", max_rows),
+        *_findings_table("Allowlisted", verdict.allowed, "why", max_rows),
+        *_findings_table(f"Below {verdict.fail_on}", others, "fix", max_rows),
+        *_scanner_notes(runs),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _summary_head(runs: Sequence[ScannerRun], verdict: Verdict) -> list[str]:
     head = "✅ passed" if verdict.passed else "❌ failed"
     lines = [
         f"## Security scan {head}",
@@ -236,65 +253,77 @@ def summary_markdown(
             + " | ".join(str(counts[s]) for s in SEVERITIES)
             + f" | {run.duration:.1f} s |"
         )
-    if images:
-        lines += [
-            "",
-            "### Images (recorded in the release manifest)",
-            "",
-            "| image | scan | blocking | " + " | ".join(SEVERITIES) + " | SBOM |",
-            "|---|---|---:|" + "---:|" * len(SEVERITIES) + "---|",
-        ]
-        for name, entry in sorted(images.items()):
-            found = entry.get("findings", {})
-            lines.append(
-                f"| {name} | {'✅ passed' if entry.get('passed') else '❌ failed'} | "
-                f"{entry.get('blocking', 0)} | "
-                + " | ".join(str(found.get(s, 0)) for s in SEVERITIES)
-                + f" | {_cell(str(entry.get('sbom', '—')), 80)} |"
-            )
-    if verdict.failures:
-        lines += ["", "### Why the gate failed", ""]
-        lines += [f"- {_cell(f, 400)}" for f in verdict.failures]
-    if verdict.warnings:
-        lines += ["", "### Warnings", ""]
-        lines += [f"- {_cell(w, 400)}" for w in verdict.warnings]
+    return lines
 
-    def table(title: str, decisions: list[Decision], extra: str) -> list[str]:
-        if not decisions:
-            return []
-        out = [
-            "",
-            f"### {title} ({len(decisions)})",
-            "",
-            f"| severity | scanner | rule | location | message | {extra} |",
-            "|---|---|---|---|---|---|",
-        ]
-        for decision in decisions[:max_rows]:
-            f = decision.finding
-            last = (
-                f"{decision.allowed_by.reason} (until {decision.allowed_by.expires})"
-                if decision.allowed_by is not None
-                else f.fix
-            )
-            out.append(
-                f"| {f.severity} | {f.scanner} | {_cell(f.rule, 60)} | {_cell(f.location, 80)} | "
-                f"{_cell(f.message)} | {_cell(last, 100)} |"
-            )
-        if len(decisions) > max_rows:
-            out.append(f"\n…and {len(decisions) - max_rows} more in findings.json.")
-        return out
 
-    blocking = verdict.blocking
-    others = [d for d in verdict.decisions if not d.blocking and d.allowed_by is None]
-    lines += table("Blocking findings", blocking, "fix")
-    lines += table("Allowlisted", verdict.allowed, "why")
-    lines += table(f"Below {verdict.fail_on}", others, "fix")
+def _images_table(images: dict[str, Any]) -> list[str]:
+    if not images:
+        return []
+    lines = [
+        "",
+        "### Images (recorded in the release manifest)",
+        "",
+        "| image | scan | blocking | " + " | ".join(SEVERITIES) + " | SBOM |",
+        "|---|---|---:|" + "---:|" * len(SEVERITIES) + "---|",
+    ]
+    for name, entry in sorted(images.items()):
+        found = entry.get("findings", {})
+        lines.append(
+            f"| {name} | {'✅ passed' if entry.get('passed') else '❌ failed'} | "
+            f"{entry.get('blocking', 0)} | "
+            + " | ".join(str(found.get(s, 0)) for s in SEVERITIES)
+            + f" | {_cell(str(entry.get('sbom', '—')), 80)} |"
+        )
+    return lines
+
+
+def _bullets(title: str, items: Sequence[str]) -> list[str]:
+    if not items:
+        return []
+    return ["", f"### {title}", "", *(f"- {_cell(item, 400)}" for item in items)]
+
+
+def _findings_table(
+    title: str, decisions: Sequence[Decision], extra: str, max_rows: int
+) -> list[str]:
+    """A table of findings; ``extra`` names the last column (the fix, or the allowlist's why)."""
+    if not decisions:
+        return []
+    out = [
+        "",
+        f"### {title} ({len(decisions)})",
+        "",
+        f"| severity | scanner | rule | location | message | {extra} |",
+        "|---|---|---|---|---|---|",
+    ]
+    for decision in decisions[:max_rows]:
+        f = decision.finding
+        last = (
+            f"{decision.allowed_by.reason} (until {decision.allowed_by.expires})"
+            if decision.allowed_by is not None
+            else f.fix
+        )
+        out.append(
+            f"| {f.severity} | {f.scanner} | {_cell(f.rule, 60)} | {_cell(f.location, 80)} | "
+            f"{_cell(f.message)} | {_cell(last, 100)} |"
+        )
+    if len(decisions) > max_rows:
+        out.append(f"\n…and {len(decisions) - max_rows} more in findings.json.")
+    return out
+
+
+def _scanner_notes(runs: Sequence[ScannerRun]) -> list[str]:
     notes = [(run.scanner, note) for run in runs for note in run.notes]
-    if notes:
-        lines += ["", "<details><summary>Scanner notes</summary>", ""]
-        lines += [f"- **{name}**: {_cell(note, 300)}" for name, note in notes]
-        lines += ["", "</details>"]
-    return "\n".join(lines) + "\n"
+    if not notes:
+        return []
+    return [
+        "",
+        "<details><summary>Scanner notes</summary>",
+        "",
+        *(f"- **{name}**: {_cell(note, 300)}" for name, note in notes),
+        "",
+        "</details>",
+    ]
 
 
 def bounded_summary(

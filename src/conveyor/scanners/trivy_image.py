@@ -12,9 +12,10 @@ The result goes into the manifest, per image (``images.<name>.scan``)::
      "fail_on": "medium", "findings": {"critical": 0, …}, "blocking": 0, "allowlisted": 0,
      "failures": [], "sbom": "image-api-1.4.0.cdx.json"}
 
-Per image rather than one top-level key, because a deploy ships images one by one and must
-refuse exactly the image whose scan did not pass, and a verdict is bound to the image ID it
-scanned: a rebuilt image has no scan (:func:`conveyor.scanners.gate.require_passed_scan`).
+Per image rather than one top-level key, because a verdict is bound to the image ID it scanned:
+a rebuilt image has no scan while an unchanged one keeps its own
+(:func:`conveyor.scanners.gate.require_passed_scan`), and a deploy takes the verdicts of just
+the images its environment's services run (:func:`conveyor.scanners.gate.release_scan`).
 The CycloneDX SBOM of each image is written next to the other artifacts and listed in the
 manifest's ``files`` so that ``conveyor artifacts verify`` covers it.
 """
