@@ -41,10 +41,13 @@ def pair(make_environment: Any, *, gate: bool = True, self_ok: bool = False, **t
 
 
 def scanned(env: Any, version: str, *, passed: bool = True, dirty: bool = False) -> str:
-    """Record a scan verdict (and the tree state) in dist/<version>/manifest.json."""
+    """Record, as `nox -s scan -- --artifacts` does, each image's verdict bound to its image
+    ID (and the tree state) in dist/<version>/manifest.json."""
 
     def update(manifest: dict[str, Any]) -> None:
-        manifest["scan"] = {"passed": passed, "scanners": ["test"]}
+        for entry in manifest["images"].values():
+            failures = [] if passed else ["1 finding(s) at medium or above (planted)"]
+            entry["scan"] = {"passed": passed, "image_id": entry["id"], "failures": failures}
         manifest["dirty"] = dirty
 
     artifacts.update_manifest(env.dist / version, update)
@@ -188,7 +191,7 @@ def test_promotion_refuses_what_must_not_reach_production(
     assert "has no releases to promote" in why()
 
     ok(run(staging, "bob", "deploy", "--env", staging.name, "--version", "1.0.0"))
-    assert "scan gate did not pass (no scan recorded)" in why()
+    assert "the scan gate did not pass for these image IDs (no scan for these images: " in why()
 
     failing = scanned(staging, "9.0.1+notready")
     refused(run(staging, "bob", "deploy", "--env", staging.name, "--version", failing))
