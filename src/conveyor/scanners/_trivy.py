@@ -17,7 +17,7 @@ from typing import Any
 
 from conveyor.errors import ToolTimeout
 from conveyor.scanners.base import ScanContext, execute
-from conveyor.scanners.model import Finding, normalize_severity
+from conveyor.scanners.model import Finding, ScannerRun, normalize_severity
 from conveyor.scanners.redact import redact
 
 LOCK = threading.Lock()
@@ -175,3 +175,27 @@ def parse_report(
                 )
             )
     return findings
+
+
+def scan_tree(trivy: str, ctx: ScanContext, name: str, scanners: str) -> ScannerRun:
+    """``trivy fs`` over the project with ``scanners`` (offline, no DB update): its findings,
+    or ``error`` when trivy fails, times out or writes no readable report."""
+    argv = [
+        trivy, "fs", "--scanners", scanners, "--offline-scan", "--skip-db-update",
+        "--cache-dir", str(cache_dir(ctx)), *OFFLINE, "--format", "json",
+        *skip_dirs(ctx), ".",
+    ]  # fmt: skip
+    try:
+        with LOCK:
+            result = execute(argv, cwd=ctx.root, timeout=ctx.timeout)
+    except ToolTimeout as exc:
+        return ScannerRun.error(name, str(exc))
+    if result.returncode != 0:
+        return ScannerRun.error(name, f"exit {result.returncode}: {result.tail(1)}")
+    try:
+        data = json.loads(result.stdout)
+    except json.JSONDecodeError:
+        return ScannerRun.error(name, f"unreadable output: {result.tail()}")
+    run = ScannerRun.completed(name, parse_report(data, scanner=name, ctx=ctx))
+    run.warnings = logged_problems(result.stderr)
+    return run
