@@ -73,7 +73,10 @@ class Candidate:
 
 
 @dataclass(frozen=True)
-class Approval:
+class ApprovalRecord:
+    """One person's approval of one release key, as the audit trail records it (the policy it
+    is judged by is ``config.Approval``)."""
+
     id: str
     environment: str
     key: str
@@ -91,7 +94,7 @@ class Approval:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Approval | None:
+    def from_dict(cls, data: Mapping[str, Any]) -> ApprovalRecord | None:
         try:
             return cls(
                 id=str(data["id"]),
@@ -120,9 +123,9 @@ def new_approval(
     method: str,
     note: str = "",
     now: float | None = None,
-) -> Approval:
+) -> ApprovalRecord:
     at = time.time() if now is None else now
-    return Approval(
+    return ApprovalRecord(
         id=f"a-{secrets.token_hex(4)}",
         environment=environment,
         key=candidate.key,
@@ -138,23 +141,23 @@ def new_approval(
     )
 
 
-def recorded(events: Iterable[Mapping[str, Any]], environment: str) -> list[Approval]:
+def recorded(events: Iterable[Mapping[str, Any]], environment: str) -> list[ApprovalRecord]:
     """Approvals found in an environment's audit events, oldest first."""
     found = []
     for event in events:
         if event.get("kind") != AUDIT_KIND or not isinstance(event.get("approval"), Mapping):
             continue
-        approval = Approval.from_dict(event["approval"])
+        approval = ApprovalRecord.from_dict(event["approval"])
         if approval is not None and approval.environment == environment:
             found.append(approval)
     return sorted(found, key=lambda a: a.at)
 
 
 @dataclass
-class Verdict:
+class ApprovalVerdict:
     """The approval a deploy may use, or why none of the recorded ones counts."""
 
-    approval: Approval | None
+    approval: ApprovalRecord | None
     rejected: list[str] = field(default_factory=list)
 
 
@@ -174,10 +177,10 @@ def evaluate(
     policy: config_mod.Approval,
     digests: Mapping[str, str],
     deployer: str,
-    approvals: Iterable[Approval],
+    approvals: Iterable[ApprovalRecord],
     *,
     now: float | None = None,
-) -> Verdict:
+) -> ApprovalVerdict:
     """Pick the newest approval that covers exactly ``digests``; say why the others do not.
 
     Expiry is checked against both the time recorded with the approval and the policy in
@@ -185,7 +188,7 @@ def evaluate(
     """
     now = time.time() if now is None else now
     key = release_key(digests)
-    verdict = Verdict(approval=None)
+    verdict = ApprovalVerdict(approval=None)
     for approval in sorted(approvals, key=lambda a: a.at, reverse=True):
         if approval.key != key or approval.digests != dict(digests):
             continue
@@ -303,7 +306,7 @@ def approve(
     note: str = "",
     out: Console = console,
     ask: Callable[[str], str] | None = None,
-) -> Approval:
+) -> ApprovalRecord:
     """Record that the person running this approves exactly one release for ``env_name``.
 
     ``reference`` is a release key (or a prefix of at least 12 hex digits), or
@@ -418,7 +421,7 @@ def _resolve(config: config_mod.Config, session: Session, reference: str) -> Can
     return match(reference, candidates)
 
 
-def record_approval(session: Session, approval: Approval) -> None:
+def record_approval(session: Session, approval: ApprovalRecord) -> None:
     """Append the approval to the environment's audit trail, on its engine."""
     if not session.store.exists():
         # A production nobody deployed to yet has no state container; it is made from the
@@ -470,7 +473,7 @@ def _interactive() -> bool:
     return sys.stdin.isatty() and sys.stdout.isatty() and not os.environ.get("CI")
 
 
-def status_lines(session: Session, release: Release, *, kind: terms.Kind) -> list[str]:
+def status_lines(session: Session, release: Release, *, kind: terms.RecordKind) -> list[str]:
     """What ``--dry-run`` says about the gate."""
     policy = session.env.approval
     if not policy.required:
@@ -502,7 +505,7 @@ def require(
     session: Session,
     release: Release,
     *,
-    kind: terms.Kind,
+    kind: terms.RecordKind,
     out: Console,
     announce: Announcer | None = None,
     ask: Callable[[str], str] | None = None,

@@ -2,12 +2,13 @@
 
 Hosts move one at a time: start the new color beside the live one, wait until it is ready,
 smoke-check it through the router's preview route, switch traffic with one runtime-API call,
-then watch it for the verify window. Any failure switches every host already moved back to
-its old color (still running: it is only stopped after every host passed), stops the new
-containers, saves their logs and raises ``PhaseFailed`` naming the phase. That is the
-automatic rollback. Two hooks let the transaction write the ledger at the moments a crash
-must be understood from: right before each switch (the intent), and once every host passed
-verify (from then on the release is good, even if drain is cut short).
+then watch it for the verify window. A failure before drain switches every host already moved
+back to its old color (still running: the old color is stopped only after every host passed
+verify and drained), parks the preview route, saves the new containers' logs, stops them, and
+raises ``PhaseFailed`` naming the phase. That is the automatic rollback. Two hooks let the
+transaction write the ledger at the moments a crash must be understood from: right before each
+switch (the intent), and once every host passed verify (from then on the release is good, even
+if drain is cut short).
 """
 
 from __future__ import annotations
@@ -27,14 +28,16 @@ import docker.errors
 from conveyor import router, secretfiles
 from conveyor.config import Environment
 from conveyor.console import Console
+from conveyor.containers import Container
 from conveyor.errors import ConveyorError, DeployFailed
 from conveyor.hosts import HostTarget
 from conveyor.ledger import Ledger, ReleaseRecord
 from conveyor.plan import DeployPlan, HostPlan, ServiceMove
+from conveyor.terms import Phase
 
 
 class PhaseFailed(ConveyorError):
-    def __init__(self, phase: str, reason: str) -> None:
+    def __init__(self, phase: Phase, reason: str) -> None:
         super().__init__(reason)
         self.phase = phase
         self.reason = reason
@@ -46,7 +49,7 @@ class Execution:
 
     plan: DeployPlan
     record: ReleaseRecord
-    started: dict[str, list[Any]] = field(default_factory=dict)
+    started: dict[str, list[Container]] = field(default_factory=dict)
     switched: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     switch_seconds: list[float] = field(default_factory=list)
@@ -69,7 +72,7 @@ class BlueGreen:
         out: Console,
         *,
         local_client: Any = None,
-        on_phase: Callable[[str], None] | None = None,
+        on_phase: Callable[[Phase], None] | None = None,
         before_switch: Callable[[str], None] | None = None,
         on_verified: Callable[[], None] | None = None,
         log_dir: Path = Path(".conveyor/logs"),
@@ -86,7 +89,7 @@ class BlueGreen:
         self.timings: dict[str, float] = {}
 
     @contextmanager
-    def phase(self, run: Execution, name: str, host: str | None = None) -> Iterator[None]:
+    def phase(self, run: Execution, name: Phase, host: str | None = None) -> Iterator[None]:
         if self.on_phase is not None:
             self.on_phase(name)
         started = time.monotonic()
@@ -163,9 +166,10 @@ class BlueGreen:
                     f"by another process — free it or change deploy.toml",
                 )
 
-        def create(move: ServiceMove) -> Any:
+        def create(move: ServiceMove) -> Container:
             if move.reuse:
-                return target.client.containers.get(move.reuse)
+                kept: Container = target.client.containers.get(move.reuse)
+                return kept
             return target.create_service_container(
                 self.env.services[move.service],
                 move.to_color,
@@ -231,7 +235,7 @@ class BlueGreen:
         if run.ready_at is None:
             run.ready_at = time.monotonic()
 
-    def _container_problem(self, container: Any, *, readyz: str | None = None) -> str | None:
+    def _container_problem(self, container: Container, *, readyz: str | None = None) -> str | None:
         """Exited (quoting its last log lines) or unhealthy (quoting what its health check
         answers, which says why far better than unrelated log lines)."""
         container.reload()
@@ -327,7 +331,7 @@ class BlueGreen:
             time.sleep(min(0.25, max(0.0, deadline - time.monotonic())))
         self.out.say(f"  {target.name}: verified ({checks} checks, {failures} failed)")
 
-    def _host_containers(self, target: HostTarget, host_plan: HostPlan) -> list[Any]:
+    def _host_containers(self, target: HostTarget, host_plan: HostPlan) -> list[Container]:
         return [target.client.containers.get(move.container) for move in host_plan.moves]
 
     def finish(self, run: Execution) -> None:
@@ -398,7 +402,7 @@ class BlueGreen:
                 stops.append((target, container.name))
         self._stop_all(stops)
 
-    def save_logs(self, release: str, host: str, container: Any) -> str | None:
+    def save_logs(self, release: str, host: str, container: Container) -> str | None:
         try:
             text = container.logs(timestamps=True).decode(errors="replace")
         except docker.errors.DockerException:
@@ -412,7 +416,7 @@ class BlueGreen:
         return str(local)
 
 
-def _log_tail(container: Any, lines: int = 3) -> str:
+def _log_tail(container: Container, lines: int = 3) -> str:
     try:
         text = container.logs(tail=lines).decode(errors="replace").strip()
     except docker.errors.DockerException:

@@ -28,10 +28,10 @@ def _config(args: argparse.Namespace) -> config_mod.Config:
 
 
 def cmd_setup(args: argparse.Namespace) -> int:
-    from conveyor import setup  # noqa: PLC0415 - docker import only when needed
+    from conveyor import machine  # noqa: PLC0415 - docker import only when needed
 
     console.say("Setting up this machine for conveyor:")
-    setup.run(_config(args), say=console.say)
+    machine.run(_config(args), say=console.say)
     return 0
 
 

@@ -7,7 +7,10 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from conveyor.containers import Container
 
 
 @dataclass(frozen=True)
@@ -99,7 +102,7 @@ EXEC_PROBE = (
 
 
 def probe_via_exec(
-    container: Any,
+    container: Container,
     port: int,
     path: str,
     *,

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from conveyor import artifacts, tools
+from conveyor import artifacts, ledger, tools
 from conveyor.config import Config, ImageSpec
 from conveyor.console import Console, console
 from conveyor.errors import ConveyorError, ImageError, RegistryError
@@ -357,7 +357,7 @@ def _check_rebuild(
             f"to replace it (recorded)"
         )
     out.warn(f"--force: {name} of {version} is now {image_id[:19]}, replacing {old[:19]}")
-    return {"at": artifacts.iso(time.time()), "by": _who(), "replaced": old}
+    return {"at": artifacts.iso(time.time()), "by": ledger.who(), "replaced": old}
 
 
 def _check_registry_tag(
@@ -380,12 +380,6 @@ def _check_registry_tag(
             f"built elsewhere: deploy those images, or pass --force to replace them (recorded)"
         )
     out.warn(f"--force: moving the registry's {reference} off {digest[:19]}")
-
-
-def _who() -> str:
-    from conveyor import ledger  # noqa: PLC0415 - only a forced rebuild needs it
-
-    return ledger.who()
 
 
 def image_reference(entry: dict[str, Any]) -> str:

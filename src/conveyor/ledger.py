@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from conveyor.errors import ConfigError
-from conveyor.terms import FAILED, ROLLBACK, RUNNING, SUCCEEDED, Kind, Outcome
+from conveyor.terms import FAILED, ROLLBACK, RUNNING, SUCCEEDED, RecordKind, RecordOutcome
 
 if TYPE_CHECKING:
     # The engine side: a ledger is read and written through it, but its records and lineage
@@ -51,7 +51,7 @@ def who() -> str:
 class ReleaseRecord:
     id: str
     environment: str
-    kind: Kind
+    kind: RecordKind
     version: str
     commit: str
     services: dict[str, dict[str, Any]]
@@ -62,7 +62,7 @@ class ReleaseRecord:
     ended: float | None = None
     # Seconds per phase (terms.Phase); read back from JSON, so plain strings.
     phases: dict[str, float] = field(default_factory=dict)
-    outcome: Outcome = RUNNING
+    outcome: RecordOutcome = RUNNING
     failed_phase: str | None = None
     reason: str | None = None
     rollback_of: str | None = None

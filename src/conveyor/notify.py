@@ -21,14 +21,14 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from conveyor import github
 from conveyor.config import Config, Environment, SecretRef
 from conveyor.console import Console
 from conveyor.errors import ConfigError
-from conveyor.ledger import ReleaseRecord
+from conveyor.ledger import ReleaseRecord, who
 from conveyor.scanners.redact import redact as redact_token_shapes
 
 if TYPE_CHECKING:
@@ -300,8 +300,6 @@ class Announcer:
             github.append_summary(github.deploy_summary(record, serving=serving))
 
     def approval_needed(self, release: Release, key: str) -> None:
-        from conveyor.ledger import who  # noqa: PLC0415 - only refusals need it
-
         self.notifier.send(approval_message(self.env.name, release, key, who()))
         if github.active():
             github.annotate(
@@ -318,10 +316,12 @@ class Announcer:
         record = self.record
         if record is not None and not self.finished:
             self.finished = True
-            record_copy = ReleaseRecord.from_dict(record.as_dict())
-            record_copy.failed_phase = record_copy.failed_phase or "interrupted"
-            record_copy.reason = record_copy.reason or "the deploy stopped before finishing"
-            self.notifier.send(deploy_message("failed", record_copy))
+            stopped = replace(
+                record,
+                failed_phase=record.failed_phase or "interrupted",
+                reason=record.reason or "the deploy stopped before finishing",
+            )
+            self.notifier.send(deploy_message("failed", stopped))
             if self.github is not None:
                 self.github.status("error", "the deploy stopped before finishing")
         self.notifier.wait()

@@ -13,7 +13,7 @@ from conveyor.ledger import ReleaseRecord
 from conveyor.observe import EnvironmentState, HostState
 from conveyor.releases import Release, ServiceImage
 from conveyor.router import Ports
-from conveyor.terms import DEPLOY, Kind, other
+from conveyor.terms import DEPLOY, RecordKind, other
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ class HostPlan:
 
 @dataclass(frozen=True)
 class DeployPlan:
-    kind: Kind
+    kind: RecordKind
     environment: str
     release_id: str
     release: Release
@@ -141,7 +141,7 @@ def plan_move(
     release: Release,
     release_id: str,
     *,
-    kind: Kind = DEPLOY,
+    kind: RecordKind = DEPLOY,
     rollback_of: str | None = None,
     returning_to: ReleaseRecord | None = None,
 ) -> DeployPlan:

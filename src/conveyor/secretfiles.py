@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import base64
 import contextlib
-from typing import Any
 
 from docker.utils.socket import consume_socket_output, frames_iter
 
 from conveyor.config import SECRETS_DIR, SecretRef, Service
+from conveyor.containers import Container
 from conveyor.errors import SecretDeliveryFailed
 
 # rw for the exec that writes; nothing on it may run, be a device or gain privileges.
@@ -61,13 +61,13 @@ def environment(service: Service) -> dict[str, str]:
     return {secret.file_variable: secret.file_path for secret in file_secrets(service)}
 
 
-def start(container: Any, service: Service) -> None:
+def start(container: Container, service: Service) -> None:
     """Start a service container and deliver its file secrets: every start goes through here."""
     container.start()
     deliver(container, service)
 
 
-def deliver(container: Any, service: Service) -> None:
+def deliver(container: Container, service: Service) -> None:
     """Write every file secret of ``service`` into ``container``, which must be running.
 
     Call it after every start of a service container, fresh or kept. Values are resolved
@@ -81,7 +81,7 @@ def deliver(container: Any, service: Service) -> None:
         _write(container, secret.name, secret.resolve().encode(), user, group)
 
 
-def _write(container: Any, name: str, value: bytes, user: str, group: str) -> None:
+def _write(container: Container, name: str, value: bytes, user: str, group: str) -> None:
     api = container.client.api
     where = f"{container.name}: secret {name}"
     try:

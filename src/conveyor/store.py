@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from conveyor import artifacts
+from conveyor import artifacts, ledger
 from conveyor.config import Config
 from conveyor.errors import ArtifactError, ConveyorError, RegistryError
 
@@ -222,8 +222,6 @@ def protected_versions(
     config: Config, read_records: Callable[[str], list[Any]]
 ) -> tuple[set[str], dict[str, str]]:
     """Versions live or kept for rollback in any environment, and environments not readable."""
-    from conveyor import ledger  # noqa: PLC0415
-
     protected: set[str] = set()
     unreadable: dict[str, str] = {}
     for name in config.environments:

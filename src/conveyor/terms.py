@@ -13,18 +13,18 @@ Color = Literal["blue", "green"]
 COLORS: tuple[str, ...] = get_args(Color)
 
 # What a ledger record is: a deploy from dist/, a rollback, or a promotion from another env.
-Kind = Literal["deploy", "rollback", "promote"]
-DEPLOY: Kind = "deploy"
-ROLLBACK: Kind = "rollback"
-PROMOTE: Kind = "promote"
-DEPLOY_KINDS: frozenset[Kind] = frozenset({DEPLOY, PROMOTE})  # rollbacks are not deployments
+RecordKind = Literal["deploy", "rollback", "promote"]
+DEPLOY: RecordKind = "deploy"
+ROLLBACK: RecordKind = "rollback"
+PROMOTE: RecordKind = "promote"
+DEPLOY_KINDS: frozenset[RecordKind] = frozenset({DEPLOY, PROMOTE})  # rollbacks are not deployments
 
 # How a ledger record ended (``running`` until it does).
-Outcome = Literal["running", "succeeded", "failed", "interrupted"]
-RUNNING: Outcome = "running"
-SUCCEEDED: Outcome = "succeeded"
-FAILED: Outcome = "failed"
-INTERRUPTED: Outcome = "interrupted"
+RecordOutcome = Literal["running", "succeeded", "failed", "interrupted"]
+RUNNING: RecordOutcome = "running"
+SUCCEEDED: RecordOutcome = "succeeded"
+FAILED: RecordOutcome = "failed"
+INTERRUPTED: RecordOutcome = "interrupted"
 
 # What a service container is to its environment (``status`` shows it).
 Role = Literal["live", "warm", "canary", "kept", "leftover"]

@@ -20,7 +20,6 @@ from conveyor.errors import ConveyorError
 
 TAG_PATTERN = "v[0-9]*"
 _DESCRIBE = re.compile(r"^(?P<tag>.+)-(?P<distance>\d+)-g(?P<sha>[0-9a-f]+)$")
-_IMAGE_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 
 
 @dataclass(frozen=True)
@@ -102,7 +101,3 @@ def current(root: Path) -> ReleaseVersion:
         tag = None
         distance = int(_git(root, "rev-list", "--count", "HEAD"))
     return compose(tag=tag, distance=distance, commit=commit, dirty=dirty, commit_time=commit_time)
-
-
-def valid_image_tag(tag: str) -> bool:
-    return bool(_IMAGE_TAG.match(tag))

@@ -12,7 +12,7 @@ import sys
 import pytest
 
 CORE = [
-    "from conveyor.terms import Color, Kind, Outcome, Phase, Role",
+    "from conveyor.terms import Color, Phase, RecordKind, RecordOutcome, Role",
     "from conveyor.ledger import ReleaseRecord, current_live, lineage, previous_live",
     "from conveyor.containers import ServiceContainer, container_fingerprint, "
     "service_container_name",

@@ -46,7 +46,7 @@ def release(api: str = API, web: str = WEB, version: str = "1.4.0") -> Release:
 
 def approval_of(
     rel: Release, approver: str = "alice", *, at: float | None = None, policy: Policy = STRICT
-) -> approvals.Approval:
+) -> approvals.ApprovalRecord:
     return approvals.new_approval(
         approvals.candidate_from_release(rel),
         "production",
