@@ -435,12 +435,16 @@ EXIT_BROKEN_PIPE = 141
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        return _run(argv)
+        code = _run(argv)
     except BrokenPipeError:
-        # `status | head -1`: the reader has gone, which is not an error worth a traceback.
-        # Later writes (our own, invoke's, the interpreter's final flush) go to /dev/null.
+        code = EXIT_BROKEN_PIPE
+    if code == EXIT_BROKEN_PIPE or console.closed:
+        # `status | head -1`: the reader has gone, which is not an error worth a traceback
+        # (a deploy's narration noticed it and carried on to the end). Later writes — ours,
+        # invoke's, the interpreter's final flush — go to /dev/null.
         _silence_stdout()
         return EXIT_BROKEN_PIPE
+    return code
 
 
 def _silence_stdout() -> None:
