@@ -119,3 +119,12 @@ def bench(session: nox.Session) -> None:
     """Measure images and deploys against naive baselines; print a table and write JSON."""
     _sync(session, "test", "build")
     session.run("python", "-m", "benchmarks", *session.posargs, env={"PYTHONPATH": os.fspath(ROOT)})
+
+
+@nox.session(python=PYTHON, default=False)
+def soak(session: nox.Session) -> None:
+    """Deploy and roll back N times under load (default 100); write reports/soak/."""
+    _sync(session, "test", "build")
+    session.run(
+        "python", "-m", "benchmarks", "soak", *session.posargs, env={"PYTHONPATH": os.fspath(ROOT)}
+    )
