@@ -528,43 +528,11 @@ def require(
         out.say(f"Approved by {a.approver} ({a.method}, {a.id}) for release key {short(key)}")
         return {**a.as_dict(), "deployer": deployer}
 
-    candidate = candidate_from_release(release)
-    environ = os.environ if environ is None else environ
-    if environ.get("GITHUB_ACTIONS") == "true":
-        reviewer, why = github.environment_approval(env.name, environ=environ)
-        run_commit = environ.get("GITHUB_SHA", "")
-        if reviewer is None:
-            verdict.rejected.append(why)
-        elif run_commit and release.commit != run_commit:
-            verdict.rejected.append(
-                f"GitHub reviewer {reviewer} approved this run's commit {run_commit[:12]}, but "
-                f"the release was built from {release.commit[:12]}"
-            )
-        elif _same_person(reviewer, deployer) and not policy.allow_self_approval:
-            verdict.rejected.append(
-                f"{reviewer} approved the GitHub run they started, and self-approval is not "
-                f"allowed here"
-            )
-        else:
-            approval = new_approval(
-                candidate, env.name, reviewer, policy, method="github", note=why
-            )
-            record_approval(session, approval)
-            out.say(f"Approved by {reviewer} in GitHub's {env.name} environment ({why})")
-            return {**approval.as_dict(), "deployer": deployer}
-
-    if ask is None and _interactive():
-        ask = input
-    if ask is not None and policy.allow_self_approval:
-        out.say(f"{env.name} needs an approval of {release.version} (release key {short(key)}):")
-        for service, image_id in sorted(digests.items()):
-            out.say(f"  {service}: {image_id}")
-        typed = ask(f"Type the version ({release.version}) to approve and deploy it: ")
-        if typed.strip() == release.version:
-            approval = new_approval(candidate, env.name, deployer, policy, method="terminal")
-            record_approval(session, approval)
-            return {**approval.as_dict(), "deployer": deployer}
-        verdict.rejected.append(f"the version typed was '{typed.strip()}'")
+    approval = _github_approval(session, release, deployer, verdict, environ=environ, out=out)
+    if approval is None:
+        approval = _terminal_approval(session, release, deployer, verdict, ask=ask, out=out)
+    if approval is not None:
+        return {**approval.as_dict(), "deployer": deployer}
 
     if announce is not None:
         announce.approval_needed(release, key)
@@ -575,3 +543,71 @@ def require(
         f"({describe_digests(digests)}){detail} — {who} runs "
         f"`invoke approve --env {env.name} --release {short(key)}`; nothing was changed"
     )
+
+
+def _github_approval(
+    session: Session,
+    release: Release,
+    deployer: str,
+    verdict: ApprovalVerdict,
+    *,
+    environ: Mapping[str, str] | None,
+    out: Console,
+) -> ApprovalRecord | None:
+    """In GitHub Actions: the run's approval of the GitHub environment of the same name, for a
+    release built from the run's commit — recorded; otherwise why not, in ``verdict``."""
+    env, policy = session.env, session.env.approval
+    environ = os.environ if environ is None else environ
+    if environ.get("GITHUB_ACTIONS") != "true":
+        return None
+    reviewer, why = github.environment_approval(env.name, environ=environ)
+    run_commit = environ.get("GITHUB_SHA", "")
+    if reviewer is None:
+        verdict.rejected.append(why)
+    elif run_commit and release.commit != run_commit:
+        verdict.rejected.append(
+            f"GitHub reviewer {reviewer} approved this run's commit {run_commit[:12]}, but "
+            f"the release was built from {release.commit[:12]}"
+        )
+    elif _same_person(reviewer, deployer) and not policy.allow_self_approval:
+        verdict.rejected.append(
+            f"{reviewer} approved the GitHub run they started, and self-approval is not "
+            f"allowed here"
+        )
+    else:
+        candidate = candidate_from_release(release)
+        approval = new_approval(candidate, env.name, reviewer, policy, method="github", note=why)
+        record_approval(session, approval)
+        out.say(f"Approved by {reviewer} in GitHub's {env.name} environment ({why})")
+        return approval
+    return None
+
+
+def _terminal_approval(
+    session: Session,
+    release: Release,
+    deployer: str,
+    verdict: ApprovalVerdict,
+    *,
+    ask: Callable[[str], str] | None,
+    out: Console,
+) -> ApprovalRecord | None:
+    """On a terminal where self-approval is allowed: the deployer typing the version."""
+    env, policy = session.env, session.env.approval
+    if ask is None and _interactive():
+        ask = input
+    if ask is None or not policy.allow_self_approval:
+        return None
+    key = release_key(release.digests())
+    out.say(f"{env.name} needs an approval of {release.version} (release key {short(key)}):")
+    for service, image_id in sorted(release.digests().items()):
+        out.say(f"  {service}: {image_id}")
+    typed = ask(f"Type the version ({release.version}) to approve and deploy it: ")
+    if typed.strip() != release.version:
+        verdict.rejected.append(f"the version typed was '{typed.strip()}'")
+        return None
+    approval = new_approval(
+        candidate_from_release(release), env.name, deployer, policy, method="terminal"
+    )
+    record_approval(session, approval)
+    return approval
