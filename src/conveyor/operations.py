@@ -415,8 +415,14 @@ def converge(session: Session, out: Console, *, by: str) -> EnvironmentState:
         for target in session.targets
         if target.ensure_router(_live_hint(target, state), out)
     ]
-    if changed:
-        actions.extend(f"{name}: router started with the live colors" for name in changed)
+    if state.live_record() is not None:
+        # A router that was down while a release should be serving: that is a recovery. A
+        # first deploy creating its router, or a changed config reloading it, is not.
+        actions.extend(
+            f"{name}: router was {state.host(name).router}; started with the live colors"
+            for name in changed
+            if state.host(name).router != "running"
+        )
     if actions or changed:
         state = session.observe(records=state.records, holding_lock=True)
     restored = recovery.restore_routers(session.env, session.targets, state, out)
