@@ -103,7 +103,7 @@ lock_stale = 20
 image = "api"
 route = "/api"
 ports = {{ blue = {ports[3]}, green = {ports[4]} }}
-health = {{ path = "/readyz", interval = 1, timeout = 3, retries = 2 }}
+health = {{ path = "/readyz", interval = 1, timeout = 5, retries = 3 }}
 env = {{ DATABASE_URL = "sqlite:////data/refapi.db" }}
 volumes = {{ "conveyor-{name}-api-data" = "/data" }}
 
@@ -111,7 +111,7 @@ volumes = {{ "conveyor-{name}-api-data" = "/data" }}
 image = "web"
 route = "/"
 ports = {{ blue = {ports[5]}, green = {ports[6]} }}
-health = {{ path = "/readyz", interval = 1, timeout = 3, retries = 2 }}
+health = {{ path = "/readyz", interval = 1, timeout = 5, retries = 3 }}
 """
     )
 
