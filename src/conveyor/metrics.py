@@ -138,12 +138,49 @@ def bucket_label(epoch: float, unit: str) -> tuple[str, float]:
 
 def compute(environment: str, records: Iterable[ReleaseRecord]) -> Metrics:
     records = sorted(records, key=lambda r: (r.started, r.id))
-    by_id = {r.id: r for r in records}
     attempts = [r for r in records if _is_attempt(r)]
     rollbacks = [r for r in records if r.kind == terms.ROLLBACK and r.outcome == terms.SUCCEEDED]
     undone = {r.rollback_of for r in rollbacks if r.rollback_of}
     failed_changes = [r.id for r in attempts if r.outcome != terms.SUCCEEDED or r.id in undone]
+    incidents = _incidents(attempts, rollbacks, {r.id: r for r in records})
+    deployments = [r for r in attempts if r.outcome == terms.SUCCEEDED]
+    lead_times = [
+        LeadTime(r.id, r.version, r.ended - r.commit_time)
+        for r in deployments
+        if r.commit_time is not None and r.ended is not None and r.ended >= r.commit_time
+    ]
+    start = records[0].started if records else None
+    end = max((r.ended or r.started for r in records), default=None)
+    span_days = 0.0 if start is None or end is None else (end - start) / DAY
+    days = max(1.0, span_days)
+    unit = "day" if span_days <= WEEKLY_AFTER_DAYS else "week"
+    buckets = _buckets(records, start, end, unit)
+    phases = _phase_stats(deployments)
+    return Metrics(
+        environment=environment,
+        start=start,
+        end=end,
+        days=days,
+        deployments=len(deployments),
+        finished=len(attempts),
+        failed_changes=failed_changes,
+        rollbacks=len(rollbacks),
+        incidents=incidents,
+        lead_times=lead_times,
+        buckets=buckets,
+        bucket_unit=unit,
+        phases=phases,
+        releases=records,
+    )
 
+
+def _incidents(
+    attempts: list[ReleaseRecord],
+    rollbacks: list[ReleaseRecord],
+    by_id: dict[str, ReleaseRecord],
+) -> list[Incident]:
+    """Each time users were on a bad release: an automatic rollback after the switch, or a
+    manual rollback of a release (from its end to the rollback's end)."""
     incidents: list[Incident] = []
     for r in attempts:
         if r.outcome == terms.FAILED and r.failed_phase not in (*terms.BEFORE_SWITCH, None):
@@ -157,24 +194,17 @@ def compute(environment: str, records: Iterable[ReleaseRecord]) -> Metrics:
             incidents.append(
                 Incident(bad.id, bad.version, f"rollback {rb.id}", bad.ended, rb.ended)
             )
-    incidents.sort(key=lambda i: i.began)
+    return sorted(incidents, key=lambda i: i.began)
 
-    deployments = [r for r in attempts if r.outcome == terms.SUCCEEDED]
-    lead_times = [
-        LeadTime(r.id, r.version, r.ended - r.commit_time)
-        for r in deployments
-        if r.commit_time is not None and r.ended is not None and r.ended >= r.commit_time
-    ]
 
-    start = records[0].started if records else None
-    end = max((r.ended or r.started for r in records), default=None)
-    span_days = 0.0 if start is None or end is None else (end - start) / DAY
-    days = max(1.0, span_days)
-    unit = "day" if span_days <= WEEKLY_AFTER_DAYS else "week"
+def _buckets(
+    records: list[ReleaseRecord], start: float | None, end: float | None, unit: str
+) -> list[Bucket]:
+    """Finished records per day or week, every bucket of the span included, the empty too."""
     buckets: dict[str, Bucket] = {}
     if start is not None and end is not None:
         cursor = bucket_label(start, unit)[1]
-        while cursor <= end:  # every bucket of the span, the empty ones too
+        while cursor <= end:
             label, bucket_start = bucket_label(cursor, unit)
             buckets.setdefault(label, Bucket(label, bucket_start))
             cursor += DAY if unit == "day" else 7 * DAY
@@ -189,29 +219,17 @@ def compute(environment: str, records: Iterable[ReleaseRecord]) -> Metrics:
             bucket.succeeded += 1
         else:
             bucket.failed += 1
+    return sorted(buckets.values(), key=lambda b: b.start)
 
+
+def _phase_stats(deployments: list[ReleaseRecord]) -> list[PhaseStats]:
+    """Median and p90 of each phase over successful deployments, in deploy order."""
     samples: dict[str, list[float]] = {}
     for r in deployments:
         for phase, seconds in r.phases.items():
             samples.setdefault(phase, []).append(float(seconds))
     known = [p for p in terms.PHASES if p in samples] + sorted(set(samples) - set(terms.PHASES))
-    phases = [
+    return [
         PhaseStats(p, len(samples[p]), statistics.median(samples[p]), percentile(samples[p], 0.9))
         for p in known
     ]
-    return Metrics(
-        environment=environment,
-        start=start,
-        end=end,
-        days=days,
-        deployments=len(deployments),
-        finished=len(attempts),
-        failed_changes=failed_changes,
-        rollbacks=len(rollbacks),
-        incidents=incidents,
-        lead_times=lead_times,
-        buckets=sorted(buckets.values(), key=lambda b: b.start),
-        bucket_unit=unit,
-        phases=phases,
-        releases=records,
-    )

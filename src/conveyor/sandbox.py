@@ -344,7 +344,19 @@ class EngineSnapshot:
 
     def changes(self, after: EngineSnapshot) -> list[str]:
         """One line per thing that differs in ``after`` (a later snapshot); [] when none."""
-        lines: list[str] = []
+        return [
+            *self._container_changes(after),
+            *self._image_changes(after),
+            *self._volume_changes(after),
+            *(
+                f"{folder}: {_tree_changes(files, after.folders.get(folder, {}))}"
+                for folder, files in self.folders.items()
+                if after.folders.get(folder) != files
+            ),
+        ]
+
+    def _container_changes(self, after: EngineSnapshot) -> list[str]:
+        lines = []
         for cid, was in self.containers.items():
             now = after.containers.get(cid)
             if now is None:
@@ -352,6 +364,10 @@ class EngineSnapshot:
             elif now != was:
                 moved = {k: (was[k], now[k]) for k in was if was[k] != now[k]}
                 lines.append(f"container {was['name']} ({cid[:12]}) changed: {moved}")
+        return lines
+
+    def _image_changes(self, after: EngineSnapshot) -> list[str]:
+        lines = []
         for tag, image in self.tags.items():
             now_image = after.tags.get(tag)
             if now_image is None:
@@ -360,20 +376,22 @@ class EngineSnapshot:
                 lines.append(f"image tag {tag} moved from {image[7:19]} to {now_image[7:19]}")
         lines += [f"image tag {tag} was added" for tag in sorted(set(after.tags) - set(self.tags))]
         lines += [
+            f"untagged image {image[7:19]} was removed"
+            for image in sorted(self.untagged - after.untagged)
+            if image not in after.tags.values()
+        ]
+        return lines
+
+    def _volume_changes(self, after: EngineSnapshot) -> list[str]:
+        lines = [
             f"volume {name} appeared and is still there (left behind, or made by another process)"
             for name in sorted(set(after.volumes) - set(self.volumes))
         ]
-        for image in sorted(self.untagged - after.untagged):
-            if image not in after.tags.values():
-                lines.append(f"untagged image {image[7:19]} was removed")
         for name, files in self.volumes.items():
             if name not in after.volumes:
                 lines.append(f"volume {name} was removed")
             elif files is not None and after.volumes[name] != files:
                 lines.append(f"volume {name}: {_tree_changes(files, after.volumes[name] or {})}")
-        for folder, files in self.folders.items():
-            if after.folders.get(folder) != files:
-                lines.append(f"{folder}: {_tree_changes(files, after.folders.get(folder, {}))}")
         return lines
 
 
