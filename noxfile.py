@@ -80,11 +80,10 @@ def frontend(session: nox.Session) -> None:
 def integration(session: nox.Session) -> None:
     """Tests against real daemons: dockerd, a registry, the router, the scanners.
 
-    Two pytest-xdist workers: a deploy test mostly waits (health checks, verify windows), so
-    two share a 2-core machine well; the release is built once for both (conftest).
+    One process by default. The conftest also runs under pytest-xdist (``-- -n 2 PATHS``):
+    the release is built once for every worker and the engine guard runs in the controller.
     """
-    paths = ("tests/integration", "backend/tests/integration")
-    _pytest(session, "--numprocesses=2", *paths, groups=("build", "scan"))
+    _pytest(session, "tests/integration", "backend/tests/integration", groups=("build", "scan"))
 
 
 @nox.session(python=PYTHON, tags=["release"], default=False)
