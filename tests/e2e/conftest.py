@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from testkit import sandbox
 
-from conveyor import artifacts, images, sandbox
+from conveyor import artifacts, images
 from conveyor.config import Config
 
 ROOT = Path(__file__).resolve().parents[2]

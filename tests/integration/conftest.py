@@ -28,8 +28,9 @@ from typing import Any
 
 import docker.errors
 import pytest
+from testkit import sandbox
 
-from conveyor import artifacts, engine, images, sandbox
+from conveyor import artifacts, engine, images
 from conveyor import config as config_mod
 from conveyor.config import Config
 from conveyor.errors import EngineUnavailable

@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from testkit import sandbox
 
-from conveyor import artifacts, config, images, sandbox, store
+from conveyor import artifacts, config, images, store
 from conveyor.errors import ImageError
 from conveyor.operations import history
 

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from testkit.loadgen import KeepAliveLoad
 
 from conveyor import health, locks
-from conveyor.loadgen import KeepAliveLoad
 from conveyor.operations import Session
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from testkit import sandbox
 
-from conveyor import artifacts, health, images, sandbox
+from conveyor import artifacts, health, images
 from conveyor.config import Config
 
 OCI = "org.opencontainers.image."

@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import docker.errors
+from testkit import sandbox
 
-from conveyor import images, sandbox
+from conveyor import images
 from conveyor.config import Config
 
 

@@ -17,9 +17,9 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
+from testkit.loadgen import KeepAliveLoad
 
 from conveyor import health
-from conveyor.loadgen import KeepAliveLoad
 
 PHASES = ["prepare", "start", "ready", "smoke", "switch", "verify", "drain"]
 

@@ -30,8 +30,9 @@ from typing import Any
 
 import docker.errors
 import pytest
+from testkit import sandbox
 
-from conveyor import artifacts, sandbox
+from conveyor import artifacts
 from conveyor.scanners.gate import ScanNotPassed, require_passed_scan
 
 ROOT = Path(__file__).resolve().parents[2]

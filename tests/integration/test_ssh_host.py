@@ -13,9 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from conveyor import sandbox
-from conveyor.loadgen import KeepAliveLoad
+from testkit import sandbox
+from testkit.loadgen import KeepAliveLoad
 
 
 @pytest.fixture
