@@ -15,13 +15,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from testkit import sandbox
-from testkit.loadgen import KeepAliveLoad, LoadResult
-
 from benchmarks import report
 from conveyor import artifacts, config, engine, health, images, operations, releases
 from conveyor.console import Console
 from conveyor.hosts import connect_hosts
+from testkit import sandbox
+from testkit.loadgen import KeepAliveLoad, LoadResult
 
 ROOT = Path(__file__).resolve().parent.parent
 RATE = 250.0

@@ -20,13 +20,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from testkit import sandbox
-from testkit.loadgen import KeepAliveLoad
-
 from benchmarks import report
 from conveyor import artifacts, config, engine, images, operations
 from conveyor.console import Console
 from conveyor.session import Session
+from testkit import sandbox
+from testkit.loadgen import KeepAliveLoad
 
 ROOT = Path(__file__).resolve().parent.parent
 RATE = 100.0

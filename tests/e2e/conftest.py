@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from testkit import sandbox
 
 from conveyor import artifacts, images
 from conveyor.config import Config
+from testkit import sandbox
 
 ROOT = Path(__file__).resolve().parents[2]
 USER_FOLDERS = (ROOT / "dist", ROOT / ".conveyor")

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from testkit import sandbox
 
 from conveyor import artifacts, health
+from testkit import sandbox
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM_FLAGS = [

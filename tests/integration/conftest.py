@@ -28,12 +28,12 @@ from typing import Any
 
 import docker.errors
 import pytest
-from testkit import sandbox
 
 from conveyor import artifacts, engine, images
 from conveyor import config as config_mod
 from conveyor.config import Config
 from conveyor.errors import EngineUnavailable
+from testkit import sandbox
 
 ROOT = Path(__file__).resolve().parents[2]
 # The user's own things in the checkout; .conveyor/cache is the scanners' tool cache.

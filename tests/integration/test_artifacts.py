@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from testkit import sandbox
 
 from conveyor import artifacts, config, images, store
 from conveyor.errors import ImageError
 from conveyor.operations import history
+from testkit import sandbox
 
 ROOT = Path(__file__).resolve().parents[2]
 REPRODUCIBLE = (".whl", ".tar.gz")

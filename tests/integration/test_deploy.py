@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from testkit.loadgen import KeepAliveLoad
 
 from conveyor import health, locks
 from conveyor.operations import Session
+from testkit.loadgen import KeepAliveLoad
 
 ROOT = Path(__file__).resolve().parents[2]
 

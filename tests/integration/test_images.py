@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from testkit import sandbox
 
 from conveyor import artifacts, health, images
 from conveyor.config import Config
+from testkit import sandbox
 
 OCI = "org.opencontainers.image."
 

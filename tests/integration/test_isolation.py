@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import docker.errors
-from testkit import sandbox
 
 from conveyor import images
 from conveyor.config import Config
+from testkit import sandbox
 
 
 def test_the_guard_sees_every_change_to_what_the_suite_does_not_own(

@@ -30,10 +30,10 @@ from typing import Any
 
 import docker.errors
 import pytest
-from testkit import sandbox
 
 from conveyor import artifacts
 from conveyor.scanners.gate import ScanNotPassed, require_passed_scan
+from testkit import sandbox
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures"
