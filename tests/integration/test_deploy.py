@@ -148,7 +148,7 @@ def test_manual_rollback_restarts_the_kept_release(make_environment: Any) -> Non
 def test_an_unhealthy_release_is_rolled_back_automatically(
     make_environment: Any, version: str, phase: str, why: str
 ) -> None:
-    env = make_environment(ready=8, verify=6)
+    env = make_environment(ready=20, verify=6)
     ok(deploy(env, "1.0.0"))
     with load_on(env.public()) as load:
         failed = deploy(env, version)
@@ -177,7 +177,7 @@ def test_an_unhealthy_release_is_rolled_back_automatically(
 
 
 def test_a_failed_release_after_switch_puts_traffic_back(make_environment: Any) -> None:
-    env = make_environment(ready=8, verify=6)
+    env = make_environment(ready=20, verify=6)
     ok(deploy(env, "1.0.0"))
     failed = deploy(env, "9.0.3+failsoon")
     one_clear_line(failed)

@@ -35,7 +35,7 @@ def actions(api: Any, summary: Path, actor: str = "bob") -> dict[str, str]:
 def test_deploys_report_statuses_annotations_and_a_summary(
     make_environment: Any, tmp_path: Path
 ) -> None:
-    env = make_environment(ready=8)
+    env = make_environment(ready=20)
     summary = tmp_path / "step-summary.md"
     with recording_server() as api:
         good = env.cli("deploy", "--env", env.name, "--version", "1.0.0", env=actions(api, summary))

@@ -59,7 +59,7 @@ def assert_no_secret(*texts: str) -> None:
 def test_each_deploy_event_is_delivered_and_no_secret_leaks(
     make_environment: Any, free_port: Any
 ) -> None:
-    env = with_notifications(make_environment(ready=8))
+    env = with_notifications(make_environment(ready=20))
     dead = free_port()
     outputs = []
     with recording_server() as hook:

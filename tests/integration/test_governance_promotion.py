@@ -183,7 +183,7 @@ def test_promotion_deploys_the_approved_staging_images_and_nothing_else(
 def test_promotion_refuses_what_must_not_reach_production(
     make_environment: Any, docker_client: Any
 ) -> None:
-    staging, prod = pair(make_environment, gate=False, ready=8)
+    staging, prod = pair(make_environment, gate=False, ready=20)
 
     def why() -> str:
         return refused(promote(staging, prod, "bob"))

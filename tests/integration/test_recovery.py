@@ -80,7 +80,7 @@ def test_a_rollback_never_restarts_the_containers_of_a_failed_release(
 ) -> None:
     """Issue 10, bug 1: live 2.0.0 → a deploy of 1.0.0 with a fault fails and switches back;
     the rollback must restart 1.0.0's own verified containers, never the failed ones."""
-    env = make_environment(ready=8, verify=6)
+    env = make_environment(ready=20, verify=6)
     ok(deploy(env, "1.0.0"))  # r0001, blue
     ok(deploy(env, "2.0.0"))  # r0002, green
     set_api_fault(env, "fail-after-ready=4")
