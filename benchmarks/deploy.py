@@ -117,11 +117,13 @@ def run_naive(
 
 def main() -> None:
     client = engine.connect()
-    repo = config.load(ROOT / "deploy.toml")
     quiet = Console(quiet=True)
-    folder = artifacts.build(repo, say=lambda line: None)
-    built = images.build_images(repo, client, folder, push_to_registry=False, out=quiet)
     with tempfile.TemporaryDirectory(prefix="conveyor-bench-deploy-") as tmp:
+        # Built into this run's own folder as conveyor-test/… images: a benchmark never
+        # touches the user's dist/ or tags.
+        repo = sandbox.isolated(config.load(ROOT / "deploy.toml"), Path(tmp) / "build" / "dist")
+        folder = artifacts.build(repo, say=lambda line: None)
+        built = images.build_images(repo, client, folder, push_to_registry=False, out=quiet)
         dist = Path(tmp) / "dist"
         for version in ("1.0.0", "2.0.0"):
             sandbox.derive_release(client, built, dist, version)
