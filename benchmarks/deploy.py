@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks import report
-from conveyor import artifacts, config, engine, health, images, operations, releases
+from benchmarks import environment, report
+from conveyor import config, engine, health, operations, releases
 from conveyor.console import Console
 from conveyor.hosts import connect_hosts
 from testkit import sandbox
@@ -119,29 +119,8 @@ def main() -> None:
     client = engine.connect()
     quiet = Console(quiet=True)
     with tempfile.TemporaryDirectory(prefix="conveyor-bench-deploy-") as tmp:
-        # Built into this run's own folder as conveyor-test/… images: a benchmark never
-        # touches the user's dist/ or tags.
-        repo = sandbox.isolated(config.load(ROOT / "deploy.toml"), Path(tmp) / "build" / "dist")
-        folder = artifacts.build(repo, say=lambda line: None)
-        built = images.build_images(repo, client, folder, push_to_registry=False, out=quiet)
-        dist = Path(tmp) / "dist"
-        for version in ("1.0.0", "2.0.0"):
-            sandbox.derive_release(client, built, dist, version)
-        name = sandbox.new_name()
-        ports = sandbox.allocate_ports(sandbox.PORTS_NEEDED)
-        path = Path(tmp) / "deploy.toml"
-        path.write_text(
-            sandbox.environment_toml(
-                name,
-                ports,
-                dist,
-                ROOT / "docker",
-                [{"name": "local", "docker": "local"}],
-                verify=1.0,
-                drain=0.5,
-            )
-        )
-        cfg = config.load(path)
+        bench = environment.prepare(client, Path(tmp), verify=1.0, drain=0.5)
+        cfg, name, ports = bench.config, bench.name, bench.ports
         try:
             operations.deploy(cfg, name, version="1.0.0", out=quiet)  # warm-up: router, volumes
             cases = {

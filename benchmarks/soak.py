@@ -20,8 +20,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks import report
-from conveyor import artifacts, config, engine, images, operations
+from benchmarks import environment, report
+from conveyor import config, engine, operations
 from conveyor.console import Console
 from conveyor.session import Session
 from testkit import sandbox
@@ -110,31 +110,9 @@ def soak(cfg: config.Config, env: str, port: int, cycles: int) -> dict[str, Any]
 def run(cycles: int) -> dict[str, Any]:
     """Build the release, derive 1.0.0 and 2.0.0, soak a sandbox environment, clean up."""
     client = engine.connect()
-    quiet = Console(quiet=True)
     with tempfile.TemporaryDirectory(prefix="conveyor-soak-") as tmp:
-        # The repo's release, built into this run's own folder as conveyor-test/… images:
-        # a soak never touches the user's dist/, tags or environments.
-        repo = sandbox.isolated(config.load(ROOT / "deploy.toml"), Path(tmp) / "build" / "dist")
-        folder = artifacts.build(repo, say=lambda line: None)
-        built = images.build_images(repo, client, folder, push_to_registry=False, out=quiet)
-        dist = Path(tmp) / "dist"
-        for version in ("1.0.0", "2.0.0"):
-            sandbox.derive_release(client, built, dist, version)
-        name = sandbox.new_name()
-        ports = sandbox.allocate_ports(sandbox.PORTS_NEEDED)
-        path = Path(tmp) / "deploy.toml"
-        path.write_text(
-            sandbox.environment_toml(
-                name,
-                ports,
-                dist,
-                ROOT / "docker",
-                [{"name": "local", "docker": "local"}],
-                verify=0.5,
-                drain=0.2,
-            )
-        )
-        cfg = config.load(path)
+        bench = environment.prepare(client, Path(tmp), verify=0.5, drain=0.2)
+        cfg, name, ports = bench.config, bench.name, bench.ports
         try:
             result = soak(cfg, name, ports[0], cycles)
         finally:
