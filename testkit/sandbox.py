@@ -458,3 +458,17 @@ def untouched(
     problems: list[str] = []
     yield problems
     problems += guard.problems()
+
+
+def record_scan(folder: Path, *, passed: bool = True, dirty: bool = False) -> None:
+    """Write each image's scan verdict into ``folder``'s manifest the way the scanner does:
+    bound to the image ID, and the tree state with it (the gate refuses dirty builds, and a
+    working tree under test may well be dirty)."""
+
+    def update(manifest: dict[str, Any]) -> None:
+        for entry in manifest["images"].values():
+            failures = [] if passed else ["1 finding(s) at medium or above (planted)"]
+            entry["scan"] = {"passed": passed, "image_id": entry["id"], "failures": failures}
+        manifest["dirty"] = dirty
+
+    artifacts.update_manifest(folder, update)

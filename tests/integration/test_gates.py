@@ -18,6 +18,7 @@ import pytest
 from conveyor import approvals, artifacts, images
 from conveyor.errors import ImageError
 from conveyor.operations import Session
+from testkit import sandbox
 
 GATE = (
     'promote_from = "{source}"\n'
@@ -43,13 +44,7 @@ def pair(make_environment: Any, *, approval: bool = True) -> tuple[Any, Any]:
 
 def scanned(env: Any, version: str, *, dirty: bool = False) -> str:
     """Each image's passed verdict bound to its image ID, written as the scanner writes it."""
-
-    def update(manifest: dict[str, Any]) -> None:
-        for entry in manifest["images"].values():
-            entry["scan"] = {"passed": True, "image_id": entry["id"], "failures": []}
-        manifest["dirty"] = dirty
-
-    artifacts.update_manifest(env.dist / version, update)
+    sandbox.record_scan(env.dist / version, dirty=dirty)
     return version
 
 

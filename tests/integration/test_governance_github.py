@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from conveyor import artifacts
+from testkit import sandbox
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from test_governance_fakes import recording_server
@@ -86,7 +86,7 @@ def test_production_runs_what_its_github_reviewers_approved(
     section = text.replace(marker, marker + gate).split("[environments.", 1)[1]
     staging.config_path.write_text(staging.config_path.read_text() + "\n[environments." + section)
     prod.config_path = staging.config_path
-    artifacts.update_manifest(staging.dist / "1.0.0", passed_scan)
+    sandbox.record_scan(staging.dist / "1.0.0")
     summary = tmp_path / "summary.md"
     local = {"GITHUB_ACTIONS": "", "GITHUB_ACTOR": "bob"}
     deployed = staging.cli("deploy", "--env", staging.name, "--version", "1.0.0", env=local)
@@ -127,11 +127,3 @@ def test_production_runs_what_its_github_reviewers_approved(
         "success",
     ]
     assert "| approval | alice (github) |" in summary.read_text()
-
-
-def passed_scan(manifest: dict[str, Any]) -> None:
-    """Each image's passed verdict bound to its image ID, as the scanner writes it, on a clean
-    build (the gate refuses dirty ones, and a working tree under test may be dirty)."""
-    for entry in manifest["images"].values():
-        entry["scan"] = {"passed": True, "image_id": entry["id"], "failures": []}
-    manifest["dirty"] = False

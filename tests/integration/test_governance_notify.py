@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from conveyor import artifacts
+from testkit import sandbox
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from test_governance_fakes import recording_server
@@ -99,7 +99,7 @@ def test_each_deploy_event_is_delivered_and_no_secret_leaks(
 def test_a_refused_gated_deploy_asks_for_approval(make_environment: Any, free_port: Any) -> None:
     env = with_notifications(make_environment(), gated=True)
     folder = env.dist / "1.0.0"
-    artifacts.update_manifest(folder, passed_scan)
+    sandbox.record_scan(folder)
     with recording_server() as hook:
         result = run(env, hook, free_port(), "deploy", "--env", env.name, "--version", "1.0.0")
         sent = payloads(hook)
@@ -110,11 +110,3 @@ def test_a_refused_gated_deploy_asks_for_approval(make_environment: Any, free_po
     assert f"approve with: invoke approve --env {env.name} --release " in asked["message"]
     assert "requested by: bob" in asked["message"]
     assert_no_secret(json.dumps(sent), result.stdout, result.stderr)
-
-
-def passed_scan(manifest: dict[str, Any]) -> None:
-    """Each image's passed verdict bound to its image ID, as the scanner writes it, on a clean
-    build (the gate refuses dirty ones, and a working tree under test may be dirty)."""
-    for entry in manifest["images"].values():
-        entry["scan"] = {"passed": True, "image_id": entry["id"], "failures": []}
-    manifest["dirty"] = False

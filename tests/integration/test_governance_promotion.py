@@ -12,8 +12,9 @@ import subprocess
 import time
 from typing import Any
 
-from conveyor import approvals, artifacts, health
+from conveyor import approvals, health
 from conveyor.operations import Session
+from testkit import sandbox
 
 GATE = "approval = {{ required = true, allow_self_approval = {self_ok}, expires_hours = 24 }}\n"
 
@@ -43,14 +44,7 @@ def pair(make_environment: Any, *, gate: bool = True, self_ok: bool = False, **t
 def scanned(env: Any, version: str, *, passed: bool = True, dirty: bool = False) -> str:
     """Record, as `nox -s scan -- --artifacts` does, each image's verdict bound to its image
     ID (and the tree state) in dist/<version>/manifest.json."""
-
-    def update(manifest: dict[str, Any]) -> None:
-        for entry in manifest["images"].values():
-            failures = [] if passed else ["1 finding(s) at medium or above (planted)"]
-            entry["scan"] = {"passed": passed, "image_id": entry["id"], "failures": failures}
-        manifest["dirty"] = dirty
-
-    artifacts.update_manifest(env.dist / version, update)
+    sandbox.record_scan(env.dist / version, passed=passed, dirty=dirty)
     return version
 
 
