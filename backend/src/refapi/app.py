@@ -12,13 +12,13 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import sessionmaker
 
-from refapi import migrations, notes
+from refapi import migrations, notes, schema
 from refapi.database import describe_failure
 from refapi.settings import Settings
 
 
 def create_app(settings: Settings, engine: Engine) -> FastAPI:
-    head = migrations.head_revision()
+    chain = migrations.load_chain()
     identity = {"version": settings.version, "commit": settings.commit}
 
     @asynccontextmanager
@@ -39,18 +39,27 @@ def create_app(settings: Settings, engine: Engine) -> FastAPI:
 
     @app.get("/readyz", response_model=None, responses={503: {"description": "Not ready"}})
     def readyz() -> JSONResponse:
-        """Readiness: the database answers and its schema is at this release's head."""
+        """Readiness: the database answers and this code can serve on its schema: every
+        expand revision of this release applied, and nothing beyond its head but expand
+        revisions (a newer release's, before a rollback or a switch)."""
         if settings.fault.kind == "not-ready":
             return _not_ready("fault injected: not-ready", identity)
         try:
             with engine.connect() as connection:
-                revision = migrations.current_revision(connection)
+                observed = migrations.observe(connection, chain)
         except SQLAlchemyError as exc:
             return _not_ready(f"database unreachable: {describe_failure(exc)}", identity)
-        if revision != head:
-            return _not_ready(f"migrations not at head: at {revision}, head is {head}", identity)
+        verdict = schema.compatibility(chain, observed.current, observed.recorded)
+        if not verdict.compatible:
+            return _not_ready(verdict.why, identity)
         return JSONResponse(
-            {"status": "ready", **identity, "database": "ok", "migration": revision}
+            {
+                "status": "ready",
+                **identity,
+                "database": "ok",
+                "migration": observed.current,
+                "schema": verdict.why,
+            }
         )
 
     @app.get("/api/version")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import DateTime, String
+from sqlalchemy import Boolean, DateTime, String, false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 NOTE_TEXT_MAX = 1000
@@ -26,3 +26,5 @@ class Note(Base):
     created_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, index=True
     )
+    # The server default lets the previous release, which knows no `pinned`, keep inserting.
+    pinned: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())

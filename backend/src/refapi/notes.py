@@ -23,6 +23,7 @@ def _assume_utc(moment: datetime) -> datetime:
 
 class NoteIn(BaseModel):
     text: str = Field(min_length=1, max_length=NOTE_TEXT_MAX)
+    pinned: bool = False
 
 
 class NoteOut(BaseModel):
@@ -31,6 +32,7 @@ class NoteOut(BaseModel):
     id: int
     text: str
     created_at: Annotated[datetime, AfterValidator(_assume_utc)]
+    pinned: bool
 
 
 def _session(request: Request) -> Iterator[Session]:
@@ -46,13 +48,17 @@ DbSession = Annotated[Session, Depends(_session)]
 def list_notes(
     session: DbSession, limit: Annotated[int, Query(ge=1, le=1000)] = 100
 ) -> list[NoteOut]:
-    newest_first = select(Note).order_by(Note.created_at.desc(), Note.id.desc()).limit(limit)
-    return [NoteOut.model_validate(note) for note in session.scalars(newest_first)]
+    pinned_then_newest = (
+        select(Note)
+        .order_by(Note.pinned.desc(), Note.created_at.desc(), Note.id.desc())
+        .limit(limit)
+    )
+    return [NoteOut.model_validate(note) for note in session.scalars(pinned_then_newest)]
 
 
 @router.post("", status_code=201)
 def create_note(body: NoteIn, session: DbSession) -> NoteOut:
-    note = Note(text=body.text)
+    note = Note(text=body.text, pinned=body.pinned)
     session.add(note)
     session.commit()
     return NoteOut.model_validate(note)

@@ -7,6 +7,11 @@ Any variable NAME may instead be given as a file: NAME_FILE=/run/secrets/NAME (t
 convention of the official database images), which wins over NAME. A deploy tool that keeps
 secrets out of `docker inspect` writes that file right after the container starts, so a
 missing file is waited for, up to SECRET_FILE_WAIT seconds (default 300; 0 waits not at all).
+
+The migration runner's limits (see refapi.migrations) come from MIGRATE_* variables:
+MIGRATE_LOCK_TIMEOUT and MIGRATE_STATEMENT_TIMEOUT (seconds, PostgreSQL only; a statement
+timeout of 0 means none), MIGRATE_LOCK_RETRIES, and MIGRATE_RUNNER_WAIT (seconds a second
+runner waits for the first).
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Literal
@@ -71,6 +76,17 @@ class Fault:
 
 
 @dataclass(frozen=True)
+class MigrationSettings:
+    """How a migration run treats locks: its own, and the tables' it alters."""
+
+    # Bounds how long *other* sessions queue behind a lock request of the migration.
+    lock_timeout: float = 2.0
+    statement_timeout: float = 0.0
+    lock_retries: int = 3
+    runner_wait: float = 300.0
+
+
+@dataclass(frozen=True)
 class Settings:
     host: str = "127.0.0.1"
     port: int = 8000
@@ -80,12 +96,15 @@ class Settings:
     migrate_on_start: bool = True
     access_log: bool = False
     fault: Fault = field(default_factory=Fault)
+    migration: MigrationSettings = field(default_factory=MigrationSettings)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
         """Read and validate every variable; the first bad one raises ConfigError."""
 
-        wait = _seconds("SECRET_FILE_WAIT", environ.get("SECRET_FILE_WAIT", "").strip())
+        wait = _seconds(
+            "SECRET_FILE_WAIT", environ.get("SECRET_FILE_WAIT", "").strip(), SECRET_FILE_WAIT
+        )
 
         def get(name: str, default: str) -> str:
             path = environ.get(f"{name}_FILE", "").strip()
@@ -102,7 +121,24 @@ class Settings:
             migrate_on_start=_flag("MIGRATE_ON_START", get("MIGRATE_ON_START", "1")),
             access_log=_flag("ACCESS_LOG", get("ACCESS_LOG", "0")),
             fault=Fault.parse(get("REFAPI_FAULT", "none")),
+            migration=_migration_settings(get),
         )
+
+
+def _migration_settings(get: Callable[[str, str], str]) -> MigrationSettings:
+    defaults = MigrationSettings()
+
+    def seconds(name: str, default: float) -> float:
+        return _seconds(name, get(name, ""), default)
+
+    return MigrationSettings(
+        lock_timeout=seconds("MIGRATE_LOCK_TIMEOUT", defaults.lock_timeout),
+        statement_timeout=seconds("MIGRATE_STATEMENT_TIMEOUT", defaults.statement_timeout),
+        lock_retries=_count(
+            "MIGRATE_LOCK_RETRIES", get("MIGRATE_LOCK_RETRIES", ""), defaults.lock_retries
+        ),
+        runner_wait=seconds("MIGRATE_RUNNER_WAIT", defaults.runner_wait),
+    )
 
 
 def database_url(raw: str) -> URL:
@@ -154,9 +190,9 @@ def read_secret_file(variable: str, path: str, *, wait: float, poll: float = 0.0
     return value
 
 
-def _seconds(name: str, raw: str) -> float:
+def _seconds(name: str, raw: str, default: float) -> float:
     if not raw:
-        return SECRET_FILE_WAIT
+        return default
     try:
         value = float(raw)
     except ValueError:
@@ -164,6 +200,14 @@ def _seconds(name: str, raw: str) -> float:
     if not math.isfinite(value) or value < 0:
         raise ConfigError(f"{name}={raw!r} is not a number of seconds >= 0")
     return value
+
+
+def _count(name: str, raw: str, default: int) -> int:
+    if not raw:
+        return default
+    if not (raw.isascii() and raw.isdigit()) or int(raw) > 100:
+        raise ConfigError(f"{name}={raw!r} is not a count; expected an integer 0-100")
+    return int(raw)
 
 
 def _port(raw: str) -> int:

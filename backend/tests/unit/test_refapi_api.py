@@ -28,6 +28,7 @@ def test_readyz_when_migrated(client: TestClient) -> None:
         "commit": "c0ffee",
         "database": "ok",
         "migration": head_revision(),
+        "schema": f"schema at this release's head {head_revision()}",
     }
 
 
@@ -39,7 +40,8 @@ def test_readyz_is_503_when_the_schema_is_behind(make_client: Callable[..., Test
     assert response.status_code == 503
     assert response.json() == {
         "status": "not ready",
-        "reason": f"migrations not at head: at None, head is {head_revision()}",
+        "reason": f"database has no schema; this release needs {head_revision()} — "
+        "run `refapi migrate expand`",
         "version": "1.2.3",
         "commit": "c0ffee",
     }
@@ -70,8 +72,9 @@ def test_a_note_round_trips(client: TestClient) -> None:
 
     assert created.status_code == 201
     note = created.json()
-    assert set(note) == {"id", "text", "created_at"}
+    assert set(note) == {"id", "text", "created_at", "pinned"}
     assert note["text"] == "ship it"
+    assert note["pinned"] is False
     created_at = datetime.fromisoformat(note["created_at"])
     assert created_at.tzinfo is not None
     assert before <= created_at <= datetime.now(UTC)
@@ -87,6 +90,18 @@ def test_notes_are_listed_newest_first(client: TestClient) -> None:
     assert [note["id"] for note in listed] == ids[::-1]
     assert [note["text"] for note in listed] == ["note 2", "note 1", "note 0"]
     assert [note["id"] for note in client.get("/api/notes?limit=2").json()] == ids[:0:-1]
+
+
+def test_pinned_notes_are_listed_first_then_newest(client: TestClient) -> None:
+    old_pin = client.post("/api/notes", json={"text": "old pin", "pinned": True}).json()
+    plain = client.post("/api/notes", json={"text": "plain"}).json()
+    new_pin = client.post("/api/notes", json={"text": "new pin", "pinned": True}).json()
+
+    listed = client.get("/api/notes").json()
+
+    assert [note["id"] for note in listed] == [new_pin["id"], old_pin["id"], plain["id"]]
+    assert [note["pinned"] for note in listed] == [True, True, False]
+    assert client.get(f"/api/notes/{old_pin['id']}").json()["pinned"] is True
 
 
 def test_notes_survive_a_restart(make_client: Callable[..., TestClient]) -> None:
@@ -113,7 +128,10 @@ def test_note_text_at_the_limits_is_accepted(client: TestClient, length: int) ->
     assert response.json()["text"] == "x" * length
 
 
-@pytest.mark.parametrize("body", [{"text": ""}, {"text": "x" * 1001}, {}, {"text": 5}])
+@pytest.mark.parametrize(
+    "body",
+    [{"text": ""}, {"text": "x" * 1001}, {}, {"text": 5}, {"text": "x", "pinned": "perhaps"}],
+)
 def test_invalid_notes_are_422_and_not_stored(client: TestClient, body: object) -> None:
     assert client.post("/api/notes", json=body).status_code == 422
     assert client.get("/api/notes").json() == []

@@ -74,7 +74,7 @@ def test_unexpected_arguments_exit_2(capsys: pytest.CaptureFixture[str]) -> None
     assert main(["serve", "--reload"]) == 2
 
     assert one_line(capsys.readouterr().err).startswith(
-        "refapi: unexpected arguments 'serve --reload'; usage: refapi [serve | migrate | warm]"
+        "refapi: unexpected arguments 'serve --reload'; usage: refapi [serve | migrate"
     )
 
 

@@ -14,6 +14,10 @@ revision: str = ${repr(up_revision)}
 down_revision: str | Sequence[str] | None = ${repr(down_revision)}
 branch_labels: str | Sequence[str] | None = ${repr(branch_labels)}
 depends_on: str | Sequence[str] | None = ${repr(depends_on)}
+# "expand": additive, the previous release keeps working (runs before the switch).
+# "contract": destructive (drop or rename a column or table, narrow a type, NOT NULL without
+# a default); runs only once no older release serves.
+kind = "expand"
 
 
 def upgrade() -> None:
