@@ -1,5 +1,9 @@
 """Container images: build them from dist/<version>/ through the docker SDK, push, record digests.
 
+An image that declares ``migrate`` also renders its migrations offline, in a container of the
+image just built (no network): the revisions and their PostgreSQL SQL are written beside the
+artifacts and recorded, with their sha256, in the manifest (:mod:`conveyor.migrationsql`).
+
 Builds never need the network inside the image: a builder stage installs the locked
 dependencies from a wheelhouse copied into the build context. The base image is a build
 argument, resolved here: CONVEYOR_BASE_IMAGE, else the configured public image if present or
@@ -19,12 +23,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from conveyor import artifacts, ledger, tools
+from conveyor import artifacts, ledger, migrationsql, tools
 from conveyor.config import Config, ImageSpec
 from conveyor.console import Console, console
 from conveyor.errors import ConveyorError, ImageError, RegistryError
 
 WHEELHOUSE = Path("build/wheelhouse")
+MIGRATION_RENDER_TIMEOUT = 300.0
 
 
 def image_present(client: Any, name: str) -> bool:
@@ -270,6 +275,7 @@ def build_images(
     base = resolve_base_image(client, config)
     out.say(f"Building images for {manifest['version']} on {base}")
     results: dict[str, Any] = {}
+    previews: dict[str, tuple[str, list[migrationsql.Revision]]] = {}
     for spec in release_images(config):
         if only and spec.name not in only:
             continue
@@ -293,6 +299,12 @@ def build_images(
             out=out,
         )
         image = client.images.get(image_id)
+        if migrationsql.image_command(spec):
+            with out.step(f"Rendering {spec.name}'s migration SQL"):
+                revisions = render_migrations(client, image_id, spec)
+            previews[spec.name] = (image_id, revisions)
+            kinds = ", ".join(f"{r.revision} {r.kind}" for r in revisions) or "none"
+            out.say(f"  {spec.name}: {len(revisions)} revisions ({kinds})")
         for extra in manifest["image_tags"][1:]:
             image.tag(local_name(config, spec), tag=extra)
         entry: dict[str, Any] = {
@@ -324,9 +336,47 @@ def build_images(
 
     def record(data: dict[str, Any]) -> None:
         data.setdefault("images", {}).update(results)
+        for name in results:
+            if name in previews:
+                migrationsql.write_preview(folder, data, name, *previews[name])
+            else:  # the image no longer declares `migrate`: its release has no migrations
+                migrationsql.drop_preview(folder, data, name)
 
     artifacts.update_manifest(folder, record)
     return results
+
+
+def render_migrations(
+    client: Any, image_id: str, spec: ImageSpec, *, timeout: float = MIGRATION_RENDER_TIMEOUT
+) -> list[migrationsql.Revision]:
+    """``docker run --rm --network none <image> <migrate> sql --json``: the revisions exactly
+    as this image would run them, rendered offline."""
+    command = migrationsql.image_command(spec)
+    argv = migrationsql.migrate_argv(command)
+    what = f"{spec.name}'s `{command} sql --json` in {image_id[:19]}"
+    container = client.containers.create(image_id, command=argv, network_mode="none")
+    try:
+        container.start()
+        try:
+            status = container.wait(timeout=timeout)
+        except Exception:  # requests' ReadTimeout (or a connection error) from the SDK
+            raise ImageError(f"{what} did not finish within {timeout:.0f} s") from None
+        stdout = container.logs(stdout=True, stderr=False).decode(errors="replace")
+        stderr = container.logs(stdout=False, stderr=True).decode(errors="replace")
+    finally:
+        with contextlib.suppress(Exception):
+            container.remove(force=True, v=True)
+    code = int(status.get("StatusCode", -1))
+    if code != 0:
+        tail = " | ".join(line.strip() for line in (stderr or stdout).strip().splitlines()[-3:])
+        raise ImageError(
+            f"{what} failed (exit {code}): {tail} — the image's migration command must render "
+            f"its revisions offline (conveyor's migration protocol)"
+        )
+    try:
+        return migrationsql.parse(stdout, where=what)
+    except migrationsql.MigrationSqlError as exc:
+        raise ImageError(str(exc)) from None
 
 
 def _check_rebuild(
