@@ -14,6 +14,13 @@ deployer; in GitHub Actions, the run's approval of the GitHub environment of the
 interactive terminal where self-approval is allowed, the deployer typing the version. Anything
 else fails closed: the deploy exits non-zero, says what to run, and nothing is changed. A
 rollback needs no new approval: it returns to a release that already passed the gate.
+
+An approval also binds the release's **migration SQL**: the sha256 of each image's preview
+(``dist/<version>/migrations-<image>-<version>.sql``, rendered from exactly that image). If
+the SQL recorded for those images differs when the deploy runs, the approval no longer
+counts. Approvals recorded before this (or of releases without migrations) bind no SQL and
+keep working; a release whose dist/ folder is not on the deploying machine is judged by its
+image IDs, which rendered the SQL in the first place.
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from conveyor import admission, artifacts, github, terms
+from conveyor import admission, artifacts, github, migrationsql, terms
 from conveyor import config as config_mod
 from conveyor import ledger as ledger_mod
 from conveyor.console import Console, console
@@ -89,6 +96,8 @@ class ApprovalRecord:
     method: str  # "ledger" (invoke approve), "github" (environment reviewers) or "terminal"
     source: str = ""
     note: str = ""
+    # image name → sha256 of its migration SQL (empty: the release had none, or an old record)
+    migrations: dict[str, str] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -109,6 +118,7 @@ class ApprovalRecord:
                 method=str(data.get("method", "ledger")),
                 source=str(data.get("source", "")),
                 note=str(data.get("note", "")),
+                migrations={str(k): str(v) for k, v in dict(data.get("migrations") or {}).items()},
             )
         except (KeyError, TypeError, ValueError):
             return None
@@ -123,6 +133,7 @@ def new_approval(
     method: str,
     note: str = "",
     now: float | None = None,
+    migrations: Mapping[str, str] | None = None,
 ) -> ApprovalRecord:
     at = time.time() if now is None else now
     return ApprovalRecord(
@@ -138,6 +149,7 @@ def new_approval(
         method=method,
         source=candidate.source,
         note=note,
+        migrations=dict(migrations or {}),
     )
 
 
@@ -180,17 +192,26 @@ def evaluate(
     approvals: Iterable[ApprovalRecord],
     *,
     now: float | None = None,
+    migrations: Mapping[str, str] | None = None,
 ) -> ApprovalVerdict:
     """Pick the newest approval that covers exactly ``digests``; say why the others do not.
 
     Expiry is checked against both the time recorded with the approval and the policy in
-    force now, so shortening ``expires_hours`` takes effect at once.
+    force now, so shortening ``expires_hours`` takes effect at once. ``migrations`` is the
+    release's migration SQL now (image → sha256; None when unknown here): an approval that
+    bound other SQL does not count.
     """
     now = time.time() if now is None else now
     key = release_key(digests)
     verdict = ApprovalVerdict(approval=None)
     for approval in sorted(approvals, key=lambda a: a.at, reverse=True):
         if approval.key != key or approval.digests != dict(digests):
+            continue
+        changed = _changed_sql(approval.migrations, migrations)
+        if changed:
+            verdict.rejected.append(
+                f"the migration SQL changed since {approval.approver} approved it ({changed})"
+            )
             continue
         expires = min(approval.expires, approval.at + policy.expires_hours * 3600)
         if expires <= now:
@@ -210,6 +231,50 @@ def evaluate(
         verdict.approval = approval
         return verdict
     return verdict
+
+
+def _changed_sql(approved: Mapping[str, str], now: Mapping[str, str] | None) -> str:
+    """What differs between the SQL an approval bound and the release's SQL now; empty when
+    nothing does, the approval bound none, or the SQL is unknown here."""
+    if not approved or now is None:
+        return ""
+    changes = []
+    for image in sorted(set(approved) | set(now)):
+        before, after = approved.get(image), now.get(image)
+        if before != after:
+            changes.append(
+                f"{image}: approved {before[:12] if before else 'none'}, "
+                f"now {after[:12] if after else 'none'}"
+            )
+    return "; ".join(changes)
+
+
+def migration_digests(
+    config: config_mod.Config, env: config_mod.Environment, release: Release
+) -> dict[str, str] | None:
+    """The sha256 of the migration SQL rendered from exactly ``release``'s images (image →
+    sha256), read from ``dist/<version>/``; None when that folder is not here."""
+    folder = config.root / config.build.dist_dir / release.version
+    if not (folder / artifacts.MANIFEST).is_file():
+        return None
+    artifacts.check_seal(folder)  # an edited manifest is refused, never believed
+    manifest = artifacts.read_manifest(folder)
+    image_ids = {
+        env.services[service].image: image.image_id
+        for service, image in release.images.items()
+        if service in env.services
+    }
+    return migrationsql.sql_digests(manifest, image_ids)
+
+
+def describe_migrations(migrations: Mapping[str, str] | None) -> str:
+    if migrations is None:
+        return "not recorded here (dist/ folder absent): bound by the image IDs only"
+    if not migrations:
+        return "none"
+    return ", ".join(
+        f"{image} sha256 {digest[:12]}" for image, digest in sorted(migrations.items())
+    )
 
 
 # --- candidates: what `approve --release R` may name -----------------------------------------
@@ -338,6 +403,8 @@ def approve(
     )
     for service, image_id in sorted(candidate.digests.items()):
         out.say(f"  {service}: {image_id}")
+    migrations = migration_digests(config, env, release)
+    out.say(f"  migration SQL: {describe_migrations(migrations)}")
     admission = _admission(config, env_name, release)
     out.say(f"  scan: {(release.scan or {}).get('why', 'no scan recorded')}")
     out.say(f"  ran in: {admission.where()}")
@@ -349,12 +416,20 @@ def approve(
         typed = ask(f"Type the version ({candidate.version}) to approve it for {env_name}: ")
         if typed.strip() != candidate.version:
             raise UsageError(f"not approved: you typed '{typed.strip()}', not the version")
-    approval = new_approval(candidate, env_name, approver, env.approval, method="ledger", note=note)
+    approval = new_approval(
+        candidate,
+        env_name,
+        approver,
+        env.approval,
+        method="ledger",
+        note=note,
+        migrations=migrations,
+    )
     record_approval(session, approval)
     until = time.strftime("%Y-%m-%d %H:%M %Z", time.localtime(approval.expires))
     out.say(
         f"✓ {approver} approved {candidate.version} for {env_name} until {until} ({approval.id}); "
-        f"it covers these image IDs only"
+        f"it covers these image IDs" + (" and this migration SQL only" if migrations else " only")
     )
     if not env.approval.allow_self_approval:
         out.say(f"  someone other than {approver} must run the deploy")
@@ -487,6 +562,7 @@ def status_lines(session: Session, release: Release, *, kind: terms.RecordKind) 
         release.digests(),
         deployer,
         recorded(session.ledger.audit_events(), session.env.name),
+        migrations=migration_digests(session.config, session.env, release),
     )
     if verdict.approval is not None:
         a = verdict.approval
@@ -522,15 +598,26 @@ def require(
     if kind == terms.ROLLBACK:
         return {"method": "rollback", "key": key, "note": "returns to a release live here before"}
     deployer = ledger_mod.who()
-    verdict = evaluate(policy, digests, deployer, recorded(session.ledger.audit_events(), env.name))
+    migrations = migration_digests(session.config, env, release)
+    verdict = evaluate(
+        policy,
+        digests,
+        deployer,
+        recorded(session.ledger.audit_events(), env.name),
+        migrations=migrations,
+    )
     if verdict.approval is not None:
         a = verdict.approval
         out.say(f"Approved by {a.approver} ({a.method}, {a.id}) for release key {short(key)}")
         return {**a.as_dict(), "deployer": deployer}
 
-    approval = _github_approval(session, release, deployer, verdict, environ=environ, out=out)
+    approval = _github_approval(
+        session, release, deployer, verdict, migrations, environ=environ, out=out
+    )
     if approval is None:
-        approval = _terminal_approval(session, release, deployer, verdict, ask=ask, out=out)
+        approval = _terminal_approval(
+            session, release, deployer, verdict, migrations, ask=ask, out=out
+        )
     if approval is not None:
         return {**approval.as_dict(), "deployer": deployer}
 
@@ -550,6 +637,7 @@ def _github_approval(
     release: Release,
     deployer: str,
     verdict: ApprovalVerdict,
+    migrations: Mapping[str, str] | None,
     *,
     environ: Mapping[str, str] | None,
     out: Console,
@@ -576,7 +664,9 @@ def _github_approval(
         )
     else:
         candidate = candidate_from_release(release)
-        approval = new_approval(candidate, env.name, reviewer, policy, method="github", note=why)
+        approval = new_approval(
+            candidate, env.name, reviewer, policy, method="github", note=why, migrations=migrations
+        )
         record_approval(session, approval)
         out.say(f"Approved by {reviewer} in GitHub's {env.name} environment ({why})")
         return approval
@@ -588,6 +678,7 @@ def _terminal_approval(
     release: Release,
     deployer: str,
     verdict: ApprovalVerdict,
+    migrations: Mapping[str, str] | None,
     *,
     ask: Callable[[str], str] | None,
     out: Console,
@@ -602,12 +693,18 @@ def _terminal_approval(
     out.say(f"{env.name} needs an approval of {release.version} (release key {short(key)}):")
     for service, image_id in sorted(release.digests().items()):
         out.say(f"  {service}: {image_id}")
+    out.say(f"  migration SQL: {describe_migrations(migrations)}")
     typed = ask(f"Type the version ({release.version}) to approve and deploy it: ")
     if typed.strip() != release.version:
         verdict.rejected.append(f"the version typed was '{typed.strip()}'")
         return None
     approval = new_approval(
-        candidate_from_release(release), env.name, deployer, policy, method="terminal"
+        candidate_from_release(release),
+        env.name,
+        deployer,
+        policy,
+        method="terminal",
+        migrations=migrations,
     )
     record_approval(session, approval)
     return approval

@@ -6,11 +6,12 @@ import dataclasses
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, cast
 
 import pytest
 
-from conveyor import approvals, releases
+from conveyor import approvals, artifacts, migrationsql, releases
 from conveyor.config import Approval as Policy
 from conveyor.config import Config, Environment
 from conveyor.console import Console
@@ -76,12 +77,18 @@ class FakeStore:
         return self.present
 
 
+def no_dist() -> Any:
+    """A config whose dist/ folder holds no release: migration SQL is unknown there."""
+    return SimpleNamespace(root=Path("/nonexistent"), build=SimpleNamespace(dist_dir="dist"))
+
+
 @dataclasses.dataclass
 class FakeSession:
     env: Environment
     ledger: FakeLedger
     store: FakeStore = dataclasses.field(default_factory=FakeStore)
     router_images_built: int = 0
+    config: Any = dataclasses.field(default_factory=no_dist)
 
     def ensure_router_images(self) -> None:
         self.router_images_built += 1
@@ -397,3 +404,100 @@ def test_recording_on_a_fresh_environment_first_prepares_its_state_store(
     approvals.record_approval(cast(Any, fresh), approval_of(release()))
     assert fresh.router_images_built == 1
     assert [e["kind"] for e in fresh.ledger.events] == ["approval", "approval"]
+
+
+# --- the migration SQL an approval binds ----------------------------------------------------
+
+SQL_A = "a" * 64
+SQL_B = "b" * 64
+
+
+def test_an_approval_binds_the_migration_sql_it_was_given_for() -> None:
+    rel = release()
+    given = approvals.new_approval(
+        approvals.candidate_from_release(rel),
+        "production",
+        "alice",
+        STRICT,
+        method="ledger",
+        migrations={"api": SQL_A},
+    )
+    same = approvals.evaluate(STRICT, rel.digests(), "bob", [given], migrations={"api": SQL_A})
+    assert same.approval == given
+    changed = approvals.evaluate(STRICT, rel.digests(), "bob", [given], migrations={"api": SQL_B})
+    assert changed.approval is None
+    assert changed.rejected == [
+        "the migration SQL changed since alice approved it (api: approved aaaaaaaaaaaa, "
+        "now bbbbbbbbbbbb)"
+    ]
+    gone = approvals.evaluate(STRICT, rel.digests(), "bob", [given], migrations={})
+    assert gone.approval is None
+    # Where dist/<version> is absent the SQL is unknown: the image IDs, which render it, bind.
+    unknown = approvals.evaluate(STRICT, rel.digests(), "bob", [given], migrations=None)
+    assert unknown.approval == given
+
+
+def test_approvals_recorded_without_migration_sql_keep_working() -> None:
+    rel = release()
+    old = approval_of(rel).as_dict()
+    del old["migrations"]  # as recorded before approvals bound SQL
+    parsed = approvals.ApprovalRecord.from_dict(old)
+    assert parsed is not None and parsed.migrations == {}
+    verdict = approvals.evaluate(STRICT, rel.digests(), "bob", [parsed], migrations={"api": SQL_B})
+    assert verdict.approval == parsed
+
+
+def released_with_migrations(tmp_path: Path, rel: Release, sql: str) -> Any:
+    """dist/<version>/ with a sealed manifest whose api image has a migration preview."""
+    folder = tmp_path / "dist" / rel.version
+    folder.mkdir(parents=True)
+    manifest: dict[str, Any] = {
+        "schema": artifacts.MANIFEST_SCHEMA,
+        "version": rel.version,
+        "files": {},
+        "images": {"api": {"id": API}, "web": {"id": WEB}},
+    }
+    revisions = [migrationsql.Revision("r1", (), migrationsql.EXPAND, "notes", sql)]
+    migrationsql.write_preview(folder, manifest, "api", API, revisions)
+    artifacts.write_manifest(folder, manifest)
+    return SimpleNamespace(root=tmp_path, build=SimpleNamespace(dist_dir="dist"))
+
+
+def test_a_deploy_is_refused_when_the_migration_sql_changed_since_approval(
+    production: Environment, tmp_path: Path
+) -> None:
+    rel = release()
+    config = released_with_migrations(tmp_path, rel, "CREATE TABLE notes (id BIGINT);")
+    bound = approvals.migration_digests(config, production, rel)
+    assert bound is not None and set(bound) == {"api"}  # web declares no migrations
+    given = approvals.new_approval(
+        approvals.candidate_from_release(rel),
+        "production",
+        "alice",
+        STRICT,
+        method="ledger",
+        migrations=bound,
+    )
+    ledger = FakeLedger([{"kind": "approval", "approval": given.as_dict()}])
+    session = FakeSession(production, ledger, config=config)
+    used = gate(session, rel, kind="promote", out=quiet())
+    assert used is not None and used["migrations"] == bound
+
+    # The same images, but the recorded migration SQL is now another (rewritten and resealed).
+    folder = tmp_path / "dist" / rel.version
+    revisions = [migrationsql.Revision("r1", (), "expand", "notes", "DROP TABLE notes;")]
+    artifacts.update_manifest(
+        folder, lambda m: migrationsql.write_preview(folder, m, "api", API, revisions)
+    )
+    with pytest.raises(approvals.ApprovalRequired) as info:
+        gate(session, rel, kind="promote", out=quiet())
+    assert "the migration SQL changed since alice approved it (api: approved " in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_migration_sql_of_another_build_of_the_version_is_not_this_releases(
+    production: Environment, tmp_path: Path
+) -> None:
+    rel = release(api=OTHER_API)  # dist/1.4.0 rendered its SQL from API, not OTHER_API
+    config = released_with_migrations(tmp_path, rel, "CREATE TABLE notes (id BIGINT);")
+    assert approvals.migration_digests(config, production, rel) == {}
