@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conveyor import artifacts
+from conveyor import artifacts, migrationsql
 from conveyor.errors import ArtifactError
 
 
@@ -134,3 +134,71 @@ def test_with_a_key_the_seal_is_an_hmac_nobody_else_can_recompute(
     monkeypatch.delenv(artifacts.KEY_VARIABLE)
     with pytest.raises(ArtifactError, match="signed with CONVEYOR_LEDGER_KEY, which is not set"):
         artifacts.verify(tmp_path)
+
+
+# --- the migration preview a release records -------------------------------------------------
+
+PREVIEW = [
+    migrationsql.Revision("r1", (), "expand", "Create the notes table", "CREATE TABLE notes ();"),
+    migrationsql.Revision("r2", ("r1",), "contract", "Drop notes.text", "ALTER TABLE notes\n"
+                          "DROP COLUMN text;"),
+]  # fmt: skip
+
+
+def with_preview(folder: Path) -> None:
+    folder.mkdir(parents=True)
+    make_release(folder)
+    artifacts.update_manifest(
+        folder,
+        lambda m: migrationsql.write_preview(folder, m, "api", "sha256:" + "a" * 64, PREVIEW),
+    )
+
+
+def test_a_release_records_its_migrations_and_lists_them_back(tmp_path: Path) -> None:
+    folder = tmp_path / "1.0.0"
+    with_preview(folder)
+    manifest = artifacts.verify(folder)  # the preview files are artifacts like the others
+    entry = manifest["migrations"]["api"]
+    sql = (folder / "migrations-api-1.0.0.sql").read_text()
+    assert entry["sql"] == "migrations-api-1.0.0.sql"
+    assert entry["sql_sha256"] == hashlib.sha256(sql.encode()).hexdigest()
+    assert manifest["files"]["migrations-api-1.0.0.sql"]["sha256"] == entry["sql_sha256"]
+    assert [(r["revision"], r["kind"]) for r in entry["revisions"]] == [
+        ("r1", "expand"),
+        ("r2", "contract"),
+    ]
+    assert "SQLite" in sql.splitlines()[0]
+    assert "-- revision r1 (expand): Create the notes table\nCREATE TABLE notes ();\n" in sql
+    assert "-- revision r2 (contract): Drop notes.text\nALTER TABLE notes\nDROP COLUMN text;" in sql
+
+    listed = migrationsql.release_migrations(tmp_path, "1.0.0")
+    assert listed == {
+        "api": [
+            {"revision": "r1", "down_revision": None, "kind": "expand",
+             "message": "Create the notes table", "sql": "CREATE TABLE notes ();"},
+            {"revision": "r2", "down_revision": "r1", "kind": "contract",
+             "message": "Drop notes.text", "sql": "ALTER TABLE notes\nDROP COLUMN text;"},
+        ]
+    }  # fmt: skip
+
+
+def test_a_release_without_migrations_lists_none(tmp_path: Path) -> None:
+    make_release(tmp_path)
+    assert migrationsql.release_migrations(tmp_path.parent, tmp_path.name) == {}
+
+
+def test_an_edited_preview_is_refused(tmp_path: Path) -> None:
+    folder = tmp_path / "1.0.0"
+    with_preview(folder)
+    (folder / "migrations-api-1.0.0.json").write_text('{"revisions": []}')
+    with pytest.raises(ArtifactError, match=r"migration preview of api .* differs"):
+        migrationsql.release_migrations(tmp_path, "1.0.0")
+
+
+def test_an_image_that_stops_declaring_migrate_loses_its_preview(tmp_path: Path) -> None:
+    folder = tmp_path / "1.0.0"
+    with_preview(folder)
+    artifacts.update_manifest(folder, lambda m: migrationsql.drop_preview(folder, m, "api"))
+    manifest = artifacts.verify(folder)  # no leftover file, none listed
+    assert manifest["migrations"] == {}
+    assert not any(name.startswith("migrations-") for name in manifest["files"])
