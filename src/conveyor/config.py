@@ -11,7 +11,7 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -89,6 +89,46 @@ class HealthCheck:
     start_period: float = 0.0
 
 
+BACKUP_KINDS = ("sqlite", "postgres", "none")
+DEFAULT_PGTOOLS_IMAGE = "localhost/conveyor-pgtools:15"
+
+
+@dataclass(frozen=True)
+class Migrations:
+    """How a service's schema changes run: the image's migration command (declared once, on
+    ``[images.X] migrate``) with this environment's limits, and the backup taken first.
+
+    ``backup`` is ``sqlite:/path/in/the/container.db``, ``postgres:VARIABLE`` (the service's
+    env or secret holding the database URL) or ``none`` — said explicitly, never guessed.
+    """
+
+    command: str = ""
+    backup: str = ""
+    timeout: float = 300.0
+    lock_timeout: float = 2.0
+    statement_timeout: float = 0.0
+    lock_retries: int = 3
+    # pg_dump must match the server's major version: scripts/setup builds this one offline.
+    backup_image: str = DEFAULT_PGTOOLS_IMAGE
+
+    @property
+    def backup_kind(self) -> str:
+        return self.backup.partition(":")[0]
+
+    @property
+    def backup_target(self) -> str:
+        """The SQLite file's path in the container, or the variable holding the URL."""
+        return self.backup.partition(":")[2]
+
+    def environment(self) -> dict[str, str]:
+        """The protocol's settings, as the migration command reads them."""
+        return {
+            "MIGRATE_LOCK_TIMEOUT": f"{self.lock_timeout:g}",
+            "MIGRATE_STATEMENT_TIMEOUT": f"{self.statement_timeout:g}",
+            "MIGRATE_LOCK_RETRIES": str(self.lock_retries),
+        }
+
+
 @dataclass(frozen=True)
 class Service:
     name: str
@@ -99,6 +139,8 @@ class Service:
     env: dict[str, str] = field(default_factory=dict)
     secrets: tuple[SecretRef, ...] = ()
     volumes: dict[str, str] = field(default_factory=dict)
+    # Present when the service's image declares a migration command.
+    migrations: Migrations | None = None
 
 
 HOST_ACCESS = ("auto", "direct", "exec")
@@ -213,6 +255,9 @@ class ImageSpec:
     dockerfile: str
     kind: str
     title: str
+    # The app's migration command (conveyor's protocol: plan, expand, contract, current, sql);
+    # empty when the image has no database schema to change.
+    migrate: str = ""
 
 
 @dataclass(frozen=True)
@@ -444,9 +489,40 @@ def _load_service(name: str, table: TomlTable, images: Mapping[str, ImageSpec]) 
         env=table.strings("env", {}),
         secrets=_load_secrets(table),
         volumes=table.strings("volumes", {}),
+        migrations=_load_migrations(table, images[image]),
     )
     table.finish()
     return service
+
+
+def _load_migrations(table: TomlTable, image: ImageSpec) -> Migrations | None:
+    """``[…services.X.migrations]``: required (for its backup) when the image migrates."""
+    if not image.migrate:
+        if "migrations" in table.data:
+            raise table.error(
+                "migrations",
+                f"image '{image.name}' declares no migrate command ([images.{image.name}] migrate)",
+            )
+        return None
+    section = table.table("migrations")
+    settings = _read_settings(section, Migrations, minimum={"lock_retries": 0})
+    section.finish()
+    if settings.command:
+        raise section.error("command", f"declared once, on [images.{image.name}] migrate")
+    kind, sep, target = settings.backup.partition(":")
+    if (
+        kind not in BACKUP_KINDS
+        or (kind != "none" and not (sep and target))
+        or (kind == "none" and sep)
+    ):
+        raise section.error(
+            "backup",
+            "required: 'sqlite:/path/in/the/container.db', 'postgres:VARIABLE' (the env or "
+            "secret holding the database URL) or 'none'",
+        )
+    if settings.timeout <= 0:
+        raise section.error("timeout", "must be more than 0 seconds")
+    return replace(settings, command=image.migrate)
 
 
 def _load_services(table: TomlTable, images: Mapping[str, ImageSpec]) -> dict[str, Service]:
@@ -529,7 +605,33 @@ def _load_environment(name: str, table: TomlTable, images: Mapping[str, ImageSpe
     )
     table.finish()
     _check_ports(env, table)
+    _check_migrations(env, table)
     return env
+
+
+def _check_migrations(env: Environment, table: TomlTable) -> None:
+    """A backup must name something the service really has, and SQLite on two hosts would be
+    two databases that one migration run cannot keep in step."""
+    for service in env.services.values():
+        migrations = service.migrations
+        if migrations is None:
+            continue
+        where = f"services.{service.name}.migrations"
+        if migrations.backup_kind == "sqlite" and len(env.hosts) > 1:
+            raise table.error(
+                where,
+                f"SQLite on {len(env.hosts)} hosts is {len(env.hosts)} databases, and conveyor "
+                "migrates one database per environment — use PostgreSQL, or one host",
+            )
+        if migrations.backup_kind == "postgres":
+            variable = migrations.backup_target
+            known = set(service.env) | {secret.name for secret in service.secrets}
+            if variable not in known:
+                raise table.error(
+                    where,
+                    f"backup names {variable}, which is neither an env key nor a secret of "
+                    f"service {service.name} (known: {', '.join(sorted(known)) or 'none'})",
+                )
 
 
 def _check_ports(env: Environment, table: TomlTable) -> None:
@@ -650,6 +752,7 @@ def _load_images(root: TomlTable) -> dict[str, ImageSpec]:
             dockerfile=table.string("dockerfile"),
             kind=table.string("kind", choices=("python-service", "static-site", "router")),
             title=table.string("title", name),
+            migrate=table.string("migrate", ImageSpec.migrate),
         )
         table.finish()
     return images

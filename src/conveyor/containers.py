@@ -22,6 +22,8 @@ from conveyor.config import Service
 # Values of the ``conveyor.role`` label: what a container is for.
 ROLE_SERVICE = "service"
 ROLE_ROUTER = "router"
+# A one-off container: a migration, a backup or a restore, removed when it ends.
+ROLE_ONEOFF = "oneoff"
 
 
 class ExecResult(Protocol):
@@ -66,7 +68,12 @@ def router_container_name(env: str) -> str:
 def container_fingerprint(service: Service, color: str) -> str:
     """A hash of what a service container was created with (its declaration, never a secret's
     value): a kept container is reused only while this still matches deploy.toml."""
-    declared = json.dumps({"service": asdict(service), "color": color}, sort_keys=True, default=str)
+    described = asdict(service)
+    # Migration limits never reach the container; only whether conveyor runs its migrations
+    # does (MIGRATE_ON_START=0), and a service without them keeps its old fingerprint.
+    if described.pop("migrations") is not None:
+        described["schema_managed"] = True
+    declared = json.dumps({"service": described, "color": color}, sort_keys=True, default=str)
     return hashlib.sha256(declared.encode()).hexdigest()[:16]
 
 

@@ -222,13 +222,11 @@ class HostTarget:
     # --- service containers --------------------------------------------------------------
 
     def container_env(self, service: Service, color: str) -> dict[str, str]:
-        env = dict(service.env)
-        for secret in service.secrets:
-            if secret.delivery == "env":
-                env[secret.name] = secret.resolve()
-        # File secrets: only where the file will be; secretfiles.deliver writes it after start.
-        env.update(secretfiles.environment(service))
+        env = service_env(service)
         env.update({"PORT": str(self.ports.services[service.name][color]), "HOST": "127.0.0.1"})
+        if service.migrations is not None:
+            # The release's migration phase ran them once; a starting color must not race it.
+            env["MIGRATE_ON_START"] = "0"
         return env
 
     def healthcheck(self, service: Service, color: str) -> dict[str, Any]:
@@ -266,6 +264,17 @@ class HostTarget:
             tmpfs=secretfiles.tmpfs(service),
         )
         return container
+
+
+def service_env(service: Service) -> dict[str, str]:
+    """What every container of ``service`` gets, a color's or a one-off's: its env, its env
+    secrets' values and, for file secrets, only where the file will be (written after start)."""
+    env = dict(service.env)
+    for secret in service.secrets:
+        if secret.delivery == "env":
+            env[secret.name] = secret.resolve()
+    env.update(secretfiles.environment(service))
+    return env
 
 
 def connect_hosts(config: Config, env: Environment) -> list[HostTarget]:
