@@ -58,3 +58,15 @@ class DeployFailed(ConveyorError):
 
 class ToolTimeout(ConveyorError):
     """An external tool did not finish within its time limit."""
+
+
+class MigrationFailed(ConveyorError):
+    """A release's migration, backup or restore failed; ``tail`` is the end of its output."""
+
+    def __init__(self, message: str, tail: str = "") -> None:
+        super().__init__(message)
+        self.tail = tail
+
+
+class SchemaMismatch(ConveyorError):
+    """A rollback target does not accept the database's schema (a contract revision ran)."""

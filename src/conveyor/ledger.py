@@ -80,6 +80,10 @@ class ReleaseRecord:
     switched: list[str] = field(default_factory=list)
     # Every host passed its verify window: the release is good even if drain was cut short.
     verified: bool = False
+    # Per service with migrations: the schema before and after, this release's chain of
+    # revisions with their kinds, what ran (and how long), the backup taken first, and the
+    # contract revisions left pending (see conveyor.schemaphase).
+    schema: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def duration(self) -> float | None:

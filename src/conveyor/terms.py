@@ -30,8 +30,22 @@ INTERRUPTED: RecordOutcome = "interrupted"
 Role = Literal["live", "warm", "canary", "kept", "leftover"]
 ROLES: tuple[Role, ...] = get_args(Role)
 
-# The phases of a deploy, in order: ``lock`` is the transaction's, the rest blue-green's.
-Phase = Literal["lock", "prepare", "start", "ready", "smoke", "switch", "verify", "drain"]
+# The phases of a deploy, in order: ``lock`` is the transaction's; ``backup``, ``migrate`` (the
+# expand revisions) and ``compat`` (the live release still serves on the new schema) are the
+# schema's, run only when a release has revisions to run; the rest are blue-green's.
+Phase = Literal[
+    "lock",
+    "backup",
+    "migrate",
+    "compat",
+    "prepare",
+    "start",
+    "ready",
+    "smoke",
+    "switch",
+    "verify",
+    "drain",
+]
 PHASES: tuple[Phase, ...] = get_args(Phase)
 BEFORE_SWITCH: tuple[Phase, ...] = PHASES[: PHASES.index("switch")]
 
@@ -39,3 +53,7 @@ BEFORE_SWITCH: tuple[Phase, ...] = PHASES[: PHASES.index("switch")]
 def other(color: str) -> Color:
     """The color that is not ``color``."""
     return "green" if color == "blue" else "blue"
+
+
+# The kind of a schema revision (the app's migration protocol): additive, or destructive.
+RevisionKind = Literal["expand", "contract"]
