@@ -79,12 +79,21 @@ def deploy(
     help={
         "env": "environment",
         "to": "release id or version to return to (default: the last verified one before)",
-        "dry_run": "print the plan and change nothing",
+        "dry_run": "print the plan (and the schema decision) and change nothing",
         "lock_wait": "seconds to wait for another deploy's lock (default: fail at once)",
+        "restore_backup": "restore this database backup first (writes since it are lost)",
+        "allow_schema_mismatch": "switch even though the target refuses the database's schema",
     }
 )
 def rollback(
-    c: Context, env: str, to: str | None = None, dry_run: bool = False, lock_wait: str | None = None
+    c: Context,
+    env: str,
+    *,
+    to: str | None = None,
+    dry_run: bool = False,
+    lock_wait: str | None = None,
+    restore_backup: str | None = None,
+    allow_schema_mismatch: bool = False,
 ) -> None:
     """Switch an environment back to the previous (or a chosen) release."""
     _conveyor(
@@ -92,6 +101,56 @@ def rollback(
         "--env",
         env,
         *_option("--to", to),
+        _flag(dry_run, "--dry-run"),
+        *_options(("--lock-wait", lock_wait), ("--restore-backup", restore_backup)),
+        _flag(allow_schema_mismatch, "--allow-schema-mismatch"),
+    )
+
+
+@task(
+    help={
+        "env": "environment",
+        "contract": "run the live release's pending contract (destructive) revisions",
+        "dry_run": "say what it would run and change nothing",
+        "lock_wait": "seconds to wait for another deploy's lock (default: fail at once)",
+    }
+)
+def migrate(
+    c: Context,
+    env: str,
+    contract: bool = False,
+    dry_run: bool = False,
+    lock_wait: str | None = None,
+) -> None:
+    """Run the live release's pending contract revisions, after a backup (recorded)."""
+    _conveyor(
+        "migrate",
+        "--env",
+        env,
+        _flag(contract, "--contract"),
+        _flag(dry_run, "--dry-run"),
+        *_option("--lock-wait", lock_wait),
+    )
+
+
+@task(
+    help={
+        "env": "environment",
+        "backup": "backup id (invoke history --env X, or the deploy's output)",
+        "dry_run": "say what it would restore, and what would be lost",
+        "lock_wait": "seconds to wait for another deploy's lock (default: fail at once)",
+    }
+)
+def restore(
+    c: Context, env: str, backup: str, dry_run: bool = False, lock_wait: str | None = None
+) -> None:
+    """Put a database backup back, under the lock (writes since it are lost; recorded)."""
+    _conveyor(
+        "restore",
+        "--env",
+        env,
+        "--backup",
+        backup,
         _flag(dry_run, "--dry-run"),
         *_option("--lock-wait", lock_wait),
     )

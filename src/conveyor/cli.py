@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from conveyor import ciplan, scanners
 from conveyor import config as config_mod
 from conveyor.console import console
-from conveyor.errors import ConveyorError
+from conveyor.errors import ConveyorError, UsageError
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -121,7 +121,34 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     from conveyor import operations  # noqa: PLC0415
 
     operations.rollback(
-        _config(args), args.env, to=args.to, dry_run=args.dry_run, lock_wait=args.lock_wait
+        _config(args),
+        args.env,
+        to=args.to,
+        dry_run=args.dry_run,
+        lock_wait=args.lock_wait,
+        restore_backup=args.restore_backup,
+        allow_schema_mismatch=args.allow_schema_mismatch,
+    )
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from conveyor import database  # noqa: PLC0415
+
+    if not args.contract:
+        raise UsageError(
+            f"say what to run: invoke migrate --env {args.env} --contract (expand revisions "
+            "run with every deploy; contract revisions only when you commit to them)"
+        )
+    database.contract(_config(args), args.env, dry_run=args.dry_run, lock_wait=args.lock_wait)
+    return 0
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    from conveyor import database  # noqa: PLC0415
+
+    database.restore(
+        _config(args), args.env, args.backup, dry_run=args.dry_run, lock_wait=args.lock_wait
     )
     return 0
 
@@ -310,6 +337,33 @@ def _add_deploy_commands(sub: Subparsers) -> None:
     back.add_argument("--to", help="release id or version from the ledger")
     back.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
     back.add_argument("--lock-wait", type=float, default=0.0, metavar="SECONDS")
+    back.add_argument(
+        "--restore-backup", metavar="ID", help="restore this backup first (writes since are lost)"
+    )
+    back.add_argument(
+        "--allow-schema-mismatch",
+        action="store_true",
+        help="switch even though the target refuses the database's schema",
+    )
+    mig = _command(
+        sub,
+        "migrate",
+        cmd_migrate,
+        "Run the live release's pending contract revisions (after a backup).",
+    )
+    mig.add_argument("--env", required=True)
+    mig.add_argument(
+        "--contract", action="store_true", help="the destructive revisions (required)"
+    )
+    mig.add_argument("--dry-run", action="store_true", help="say what it would run, change nothing")
+    mig.add_argument("--lock-wait", type=float, default=0.0, metavar="SECONDS")
+    res = _command(
+        sub, "restore", cmd_restore, "Put a database backup back (writes since it are lost)."
+    )
+    res.add_argument("--env", required=True)
+    res.add_argument("--backup", required=True, metavar="ID", help="a backup id from the ledger")
+    res.add_argument("--dry-run", action="store_true", help="say what it would do, change nothing")
+    res.add_argument("--lock-wait", type=float, default=0.0, metavar="SECONDS")
     rec = _command(
         sub,
         "recover",

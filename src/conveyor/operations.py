@@ -19,13 +19,13 @@ from typing import Any
 
 import docker.errors
 
-from conveyor import approvals, notify, recovery, terms
+from conveyor import approvals, backups, notify, oneoff, recovery, schemaphase, terms
 from conveyor import config as config_mod
 from conveyor import ledger as ledger_mod
 from conveyor.bluegreen import BlueGreen, Execution, PhaseFailed, deploy_failed
 from conveyor.config import Config
 from conveyor.console import Console, console
-from conveyor.errors import LockHeld, UsageError
+from conveyor.errors import DeployFailed, LockHeld, UsageError
 from conveyor.hosts import HostTarget
 from conveyor.ledger import ReleaseRecord
 from conveyor.lockinfo import LockInfo
@@ -33,6 +33,7 @@ from conveyor.locks import EnvironmentLock
 from conveyor.observe import EnvironmentState, HostState
 from conveyor.plan import DeployPlan, plan_move
 from conveyor.releases import Release, release_from_dist, release_from_record
+from conveyor.schemaphase import SchemaFailed, SchemaPhase
 from conveyor.session import Session
 
 
@@ -135,12 +136,17 @@ def rollback(
     to: str | None = None,
     dry_run: bool = False,
     lock_wait: float = 0.0,
+    restore_backup: str | None = None,
+    allow_schema_mismatch: bool = False,
     out: Console = console,
 ) -> Moved | DeployPlan:
     session = Session(config, env_name, out)
     records = session.ledger.records()
     live = ledger_mod.current_live(records)
     target = rollback_target(records, to, env_name)
+    restore = schema_decision(
+        session, records, target, restore_backup, allow_schema_mismatch, dry_run=dry_run
+    )
     return _move(
         config,
         env_name,
@@ -150,9 +156,63 @@ def rollback(
         lock_wait=lock_wait,
         rollback_of=live.id if live else None,
         returning_to=target,
+        restore=restore,
         session=session,
         out=out,
         message=f"rollback to {target.id}",
+    )
+
+
+def schema_decision(
+    session: Session,
+    records: list[ReleaseRecord],
+    target: ReleaseRecord,
+    restore_backup: str | None,
+    allow_mismatch: bool,
+    *,
+    dry_run: bool,
+) -> backups.Backup | None:
+    """Before anything is touched: does the rollback target's code accept the database?
+    Across a contract revision it does not; then only a restore or ``--allow-schema-mismatch``
+    lets the rollback go on. Returns the backup to restore first, if any."""
+    out = session.out
+    restore = None
+    if restore_backup is not None:
+        restore = schemaphase.find_backup(records, restore_backup)
+        if restore is None:
+            known = ", ".join(b.id for b in schemaphase.recorded_backups(records)[-10:]) or "none"
+            raise UsageError(
+                f"no backup '{restore_backup}' in the {session.env.name} ledger (known: {known})"
+            )
+    if not schemaphase.migrating_services(session.env):
+        return restore
+    verdicts = schema_phase(session).acceptance(target, "check")
+    for service, verdict in verdicts.items():
+        word = "accepts" if verdict.compatible else "does NOT accept"
+        out.say(f"schema: {target.version} {word} {service}'s database ({verdict.why})")
+    refused = schemaphase.refusal(session.env.name, target, verdicts, records)
+    if restore is not None:
+        out.say(
+            f"schema: restoring backup {restore.id} (taken {restore.age()} ago) first — every "
+            f"write since then is lost"
+        )
+    elif refused is not None and allow_mismatch:
+        out.warn(f"{refused} (allowed: --allow-schema-mismatch)")
+    elif refused is not None and not dry_run:
+        raise refused
+    elif refused is not None:
+        out.say(f"schema: {refused}")
+    return restore
+
+
+def schema_phase(session: Session) -> SchemaPhase:
+    return SchemaPhase(
+        session.env,
+        session.primary,
+        session.targets,
+        session.out,
+        log_dir=session.config.root / ".conveyor" / "logs",
+        on_phase=_phase_tracer(),
     )
 
 
@@ -196,14 +256,21 @@ def _move(
     message: str = "",
     rollback_of: str | None = None,
     returning_to: ReleaseRecord | None = None,
+    restore: backups.Backup | None = None,
     session: Session | None = None,
     out: Console,
 ) -> Moved | DeployPlan:
     """The deploy transaction, as its steps: approval, lock, recover an interrupted deploy,
-    ensure routers, open the record, execute the plan, record the outcome."""
+    ensure routers, open the record, change the schema, execute the plan, record the outcome."""
     session = session or Session(config, env_name, out)
     move = Move(
-        session, release, kind=kind, rollback_of=rollback_of, returning_to=returning_to, out=out
+        session,
+        release,
+        kind=kind,
+        rollback_of=rollback_of,
+        returning_to=returning_to,
+        restore=restore,
+        out=out,
     )
     if dry_run:
         return move.dry_run()
@@ -219,6 +286,7 @@ def _move(
         record = move.open_record(state, began, approval)
         record.phases["lock"] = lock_seconds
         announce.started(record)
+        move.change_schema(record, announce)
         execution = move.execute(state, record, lock, announce)
         return move.finish(execution, state, announce)
     finally:
@@ -237,9 +305,11 @@ class Move:
         kind: terms.RecordKind,
         rollback_of: str | None,
         returning_to: ReleaseRecord | None,
+        restore: backups.Backup | None = None,
         out: Console,
     ) -> None:
         self.session = session
+        self.restore = restore
         self.env = session.env
         self.release = release
         self.kind = kind
@@ -267,6 +337,9 @@ class Move:
         self.out.say("Dry run — nothing will be changed. The plan:")
         for problem in state.disagreements():
             self.out.say(f"  first, recover: {problem}")
+        if self.kind in terms.DEPLOY_KINDS:
+            for line in schema_phase(self.session).preview(self.release, "plan"):
+                self.out.say(line)
         for line in plan.steps():
             self.out.say(f"  {line}")
         for line in approvals.status_lines(self.session, self.release, kind=self.kind):
@@ -317,6 +390,52 @@ class Move:
         )
         self.session.ledger.write(record)
         return record
+
+    def change_schema(self, record: ReleaseRecord, announce: notify.Announcer) -> None:
+        """Before any new color starts: a deploy backs up, migrates (expand) and checks that
+        the live release accepts the new schema; a rollback restores the backup it was given."""
+        phase = schema_phase(self.session)
+        try:
+            if self.restore is not None:
+                self._restore(phase, record, self.restore)
+            elif self.kind in terms.DEPLOY_KINDS:
+                phase.run(
+                    self.release,
+                    record,
+                    self.previous,
+                    record.phases,
+                    lambda: self.session.ledger.write(record),
+                )
+        except SchemaFailed as failure:
+            record.outcome = terms.FAILED
+            record.failed_phase = failure.phase
+            record.reason = failure.reason
+            record.ended = time.time()
+            for entry in record.schema.values():
+                if failure.tail and entry.get("after") is None:
+                    entry["error_tail"] = failure.tail
+            self.session.ledger.write(record)
+            serving = (
+                f"{self.previous.version} ({self.previous.id}) is still serving"
+                if self.previous
+                else "nothing was serving before, and nothing is now"
+            )
+            announce.failed(record, serving)
+            raise DeployFailed(
+                f"{self.kind} of {self.release.version} failed in {failure.phase}: "
+                f"{failure.reason} — {serving}; no new color was started"
+            ) from None
+
+    def _restore(self, phase: SchemaPhase, record: ReleaseRecord, backup: backups.Backup) -> None:
+        service = self.env.services[backup.service]
+        image = str(self.release.images[service.image].image_id)
+        with phase.timed("migrate", record.phases):
+            self.out.say(
+                f"  {service.name}: restoring backup {backup.id} (taken {backup.age()} ago)"
+            )
+            backups.restore(phase.site(), service, image, backup, release=record.id)
+        record.schema[service.name] = {"restored": backup.as_dict(), "after": None}
+        self.session.ledger.write(record)
 
     def execute(
         self,
@@ -410,6 +529,11 @@ def converge(session: Session, out: Console, *, by: str) -> EnvironmentState:
     """Holding the lock: settle dead runs, ensure routers, put them on the verified release."""
     state = session.observe(holding_lock=True)
     actions = recovery.settle_interrupted(session.ledger, state.records, by)
+    longest = max(
+        (s.migrations.timeout for s in session.env.services.values() if s.migrations),
+        default=60.0,
+    )
+    actions += oneoff.settle_leftovers(session.primary.client, session.env.name, out, wait=longest)
     changed = [
         target.name
         for target in session.targets

@@ -1,0 +1,274 @@
+"""The schema's part of a deploy, a rollback and ``invoke migrate``: backup, migrate, check.
+
+A deploy whose release has revisions to run, under the environment's lock and before its new
+color starts:
+
+1. ``backup``: the database is backed up (a failed backup ends the deploy, nothing changed);
+2. ``migrate``: the release's ``expand`` step runs once, in a one-off container from its image
+   (earlier releases' contract revisions run here too: the next deploy is when a team commits
+   to them); a failure ends the deploy with the output's tail in the ledger;
+3. ``compat``: the live release must still pass readiness on every host and answer through the
+   public route on the expanded schema — it serves users on it. If not, the deploy stops.
+
+Contract revisions never run during their own release's deploy: ``invoke migrate --contract``
+or the next deploy runs them. Until then a rollback is a plain switch; after, the target's own
+code says whether it accepts the schema (``current --json``) and a rollback across a contract
+revision is refused up front, with the ways out.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from conveyor import backups, router
+from conveyor.config import Environment, Service
+from conveyor.console import Console
+from conveyor.errors import ConveyorError, MigrationFailed, SchemaMismatch
+from conveyor.hosts import HostTarget
+from conveyor.ledger import ReleaseRecord
+from conveyor.releases import Release
+from conveyor.schema import Acceptance, MigrationCommand, SchemaPlan
+from conveyor.terms import Phase
+
+
+def migrating_services(env: Environment) -> list[Service]:
+    return [s for s in env.services.values() if s.migrations is not None]
+
+
+class SchemaFailed(ConveyorError):
+    """The schema phase failed; the live release still serves (``phase`` says where)."""
+
+    def __init__(self, phase: Phase, reason: str, tail: str = "") -> None:
+        super().__init__(reason)
+        self.phase = phase
+        self.reason = reason
+        self.tail = tail
+
+
+@dataclass
+class SchemaPhase:
+    """The schema steps of one deploy or rollback, run on the primary host."""
+
+    env: Environment
+    primary: HostTarget
+    targets: list[HostTarget]
+    out: Console
+    log_dir: Path | None = None
+    on_phase: Callable[[Phase], None] | None = None
+
+    def site(self) -> backups.Site:
+        return backups.Site(self.primary.client, self.env.name, self.log_dir)
+
+    def command(self, service: Service, image: str, release: str) -> MigrationCommand:
+        return MigrationCommand(
+            self.primary.client, self.env.name, service, image, release, log_dir=self.log_dir
+        )
+
+    # --- deploy ----------------------------------------------------------------------------
+
+    def preview(self, release: Release, record_id: str) -> list[str]:
+        """For ``--dry-run``: what the schema phase would run (read-only: ``plan --json``)."""
+        lines = []
+        for service in migrating_services(self.env):
+            image = release.images[service.image]
+            self.primary.ensure_image(image.image_id, image.reference, None)
+            plan = self.command(service, image.image_id, record_id).plan()
+            lines.extend(describe_plan(service, plan))
+        return lines
+
+    def run(
+        self,
+        release: Release,
+        record: ReleaseRecord,
+        live: ReleaseRecord | None,
+        timings: dict[str, float],
+        save: Callable[[], None],
+    ) -> None:
+        """Backup, expand and check each migrating service; ``save`` writes the record."""
+        for service in migrating_services(self.env):
+            image = release.images[service.image]
+            self.primary.ensure_image(image.image_id, image.reference, None)
+            command = self.command(service, image.image_id, record.id)
+            plan = command.plan()
+            entry: dict[str, Any] = plan.as_dict() | {"ran": [], "backup": None}
+            record.schema[service.name] = entry
+            if not plan.pending_expand:
+                entry["after"] = plan.current
+                self.out.say(f"  {service.name}: schema at {plan.current}; nothing to migrate")
+                continue
+            for line in describe_plan(service, plan):
+                self.out.say(line)
+            with self.timed("backup", timings):
+                backup = backups.take(self.site(), service, image.image_id, release=record.id)
+            entry["backup"] = backup.as_dict() if backup else None
+            self.out.say(
+                f"  {service.name}: backup {backup.id} ({backup.bytes} bytes)"
+                if backup
+                else f"  {service.name}: no database yet, nothing to back up"
+            )
+            save()
+            with self.timed("migrate", timings):
+                applied = command.expand()
+            entry.update(applied.as_dict())
+            entry["log"] = applied.log
+            save()
+            ran = ", ".join(r.describe() for r in applied.ran) or "nothing (another run did it)"
+            self.out.say(f"  {service.name}: migrated {applied.before} → {applied.after}: {ran}")
+            if live is not None:
+                with self.timed("compat", timings):
+                    self.check_live(service, live)
+
+    def check_live(self, service: Service, live: ReleaseRecord) -> None:
+        """The live release answers readiness on every host and through the public route."""
+        version = str(live.services.get(service.name, {}).get("version", live.version))
+        for target in self.targets:
+            color = target.live_colors().get(service.name)
+            if color is None:
+                continue
+            port = target.ports.services[service.name][color]
+            health = service.health
+            for where, probe_port, headers in (
+                (f"{service.name}@{color} /readyz", port, None),
+                ("the public route", target.ports.public, {router.SERVICE_HEADER: service.name}),
+            ):
+                answer = target.probe(
+                    probe_port, health.path, timeout=health.timeout, headers=headers
+                )
+                got = (answer.body or {}).get("version")
+                if not answer.ok or got != version:
+                    raise SchemaFailed(
+                        "compat",
+                        f"{target.name}: the live release {live.version} ({live.id}) fails on the "
+                        f"new schema: {where} answered {answer.describe()} (version {got})",
+                    )
+        self.out.say(f"  {service.name}: the live release {live.version} accepts the new schema")
+
+    @contextmanager
+    def timed(self, name: Phase, timings: dict[str, float]) -> Iterator[None]:
+        if self.on_phase is not None:
+            self.on_phase(name)
+        began = time.monotonic()
+        try:
+            yield
+        except SchemaFailed:
+            raise
+        except MigrationFailed as exc:
+            raise SchemaFailed(name, str(exc), exc.tail) from None
+        except ConveyorError as exc:
+            raise SchemaFailed(name, str(exc)) from None
+        finally:
+            timings[name] = round(timings.get(name, 0.0) + time.monotonic() - began, 3)
+
+    # --- rollback --------------------------------------------------------------------------
+
+    def acceptance(self, target: ReleaseRecord, record_id: str) -> dict[str, Acceptance]:
+        """Per migrating service: does the rollback target's own code accept the schema?"""
+        verdicts = {}
+        for service in migrating_services(self.env):
+            image = str(target.services.get(service.name, {}).get("image_id", ""))
+            if not image:
+                continue
+            reference = str(target.services[service.name].get("reference", ""))
+            self.primary.ensure_image(image, reference, None)
+            verdicts[service.name] = self.command(service, image, record_id).current()
+        return verdicts
+
+
+def describe_plan(service: Service, plan: SchemaPlan) -> list[str]:
+    lines = [
+        f"  {service.name}: schema {plan.current or 'empty'} ({plan.database}); "
+        f"{len(plan.pending_expand)} revision(s) to run before the switch"
+    ]
+    lines += [f"    run {r.describe()}" for r in plan.will_run()]
+    waiting = [plan.revision(r) for r in plan.pending_contract]
+    lines += [
+        f"    left pending {r.describe()} (until `invoke migrate --contract` or the next deploy)"
+        for r in waiting
+    ]
+    return lines
+
+
+def refusal(
+    env_name: str,
+    target: ReleaseRecord,
+    verdicts: dict[str, Acceptance],
+    records: list[ReleaseRecord],
+) -> SchemaMismatch | None:
+    """Why a rollback to ``target`` is refused, naming the ways out; None when it may switch."""
+    refused = {name: v for name, v in verdicts.items() if not v.compatible}
+    if not refused:
+        return None
+    name, verdict = next(iter(refused.items()))
+    contract = verdict.contract_ahead()
+    named = contract[0].describe() if contract else verdict.why
+    restorable = backup_before(records, target, name)
+    ways = (
+        f"--restore-backup {restorable.id} (taken {restorable.age()} ago; writes since are lost)"
+        if restorable
+        else "--restore-backup ID (see: invoke history --env " + env_name + ")"
+    )
+    return SchemaMismatch(
+        f"rollback to {target.id} ({target.version}) refused: the database is at "
+        f"{verdict.current}, ahead of it by contract revision {named} — {ways}, or "
+        f"--allow-schema-mismatch to switch anyway"
+    )
+
+
+def recorded_backups(
+    records: list[ReleaseRecord], events: list[dict[str, Any]] | None = None
+) -> list[backups.Backup]:
+    """Every backup the ledger knows of: deploys' and ``migrate --contract``'s, oldest first."""
+    found = []
+    for record in records:
+        for entry in record.schema.values():
+            raw = entry.get("backup")
+            if raw:
+                found.append(backups.Backup.from_dict(raw))
+    for event in events or []:
+        if event.get("kind") == "migrated" and event.get("backup"):
+            found.append(backups.Backup.from_dict(event["backup"]))
+    return sorted(found, key=lambda b: b.taken)
+
+
+def backup_before(
+    records: list[ReleaseRecord], target: ReleaseRecord, service: str
+) -> backups.Backup | None:
+    """The oldest backup taken after ``target`` went live: the schema it saw, most likely."""
+    after = [r for r in records if r.started >= target.started and r.id != target.id]
+    for record in after:
+        raw = record.schema.get(service, {}).get("backup")
+        if raw:
+            return backups.Backup.from_dict(raw)
+    return None
+
+
+def find_backup(
+    records: list[ReleaseRecord], backup_id: str, events: list[dict[str, Any]] | None = None
+) -> backups.Backup | None:
+    return next((b for b in recorded_backups(records, events) if b.id == backup_id), None)
+
+
+def live_schema(
+    records: list[ReleaseRecord], events: list[dict[str, Any]] | None = None
+) -> dict[str, dict[str, Any]]:
+    """Per service, the newest schema the ledger knows of: after the last migration run, by a
+    deploy or by ``invoke migrate --contract``."""
+    runs: list[tuple[float, str, dict[str, Any]]] = []
+    for record in records:
+        for service, entry in record.schema.items():
+            if entry.get("after") is not None:
+                runs.append((record.started, service, entry | {"by": record.id}))
+    for event in events or []:
+        if event.get("kind") == "migrated":
+            runs.append(
+                (float(event.get("at", 0)), str(event["service"]), event | {"by": "contract"})
+            )
+    latest: dict[str, dict[str, Any]] = {}
+    for _at, service, entry in sorted(runs, key=lambda run: run[0]):
+        latest[service] = entry
+    return latest
