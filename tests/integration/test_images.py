@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from conveyor import artifacts, health, images
+from conveyor import artifacts, health, images, migrationsql
 from conveyor.config import Config
 from testkit import sandbox
 
@@ -49,6 +52,29 @@ def test_api_image_runs_on_host_network_and_reports_its_version(
     assert answer.body["version"] == manifest["version"]
     assert answer.body["commit"] == manifest["commit"]
     assert answer.body["database"] == "ok"
+
+
+def test_the_release_records_the_migration_sql_its_api_image_renders(
+    release_images: dict[str, Any], release_folder: Path, isolated_config: Config
+) -> None:
+    assert migrationsql.image_command(isolated_config.images["api"])
+    manifest = artifacts.verify(release_folder)  # the preview files are sealed artifacts
+    entry = manifest["migrations"]["api"]
+    assert entry["image_id"] == release_images["api"]["id"]
+    assert "web" not in manifest["migrations"]  # no `migrate`, no migrations
+    recorded = migrationsql.release_migrations(release_folder.parent, release_folder.name)
+    # Rendered in the image with no network, it is what the source tree renders here.
+    here = subprocess.run(
+        [sys.executable, "-m", "refapi", "migrate", "sql", "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert recorded["api"] == json.loads(here.stdout)["revisions"]
+    sql = (release_folder / entry["sql"]).read_text()
+    assert artifacts.sha256_file(release_folder / entry["sql"]) == entry["sql_sha256"]
+    for revision in recorded["api"]:
+        assert f"-- revision {revision['revision']} ({revision['kind']}): " in sql
 
 
 def test_api_image_is_lean_labelled_and_unprivileged(
