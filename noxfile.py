@@ -46,11 +46,13 @@ def _pytest(session: nox.Session, *default_paths: str, groups: tuple[str, ...] =
 
 @nox.session(python=PYTHON, tags=["ci", "static"])
 def lint(session: nox.Session) -> None:
-    """Check style and common bugs with ruff (src, backend, tests, noxfile.py, tasks.py)."""
+    """Check style and common bugs with ruff, and every image's migrations with squawk."""
     _sync(session, "lint")
     args = session.posargs or ["."]
     session.run("ruff", "check", *args)
     session.run("ruff", "format", "--check", *args)
+    # The lint venv has refapi installed: its migration command renders the SQL offline.
+    session.run("python", "-m", "conveyor", "migrations-lint")
 
 
 @nox.session(python=PYTHON, tags=["ci", "static"])
