@@ -3,7 +3,10 @@
 ``dist/<version>/`` holds the backend wheel and sdist, the frontend bundle, an SBOM for each,
 the backend's locked requirements and ``manifest.json`` (version, commit, dirty flag, build
 time from ``SOURCE_DATE_EPOCH``, builder, tool versions, sha256 and size of every file). Image
-digests and scan results are added to the manifest by later steps, never by hand.
+digests and scan results are added to the manifest by later steps, never by hand; so is each
+image's migration preview (``migrations-<image>-<version>.json``/``.sql``, written by ``nox -s
+image``, see :mod:`conveyor.migrationsql`), a flat file like every other artifact because the
+artifact store publishes files, not folders.
 
 ``manifest.sha256`` seals the manifest itself: conveyor rewrites it with every manifest it
 writes (build, image, scan) and ``verify`` checks it, so an edited manifest — e.g. a
