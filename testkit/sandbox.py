@@ -22,6 +22,7 @@ import os
 import re
 import secrets
 import socket
+import tarfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,13 +76,25 @@ def environment_toml(
     verify: float = 1.0,
     drain: float = 0.2,
     keep: int = 3,
+    migrations: str | None = None,
+    api_env: str = 'DATABASE_URL = "sqlite:////data/refapi.db"',
+    api_secrets: str | None = None,
 ) -> str:
-    """A deploy.toml for one sandbox environment with the reference api and web services."""
+    """A deploy.toml for one sandbox environment with the reference api and web services.
+
+    ``migrations`` (an inline TOML table, e.g. ``{ backup = "sqlite:/data/refapi.db" }``) makes
+    conveyor run the api's migrations as a release phase; ``api_env`` and ``api_secrets`` (the
+    inside of inline tables) point the api at another database."""
     host_lines = ", ".join(
         "{ " + ", ".join(f"{k} = {json.dumps(v)}" for k, v in host.items()) + " }" for host in hosts
     )
+    api_extra = ""
+    if migrations is not None:
+        api_extra += f"migrations = {migrations}\n"
+    if api_secrets is not None:
+        api_extra += f"secrets = {{ {api_secrets} }}\n"
     return (
-        project_toml(dist, docker_dir)
+        project_toml(dist, docker_dir, migrate=migrations is not None)
         + f"""
 [environments.{name}]
 hosts = [{host_lines}]
@@ -104,9 +117,9 @@ image = "api"
 route = "/api"
 ports = {{ blue = {ports[3]}, green = {ports[4]} }}
 health = {{ path = "/readyz", interval = 1, timeout = 5, retries = 3 }}
-env = {{ DATABASE_URL = "sqlite:////data/refapi.db" }}
+env = {{ {api_env} }}
 volumes = {{ "conveyor-{name}-api-data" = "/data" }}
-
+{api_extra}
 [environments.{name}.services.web]
 image = "web"
 route = "/"
@@ -116,8 +129,12 @@ health = {{ path = "/readyz", interval = 1, timeout = 5, retries = 3 }}
     )
 
 
-def project_toml(dist: Path, docker_dir: Path) -> str:
+MIGRATE_COMMAND = "python3 -m refapi migrate"
+
+
+def project_toml(dist: Path, docker_dir: Path, *, migrate: bool = False) -> str:
     """The project part of a sandbox deploy.toml: its own dist folder and image names."""
+    migrate_line = f'migrate = "{MIGRATE_COMMAND}"' if migrate else ""
     return f"""
 [project]
 name = "conveyor-sandbox"
@@ -133,6 +150,7 @@ prefix = "{PREFIX}"
 dockerfile = "{docker_dir / "Dockerfile.api"}"
 kind = "python-service"
 title = "conveyor reference API{TITLE_SUFFIX}"
+{migrate_line}
 
 [images.web]
 dockerfile = "{docker_dir / "Dockerfile.web"}"
@@ -213,17 +231,21 @@ def derive_release(
     version: str,
     *,
     fault: str | None = None,
+    revisions: dict[str, str] | None = None,
 ) -> Path:
-    """A dist/<version>/ folder whose images report ``version`` (and run with ``fault``)."""
+    """A dist/<version>/ folder whose images report ``version`` (and run with ``fault``);
+    ``revisions`` (file name → source) adds migration revisions to the api's chain."""
     entries = {}
     for name in ("api", "web"):
         lines = [f"FROM {base[name]['id']}", f"ENV APP_VERSION={version}"]
         if fault and name == "api":
             lines.append(f"ENV REFAPI_FAULT={fault}")
+        files = revisions if name == "api" and revisions else {}
+        if files:
+            lines.append(f"COPY versions/ {REVISIONS_DIR}/")
         tag = f"{PREFIX}/{name}:{version.replace('+', '-')}"
-        image, _ = client.images.build(
-            fileobj=io.BytesIO("\n".join(lines).encode()), tag=tag, rm=True
-        )
+        context = _build_context("\n".join(lines), {f"versions/{k}": v for k, v in files.items()})
+        image, _ = client.images.build(fileobj=context, custom_context=True, tag=tag, rm=True)
         entries[name] = {"image": tag, "id": image.id, "tags": [tag]}
     folder = dist / version
     folder.mkdir(parents=True, exist_ok=True)
@@ -245,6 +267,61 @@ def derive_release(
         },
     )
     return folder
+
+
+REVISIONS_DIR = "/opt/app/refapi/migrations/versions"
+
+
+def _build_context(dockerfile: str, files: dict[str, str]) -> io.BytesIO:
+    """A tar build context: the Dockerfile and ``files`` (readable by the image's user)."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for name, text in {"Dockerfile": dockerfile, **files}.items():
+            data = text.encode()
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mode = 0o644
+            tar.addfile(info, io.BytesIO(data))
+    buffer.seek(0)
+    return buffer
+
+
+def schema_head(client: Any, image: str) -> str:
+    """The head revision of an api image's migration chain (``migrate plan --json``)."""
+    output = client.containers.run(
+        image,
+        ["sh", "-c", f"{MIGRATE_COMMAND} plan --json"],
+        environment={"DATABASE_URL": "sqlite:////tmp/plan.db"},
+        network_mode="none",
+        remove=True,
+        stderr=False,
+    )
+    return str(json.loads(output.decode().strip().splitlines()[-1])["head"])
+
+
+def revision_source(
+    revision: str, down: str, upgrade: str, *, kind: str = "expand", message: str = ""
+) -> str:
+    """A migration revision file for a test release (``upgrade``: the body's lines)."""
+    body = "\n".join(f"    {line}" for line in upgrade.strip().splitlines())
+    kind_line = f'kind = "{kind}"\n' if kind != "expand" else ""
+    return f'''"""{message or revision}"""
+import sqlalchemy as sa
+from alembic import op
+
+revision = "{revision}"
+down_revision = "{down}"
+branch_labels = None
+depends_on = None
+{kind_line}
+
+def upgrade() -> None:
+{body}
+
+
+def downgrade() -> None:
+    pass
+'''
 
 
 # -- proving that a run left the user's things alone -------------------------------------------

@@ -120,7 +120,7 @@ class Acceptance:
     ahead: tuple[Revision, ...] = field(default_factory=tuple)
 
     def contract_ahead(self) -> list[Revision]:
-        return [r for r in self.ahead if r.kind == "contract"]
+        return [r for r in self.ahead if r.kind != "expand"]
 
 
 class MigrationCommand:
@@ -211,7 +211,7 @@ class MigrationCommand:
 
 def _revision(raw: Any) -> Revision:
     kind = raw.get("kind", "expand")
-    if kind not in ("expand", "contract"):
+    if kind not in terms.REVISION_KINDS:
         raise ValueError(f"revision {raw.get('revision')!r} has kind {kind!r}")
     return Revision(
         str(raw["revision"]), cast(terms.RevisionKind, kind), str(raw.get("message", ""))

@@ -55,5 +55,8 @@ def other(color: str) -> Color:
     return "green" if color == "blue" else "blue"
 
 
-# The kind of a schema revision (the app's migration protocol): additive, or destructive.
-RevisionKind = Literal["expand", "contract"]
+# The kind of a schema revision (the app's migration protocol): additive, or destructive; a
+# revision in the database that no kinds-table row describes is "unknown" (treated as
+# destructive: nothing says an older release accepts it).
+RevisionKind = Literal["expand", "contract", "unknown"]
+REVISION_KINDS: tuple[RevisionKind, ...] = get_args(RevisionKind)
