@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from conveyor import ciplan, scanners
+from conveyor import ciplan, migrationsql, scanners
 from conveyor import config as config_mod
 from conveyor.console import console
 from conveyor.errors import ConveyorError, UsageError
@@ -352,9 +352,7 @@ def _add_deploy_commands(sub: Subparsers) -> None:
         "Run the live release's pending contract revisions (after a backup).",
     )
     mig.add_argument("--env", required=True)
-    mig.add_argument(
-        "--contract", action="store_true", help="the destructive revisions (required)"
-    )
+    mig.add_argument("--contract", action="store_true", help="the destructive revisions (required)")
     mig.add_argument("--dry-run", action="store_true", help="say what it would run, change nothing")
     mig.add_argument("--lock-wait", type=float, default=0.0, metavar="SECONDS")
     res = _command(
@@ -476,6 +474,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_build_commands(sub)
     _add_artifacts_commands(sub)
     scanners.register(sub)
+    migrationsql.register(sub)
     _add_deploy_commands(sub)
     _add_inspect_commands(sub)
     _add_governance_commands(sub)

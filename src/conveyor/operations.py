@@ -643,6 +643,29 @@ def prune(session: Session, records: list[ReleaseRecord]) -> None:
                 continue
             with contextlib.suppress(docker.errors.NotFound):
                 target.client.containers.get(old.id).remove(v=False)
+    prune_backups(session, records, kept)
+
+
+def prune_backups(
+    session: Session, records: list[ReleaseRecord], kept: list[ReleaseRecord]
+) -> list[str]:
+    """Keep the newest ``keep_releases`` backups and every backup taken by a kept release's
+    deploy (the schema its rollback target saw); delete the other files, once, recorded."""
+    events = session.ledger.audit_events()
+    gone = {i for e in events if e.get("kind") == "backups-pruned" for i in e.get("ids", [])}
+    known = [b for b in schemaphase.recorded_backups(records, events) if b.id not in gone]
+    keep = {b.id for b in known[-session.env.keep_releases :]}
+    kept_ids = {r.id for r in kept}
+    keep |= {b.id for b in known if b.release in kept_ids}
+    doomed = [b for b in known if b.id not in keep]
+    if not doomed or session.router_image is None:
+        return []
+    backups.remove(
+        session.primary.client, session.env.name, [b.file for b in doomed], session.router_image
+    )
+    ids = [b.id for b in doomed]
+    session.ledger.audit("backups-pruned", ids=ids)
+    return ids
 
 
 # --- status, history, unlock ---------------------------------------------------------------
@@ -707,13 +730,34 @@ def show_status(config: Config, env_name: str, *, as_json: bool) -> None:
     state = session.observe()
     # Approvals and lock breaks live in the audit trail: a forged one must show here too.
     session.ledger.audit_events()
+    events = session.ledger.audit_events()
     state.integrity = session.ledger.integrity()
     state.forged = list(session.ledger.forged)
+    schemas = schemaphase.live_schema(state.records, events)
     if as_json:
-        print(json.dumps(state.as_dict(), indent=2, default=str))
+        print(json.dumps(state.as_dict() | {"schema": schemas}, indent=2, default=str))
         return
-    for line in render_status(state, session.public_url()):
+    for line in render_status(state, session.public_url()) + schema_lines(session.env, schemas):
         console.say(line)
+
+
+def schema_lines(env: Any, schemas: dict[str, dict[str, Any]]) -> list[str]:
+    """The live schema per migrating service, as the ledger last saw it migrated."""
+    lines = []
+    for service in schemaphase.migrating_services(env):
+        entry = schemas.get(service.name)
+        if entry is None:
+            lines.append(f"  schema {service.name}: not migrated by conveyor yet")
+            continue
+        pending = entry.get("pending_contract") or []
+        if entry.get("step") == "contract":
+            pending = []
+        lines.append(
+            f"  schema {service.name}: {entry.get('after')} ({entry.get('database', 'db')}, "
+            f"by {entry.get('by')})"
+            + (f"; contract pending: {', '.join(pending)}" if pending else "")
+        )
+    return lines
 
 
 def history(config: Config, env_name: str) -> list[ReleaseRecord]:
@@ -735,6 +779,7 @@ def show_history(config: Config, env_name: str, *, as_json: bool, limit: int = 5
     for r in records:
         took = f"{r.duration:.1f}s" if r.duration is not None else "-"
         detail = ""
+        migrated = _migration_summary(r)
         if r.failed_phase:
             detail = f"failed in {r.failed_phase}: {r.reason}"
         elif r.rollback_of:
@@ -745,6 +790,27 @@ def show_history(config: Config, env_name: str, *, as_json: bool, limit: int = 5
             f"{r.id:<6} {r.kind:<8} {r.version[:28]:<28} {r.outcome:<11} {r.who[:22]:<22} "
             f"{_ago(r.started):<19} {took:>6}  {detail[:120]}"
         )
+        if migrated:
+            console.say(f"{'':<6} {migrated}")
+
+
+def _migration_summary(record: ReleaseRecord) -> str:
+    """``api: a → b ran e1 (expand); backup r0004-api`` for a record that migrated."""
+    parts = []
+    for service, entry in record.schema.items():
+        if entry.get("restored"):
+            parts.append(f"{service}: restored backup {entry['restored']['id']}")
+            continue
+        ran = entry.get("ran") or []
+        if not ran and not entry.get("error_tail"):
+            continue
+        revisions = ", ".join(f"{r['revision']} ({r['kind']})" for r in ran) or "nothing"
+        backup = (entry.get("backup") or {}).get("id")
+        parts.append(
+            f"{service}: {entry.get('before')} → {entry.get('after')} ran {revisions}"
+            + (f"; backup {backup}" if backup else "")
+        )
+    return "; ".join(parts)
 
 
 def unlock(
