@@ -288,14 +288,18 @@ def _build_context(dockerfile: str, files: dict[str, str]) -> io.BytesIO:
 
 def schema_head(client: Any, image: str) -> str:
     """The head revision of an api image's migration chain (``migrate plan --json``)."""
-    output = client.containers.run(
+    container = client.containers.run(
         image,
         ["sh", "-c", f"{MIGRATE_COMMAND} plan --json"],
         environment={"DATABASE_URL": "sqlite:////tmp/plan.db"},
         network_mode="none",
-        remove=True,
-        stderr=False,
+        detach=True,
     )
+    try:
+        container.wait(timeout=60)
+        output = container.logs(stdout=True, stderr=False)
+    finally:
+        container.remove(force=True, v=True)  # v: the image's anonymous /data volume
     return str(json.loads(output.decode().strip().splitlines()[-1])["head"])
 
 

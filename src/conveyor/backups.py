@@ -166,7 +166,7 @@ def remove(client: Any, env_name: str, files: list[str], image: str) -> None:
     client.containers.run(
         image,
         ["rm", "-f", *files],
-        remove=True,
+        remove=True,  # the router image declares no VOLUME, so nothing anonymous is left
         network_mode="none",
         user=ROOT_USER,
         volumes={volume(env_name): {"bind": MOUNT, "mode": "rw"}},

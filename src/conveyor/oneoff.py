@@ -95,7 +95,7 @@ def settle_leftovers(client: Any, env: str, out: Console, *, wait: float) -> lis
             with contextlib.suppress(requests.exceptions.RequestException, docker.errors.APIError):
                 leftover.wait(timeout=wait)
         with contextlib.suppress(docker.errors.NotFound):
-            leftover.remove(force=True)
+            leftover.remove(force=True, v=True)
         settled.append(f"removed {leftover.name}, left by an interrupted run")
     return settled
 
@@ -111,7 +111,7 @@ def run(
     """Run ``job`` to the end (or its time limit) and remove its container."""
     name = container_name(env, service.name, job.purpose, job.release)
     with contextlib.suppress(docker.errors.NotFound):
-        client.containers.get(name).remove(force=True)
+        client.containers.get(name).remove(force=True, v=True)
     began = time.monotonic()
     try:
         container = client.containers.create(
@@ -134,7 +134,7 @@ def run(
         stderr = container.logs(stdout=False, stderr=True).decode(errors="replace")
     finally:
         with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
-            container.remove(force=True)
+            container.remove(force=True, v=True)  # v: an image's VOLUME it left anonymous
     finished = Finished(code, stdout, stderr, time.monotonic() - began)
     if log_dir is not None:
         finished = _keep_log(finished, log_dir / f"{name}.log")

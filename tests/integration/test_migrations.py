@@ -1,0 +1,272 @@
+"""Schema-aware releases (issue 12) on a real engine and a real SQLite database, under load.
+
+Test releases add revisions to the reference API's real chain: ``m2`` an expand revision
+(a new table and column) followed by a contract one (dropping that table), ``m9-bad`` an expand
+revision that fails, ``m9-slow`` one that takes seconds (to be killed in). Every deploy runs the
+migration phase in a one-off container, after a backup, before the new color starts.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import http.client
+import json
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+
+from conveyor import health
+from testkit import sandbox
+from testkit.loadgen import KeepAliveLoad
+
+SQLITE = '{ backup = "sqlite:/data/refapi.db", timeout = 60 }'
+
+
+def ok(result: Any) -> Any:
+    assert result.returncode == 0, f"rc={result.returncode}\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+def failed(result: Any) -> str:
+    assert result.returncode != 0, result.stdout
+    assert "Traceback" not in result.stderr, result.stderr
+    line = str(result.stderr.strip().splitlines()[-1])
+    assert line.startswith("conveyor: "), result.stderr
+    return line
+
+
+def served(env: Any) -> str | None:
+    answer = health.probe("127.0.0.1", env.public(), "/api/version")
+    return None if answer.body is None else answer.body.get("version")
+
+
+def request(env: Any, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    connection = http.client.HTTPConnection("127.0.0.1", env.public(), timeout=10)
+    try:
+        payload = None if body is None else json.dumps(body)
+        headers = {"Content-Type": "application/json"} if payload else {}
+        connection.request(method, path, body=payload, headers=headers)
+        response = connection.getresponse()
+        return response.status, json.loads(response.read() or b"null")
+    finally:
+        connection.close()
+
+
+def post_note(env: Any, text: str) -> dict[str, Any]:
+    status, body = request(env, "POST", "/api/notes", {"text": text})
+    assert status == 201, body
+    return dict(body)
+
+
+def note_texts(env: Any) -> list[str]:
+    status, body = request(env, "GET", "/api/notes")
+    assert status == 200, body
+    return [note["text"] for note in body]
+
+
+def history(env: Any) -> list[dict[str, Any]]:
+    return list(json.loads(ok(env.cli("history", "--env", env.name, "--json")).stdout))
+
+
+@contextmanager
+def load_on(env: Any) -> Iterator[KeepAliveLoad]:
+    load = KeepAliveLoad(
+        "127.0.0.1", env.public(), "/api/version", connections=4, rate=200, max_seconds=240
+    )
+    with load:
+        yield load
+
+
+class MigratingReleases:
+    """Test releases with extra revisions, built once per run (across xdist workers)."""
+
+    def __init__(self, client: Any, base: dict[str, Any], folder: Path) -> None:
+        self.client = client
+        self.base = base
+        self.dist = folder / "migrating-releases"
+        self.dist.mkdir(exist_ok=True)
+        self.head = sandbox.schema_head(client, base["api"]["id"])
+
+    def revisions(self, name: str) -> dict[str, str]:
+        head = self.head
+        expand = sandbox.revision_source(
+            "e1a000000001",
+            head,
+            'op.create_table("scratch", sa.Column("id", sa.Integer(), primary_key=True))\n'
+            'op.add_column("notes", sa.Column("color", sa.String(20), nullable=True))',
+            message="add scratch table and notes.color",
+        )
+        return {
+            "m2": {
+                "e1a000000001_scratch.py": expand,
+                "c1a000000001_drop_scratch.py": sandbox.revision_source(
+                    "c1a000000001",
+                    "e1a000000001",
+                    'op.drop_table("scratch")',
+                    kind="contract",
+                    message="drop scratch",
+                ),
+            },
+            "bad": {
+                "e1bad0000001_bad.py": sandbox.revision_source(
+                    "e1bad0000001",
+                    head,
+                    'op.execute("SELECT no_such_function()")',
+                    message="fails",
+                ),
+            },
+            "slow": {
+                "e1510e000001_slow.py": sandbox.revision_source(
+                    "e1510e000001",
+                    head,
+                    "import time\ntime.sleep(8)\n"
+                    'op.add_column("notes", sa.Column("mood", sa.String(20), nullable=True))',
+                    message="slow",
+                ),
+            },
+        }[name]
+
+    def make(self, version: str, revisions: str | None = None) -> Path:
+        folder = self.dist / version
+        with (self.dist / ".lock").open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not (folder / "manifest.json").exists():
+                sandbox.derive_release(
+                    self.client,
+                    self.base,
+                    self.dist,
+                    version,
+                    revisions=self.revisions(revisions) if revisions else None,
+                )
+        return folder
+
+
+@pytest.fixture(scope="session")
+def migrating(
+    docker_client: Any, release_images: dict[str, Any], shared_folder: Path
+) -> MigratingReleases:
+    return MigratingReleases(docker_client, release_images, shared_folder)
+
+
+def give(env: Any, migrating: MigratingReleases, version: str, revisions: str | None = None) -> str:
+    shutil.copytree(migrating.make(version, revisions), env.dist / version, dirs_exist_ok=True)
+    return version
+
+
+def deploy(env: Any, version: str, *extra: str) -> Any:
+    return env.cli("deploy", "--env", env.name, "--version", version, *extra)
+
+
+def test_expand_then_rollback_then_contract_then_restore(
+    make_environment: Any, migrating: MigratingReleases
+) -> None:
+    """The whole life of a schema change: an expand revision deployed under load (the old
+    color keeps serving on the new schema), a rollback that just switches, the contract run
+    by `migrate --contract`, then a rollback across it refused up front and allowed with a
+    restore that brings the data back."""
+    env = make_environment(ready=20, verify=2, migrations=SQLITE)
+    v1 = give(env, migrating, "m1.0.0")
+    v2 = give(env, migrating, "m2.0.0", "m2")
+    ok(deploy(env, v1))
+    post_note(env, "written on 1.0.0")
+
+    plan = ok(deploy(env, v2, "--dry-run")).stdout
+    assert "run e1a000000001 (expand: add scratch table and notes.color)" in plan, plan
+    assert "left pending c1a000000001 (contract: drop scratch)" in plan, plan
+
+    with load_on(env) as load:
+        moved = ok(deploy(env, v2))
+    assert load.result.failures == 0, load.result.as_dict()
+    assert "the live release m1.0.0 accepts the new schema" in moved.stdout, moved.stdout
+    record = history(env)[-1]
+    schema = record["schema"]["api"]
+    assert [r["revision"] for r in schema["ran"]] == ["e1a000000001"]
+    assert schema["pending_contract"] == ["c1a000000001"]
+    assert schema["backup"]["id"] == f"{record['id']}-api" and schema["backup"]["bytes"] > 0
+    assert set(record["phases"]) >= {"backup", "migrate", "compat"}
+    status = ok(env.cli("status", "--env", env.name)).stdout
+    assert "schema api: e1a000000001" in status and "c1a000000001" in status, status
+
+    # Back to m1.0.0: its code accepts a schema ahead by an expand revision — a plain switch.
+    dry = ok(env.cli("rollback", "--env", env.name, "--dry-run")).stdout
+    assert "m1.0.0 accepts api's database" in dry, dry
+    with load_on(env) as load:
+        ok(env.cli("rollback", "--env", env.name))
+    assert load.result.failures == 0, load.result.as_dict()
+    assert served(env) == v1
+
+    # Forward again (nothing left to migrate), then commit to the contract.
+    again = ok(deploy(env, v2)).stdout
+    assert "nothing to migrate" in again, again
+    post_note(env, "written on 2.0.0 before the contract")
+    contract_plan = ok(env.cli("migrate", "--env", env.name, "--contract", "--dry-run")).stdout
+    assert "c1a000000001 (contract: drop scratch)" in contract_plan, contract_plan
+    ok(env.cli("migrate", "--env", env.name, "--contract"))
+    post_note(env, "written after the contract")
+
+    # A rollback across the contract is refused before anything is touched.
+    before = history(env)
+    line = failed(env.cli("rollback", "--env", env.name))
+    assert "refused" in line and "c1a000000001" in line, line
+    assert "--restore-backup" in line and "--allow-schema-mismatch" in line, line
+    assert history(env) == before and served(env) == v2
+
+    backup_id = line.split("--restore-backup ")[1].split()[0]
+    with load_on(env) as load:
+        ok(env.cli("rollback", "--env", env.name, "--restore-backup", backup_id))
+    assert served(env) == v1
+    texts = note_texts(env)
+    assert "written on 1.0.0" in texts, texts
+    assert "written after the contract" not in texts, texts  # the restore's price, as said
+
+
+def test_a_failing_migration_leaves_the_old_release_serving(
+    make_environment: Any, migrating: MigratingReleases
+) -> None:
+    env = make_environment(ready=20, verify=1, migrations=SQLITE)
+    v1 = give(env, migrating, "m1.0.0")
+    bad = give(env, migrating, "m9.0.0-badmig", "bad")
+    ok(deploy(env, v1))
+    post_note(env, "kept")
+    with load_on(env) as load:
+        line = failed(deploy(env, bad))
+    assert load.result.failures == 0, load.result.as_dict()
+    assert "failed in migrate" in line and "m1.0.0 (r0001) is still serving" in line, line
+    record = history(env)[-1]
+    assert record["outcome"] == "failed" and record["failed_phase"] == "migrate"
+    assert "no_such_function" in record["schema"]["api"]["error_tail"]
+    assert served(env) == v1 and "kept" in note_texts(env)
+    names = [c.name for c in env_containers(env)]
+    assert not any("-migrate-" in n for n in names), names  # the one-off is gone
+
+
+def env_containers(env: Any) -> list[Any]:
+    client = docker.from_env()
+    return list(client.containers.list(all=True, filters={"label": f"conveyor.env={env.name}"}))
+
+
+def test_killed_during_the_migration_the_next_deploy_converges(
+    make_environment: Any, migrating: MigratingReleases, crash: Any
+) -> None:
+    """SIGKILL while the migration's one-off container runs: the next deploy waits for it,
+    closes the dead run's record and finds the schema already migrated (run exactly once)."""
+    env = make_environment(ready=20, verify=1, migrations=SQLITE)
+    v1 = give(env, migrating, "m1.0.0")
+    slow = give(env, migrating, "m9.0.1-slowmig", "slow")
+    ok(deploy(env, v1))
+    crash.kill_at(env, "migrate", "deploy", "--env", env.name, "--version", slow)
+    assert served(env) == v1
+    with load_on(env) as load:
+        result = ok(deploy(env, slow))
+    assert load.result.failures == 0, load.result.as_dict()
+    assert served(env) == slow
+    records = history(env)
+    assert [r["outcome"] for r in records] == ["succeeded", "interrupted", "succeeded"], records
+    assert "left running by an interrupted run" in result.stdout or "nothing to migrate" in (
+        result.stdout
+    ), result.stdout

@@ -1,0 +1,207 @@
+"""The schema's side of a release, without a daemon: deploy.toml's migration settings, the
+protocol's answers, the rollback decision and what status and history say."""
+
+from __future__ import annotations
+
+import copy
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conveyor import config, schemaphase
+from conveyor.errors import ConfigError, MigrationFailed
+from conveyor.ledger import ReleaseRecord
+from conveyor.operations import _migration_summary, schema_lines
+from conveyor.schema import Acceptance, Revision, SchemaPlan, _last_json
+
+ROOT = Path(__file__).resolve().parents[2]
+
+PLAN = {
+    "database": "sqlite",
+    "current": "b",
+    "head": "d",
+    "expand_head": "c",
+    "known": True,
+    "revisions": [
+        {"revision": "a", "down_revision": None, "kind": "expand", "message": "notes"},
+        {"revision": "b", "down_revision": "a", "kind": "expand", "message": "pinned"},
+        {"revision": "c", "down_revision": "b", "kind": "expand", "message": "add color"},
+        {"revision": "d", "down_revision": "c", "kind": "contract", "message": "drop legacy"},
+    ],
+    "pending": ["c", "d"],
+    "pending_expand": ["c"],
+    "pending_contract": ["d"],
+    "ahead": [],
+}
+
+
+@pytest.fixture
+def data() -> dict[str, Any]:
+    return tomllib.loads((ROOT / "deploy.toml").read_text())
+
+
+def parse(data: dict[str, Any]) -> config.Config:
+    return config.parse(data, Path("deploy.toml"))
+
+
+def test_the_shipped_file_migrates_staging_on_sqlite_and_production_on_postgres() -> None:
+    cfg = config.load(ROOT / "deploy.toml")
+    staging = cfg.environment("staging").services["api"].migrations
+    production = cfg.environment("production").services["api"].migrations
+    assert staging is not None and production is not None
+    assert staging.command == "python3 -m refapi migrate" == cfg.images["api"].migrate
+    assert (staging.backup_kind, staging.backup_target) == ("sqlite", "/data/refapi.db")
+    assert (production.backup_kind, production.backup_target) == ("postgres", "DATABASE_URL")
+    assert production.environment() == {
+        "MIGRATE_LOCK_TIMEOUT": "2",
+        "MIGRATE_STATEMENT_TIMEOUT": "300",
+        "MIGRATE_LOCK_RETRIES": "3",
+    }
+    assert cfg.environment("staging").services["web"].migrations is None
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            lambda d: d["environments"]["staging"]["services"]["api"].pop("migrations"),
+            r"\[environments.staging.services.api.migrations.backup\]: required: 'sqlite:",
+        ),
+        (
+            lambda d: d["environments"]["staging"]["services"]["api"]["migrations"].update(
+                backup="mysql:/x"
+            ),
+            r"migrations.backup\]: required",
+        ),
+        (
+            lambda d: d["environments"]["staging"]["services"]["web"].update(
+                migrations={"backup": "none"}
+            ),
+            r"image 'web' declares no migrate command",
+        ),
+        (
+            lambda d: d["environments"]["staging"]["services"]["api"]["migrations"].update(
+                command="x"
+            ),
+            r"declared once, on \[images.api\] migrate",
+        ),
+        (
+            lambda d: d["environments"]["production"]["services"]["api"]["migrations"].update(
+                backup="postgres:PG_URL"
+            ),
+            r"backup names PG_URL, which is neither an env key nor a secret",
+        ),
+        (
+            lambda d: d["environments"]["staging"].update(
+                hosts=[{"name": "a", "docker": "local"}, {"name": "b", "docker": "local"}]
+            ),
+            r"SQLite on 2 hosts is 2 databases",
+        ),
+    ],
+)
+def test_a_wrong_migration_setting_says_what_to_write(
+    data: dict[str, Any], change: Any, message: str
+) -> None:
+    broken = copy.deepcopy(data)
+    change(broken)
+    with pytest.raises(ConfigError, match=message):
+        parse(broken)
+
+
+def test_a_plan_reads_what_expand_will_run_and_what_stays_pending() -> None:
+    plan = SchemaPlan.from_json(PLAN)
+    assert [r.describe() for r in plan.will_run()] == ["c (expand: add color)"]
+    assert plan.pending_contract == ("d",)
+    lines = schemaphase.describe_plan(
+        config.load(ROOT / "deploy.toml").environments["staging"].services["api"], plan
+    )
+    assert lines[0] == "  api: schema b (sqlite); 1 revision(s) to run before the switch"
+    assert lines[1:] == [
+        "    run c (expand: add color)",
+        "    left pending d (contract: drop legacy) (until `invoke migrate --contract` or the "
+        "next deploy)",
+    ]
+
+
+def test_an_answer_that_is_not_the_protocol_is_one_clear_error() -> None:
+    with pytest.raises(MigrationFailed, match="not conveyor's protocol"):
+        SchemaPlan.from_json({"current": "a"})
+    with pytest.raises(MigrationFailed, match="printed no JSON answer"):
+        _last_json("INFO  [alembic] running\n", "expand")
+    assert _last_json('noise\n{"after": "c"}\n', "expand") == {"after": "c"}
+
+
+def record(rid: str, started: float, **extra: Any) -> ReleaseRecord:
+    return ReleaseRecord(
+        id=rid,
+        environment="staging",
+        kind="deploy",
+        version=f"v{rid}",
+        commit="0" * 40,
+        services={},
+        who="t",
+        started=started,
+        outcome="succeeded",
+        **extra,
+    )
+
+
+def backup(rid: str, taken: float) -> dict[str, Any]:
+    return {
+        "id": f"{rid}-api",
+        "service": "api",
+        "kind": "sqlite",
+        "file": f"/backups/{rid}-api.sqlite",
+        "bytes": 8192,
+        "taken": taken,
+        "release": rid,
+    }
+
+
+def test_a_rollback_across_a_contract_is_refused_naming_the_backup_and_the_override() -> None:
+    target = record("r0001", 100.0)
+    newer = record("r0002", 200.0, schema={"api": {"after": "c", "backup": backup("r0002", 200)}})
+    records = [target, newer]
+    fine = {"api": Acceptance("c", True, "schema ahead by expand revisions c")}
+    assert schemaphase.refusal("staging", target, fine, records) is None
+    refused = {
+        "api": Acceptance("d", False, "ahead by contract d", (Revision("d", "contract", "drop"),))
+    }
+    error = schemaphase.refusal("staging", target, refused, records)
+    assert error is not None
+    assert str(error).startswith(
+        "rollback to r0001 (vr0001) refused: the database is at d, ahead of it by contract "
+        "revision d (contract: drop) — --restore-backup r0002-api (taken "
+    )
+    assert str(error).endswith("or --allow-schema-mismatch to switch anyway")
+
+
+def test_status_and_history_show_the_schema_from_deploys_and_contract_runs() -> None:
+    env = config.load(ROOT / "deploy.toml").environment("staging")
+    deployed = record(
+        "r0002",
+        200.0,
+        schema={
+            "api": {
+                "database": "sqlite",
+                "before": "b",
+                "after": "c",
+                "ran": [{"revision": "c", "kind": "expand"}],
+                "pending_contract": ["d"],
+                "backup": backup("r0002", 200),
+            }
+        },
+    )
+    assert _migration_summary(deployed) == "api: b → c ran c (expand); backup r0002-api"
+    latest = schemaphase.live_schema([deployed])
+    assert schema_lines(env, latest) == ["  schema api: c (sqlite, by r0002); contract pending: d"]
+    contracted = {"kind": "migrated", "at": 300.0, "service": "api", "step": "contract"}
+    contracted |= {"before": "c", "after": "d", "ran": [], "backup": backup("r0002c", 300)}
+    latest = schemaphase.live_schema([deployed], [contracted])
+    assert schema_lines(env, latest) == ["  schema api: d (db, by contract)"]
+    assert [b.id for b in schemaphase.recorded_backups([deployed], [contracted])] == [
+        "r0002-api",
+        "r0002c-api",
+    ]
