@@ -1,8 +1,10 @@
-"""Run the real server: `python -m refapi` as a subprocess on a free 127.0.0.1 port."""
+"""Run the real server: `python -m refapi` as a subprocess on a free 127.0.0.1 port; and a
+throwaway PostgreSQL cluster (testkit.postgres) with a fresh database per test."""
 
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -14,6 +16,8 @@ from typing import Any
 
 import httpx
 import pytest
+
+from testkit.postgres import PostgresServer, PostgresUnavailable, postgres_server, server_bindir
 
 START_TIMEOUT_SECONDS = 30.0
 STOP_TIMEOUT_SECONDS = 15.0
@@ -125,3 +129,21 @@ def start_refapi(tmp_path: Path) -> Iterator[Callable[..., RefapiProcess]]:
     yield start
     for server in started:
         server.close()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """One PostgreSQL cluster per test session (per xdist worker); skipped where there is none."""
+    pytest.importorskip("psycopg", reason="refapi[postgres] (psycopg) is not installed")
+    try:
+        server_bindir()
+    except PostgresUnavailable as exc:
+        pytest.skip(str(exc))
+    with postgres_server() as server:
+        yield server
+
+
+@pytest.fixture
+def pg_url(postgres: PostgresServer) -> str:
+    """A fresh, empty database in the session's cluster."""
+    return postgres.create_database(f"refapi_{secrets.token_hex(4)}")

@@ -28,6 +28,7 @@ def test_serves_probes_and_notes(start_refapi: Start) -> None:
         "commit": "feedface",
         "database": "ok",
         "migration": head_revision(),
+        "schema": f"schema at this release's head {head_revision()}",
     }
     assert server.get("/healthz").json() == {"status": "ok", "version": "9.8.7"}
     assert server.get("/api/version").json() == {"version": "9.8.7", "commit": "feedface"}
@@ -68,7 +69,8 @@ def test_readyz_is_503_until_the_schema_is_migrated(start_refapi: Start) -> None
 
     assert not_ready == {
         "status": "not ready",
-        "reason": f"migrations not at head: at None, head is {head_revision()}",
+        "reason": f"database has no schema; this release needs {head_revision()} — "
+        "run `refapi migrate expand`",
         "version": "9.8.7",
         "commit": "feedface",
     }
