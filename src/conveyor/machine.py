@@ -1,4 +1,5 @@
-"""Machine set-up behind scripts/setup: a Docker engine and a base image, idempotently.
+"""Machine set-up behind scripts/setup: a Docker engine, a base image and the PostgreSQL
+client-tools image for backups, idempotently.
 
 Each step reports ``did`` or ``skipped`` with the reason, and a step that cannot proceed raises
 one clear error (for example: not root and no engine).
@@ -6,6 +7,7 @@ one clear error (for example: not root and no engine).
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 import subprocess
@@ -15,6 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import docker.errors
 
 from conveyor import engine, tools
 from conveyor.config import Config
@@ -26,6 +30,9 @@ DOCKERD_LOG = Path("/var/log/conveyor-dockerd.log")
 DOCKERD_ARGS = ("--bridge=none", "--iptables=false")
 DEBOOTSTRAP_PACKAGES = "python3,python3-venv,ca-certificates"
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
+# pg_dump must match the server's major version; the tag says which one this image serves.
+PGTOOLS_IMAGE = "localhost/conveyor-pgtools:15"
+PGTOOLS_DOCKERFILE = "docker/Dockerfile.pgtools"
 
 
 @dataclass
@@ -67,8 +74,13 @@ def apt_install(packages: list[str], report: Report) -> None:
 
 
 def missing_packages(wanted: dict[str, str]) -> list[str]:
-    """Debian packages whose command is not on PATH (``{command: package}``)."""
-    return sorted({pkg for cmd, pkg in wanted.items() if shutil.which(cmd) is None})
+    """Debian packages whose command is missing (``{command: package}``): a bare name is
+    looked up on PATH, a path (with a glob) on disk."""
+
+    def present(command: str) -> bool:
+        return bool(glob.glob(command)) if "/" in command else shutil.which(command) is not None
+
+    return sorted({pkg for cmd, pkg in wanted.items() if not present(cmd)})
 
 
 def ensure_engine(report: Report, *, wait: float = 60.0) -> Any:
@@ -159,12 +171,41 @@ def ensure_base_image(client: Any, config: Config, report: Report) -> str:
     return offline
 
 
+def ensure_pgtools_image(client: Any, config: Config, base: str, report: Report) -> None:
+    """The image conveyor runs pg_dump/pg_restore from, built FROM the base image with apt."""
+    if image_present(client, PGTOOLS_IMAGE):
+        report.skipped(f"PostgreSQL tools image: {PGTOOLS_IMAGE} is already present")
+        return
+    dockerfile = (config.root / PGTOOLS_DOCKERFILE).read_bytes()
+    repository, _, tag = PGTOOLS_IMAGE.rpartition(":")
+    with tempfile.TemporaryDirectory(prefix="conveyor-pgtools-") as context:
+        (Path(context) / "Dockerfile").write_bytes(dockerfile)
+        try:
+            client.images.build(
+                path=context,
+                tag=PGTOOLS_IMAGE,
+                buildargs={"BASE_IMAGE": base, "PG_MAJOR": tag},
+                network_mode="host",  # apt reaches deb.debian.org from the host's network
+                rm=True,
+                pull=False,
+            )
+        except (docker.errors.BuildError, docker.errors.APIError) as exc:
+            raise ConveyorError(
+                f"building {repository}:{tag} from {PGTOOLS_DOCKERFILE} failed: {exc}"
+            ) from None
+    report.did(f"built {PGTOOLS_IMAGE} (postgresql-client-{tag}) FROM {base}")
+
+
 # Commands the test suite needs besides the engine, and the Debian package for each.
 TEST_TOOLS = {
     "docker-registry": "docker-registry",  # a real registry for the image tests
     "chromium": "chromium",  # the browser for end-to-end and report tests
     "haproxy": "haproxy",  # `haproxy -c` checks the router config the unit tests render
     "sshd": "openssh-server",  # a real ssh:// host for the remote-engine tests
+    # A throwaway PostgreSQL server for the migration tests (testkit.postgres); Debian keeps
+    # initdb and pg_ctl off PATH, in /usr/lib/postgresql/<major>/bin.
+    "/usr/lib/postgresql/*/bin/initdb": "postgresql",
+    "psql": "postgresql-client",
 }
 
 
@@ -178,5 +219,6 @@ def run(config: Config, *, say: Callable[[str], None] = print) -> Report:
     else:
         report.skipped(f"{', '.join(missing)} missing and not root: integration tests need them")
     client = ensure_engine(report)
-    ensure_base_image(client, config, report)
+    base = ensure_base_image(client, config, report)
+    ensure_pgtools_image(client, config, base, report)
     return report
