@@ -114,7 +114,10 @@ class CrashHarness:
     it when it announces the named phase, then compare the router's served version, the ledger
     and ``status`` (DECISIONS: "one crash harness")."""
 
-    def kill_at(self, env: Any, phase: str, *argv: str, nth: int = 1) -> Aftermath:
+    def kill_at(
+        self, env: Any, phase: str, *argv: str, nth: int = 1, after: float = 0.0
+    ) -> Aftermath:
+        """``after``: seconds to let the phase run before the kill (0: as it begins)."""
         process = env.cli_running(*argv, env={"CONVEYOR_TRACE_PHASES": "1"})
         assert process.stderr is not None
         seen: list[str] = []
@@ -124,6 +127,7 @@ class CrashHarness:
             if line.strip() == f"phase: {phase}":
                 hits += 1
                 if hits == nth:
+                    time.sleep(after)
                     process.send_signal(signal.SIGKILL)
                     break
         process.wait(timeout=60)

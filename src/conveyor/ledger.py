@@ -97,6 +97,24 @@ class ReleaseRecord:
     def container(self, host: str, service: str) -> str | None:
         return self.containers.get(host, {}).get(service)
 
+    def migration_summary(self) -> str:
+        """``api: b → c ran c (expand); backup r0004-api`` when this record changed a schema."""
+        parts = []
+        for service, entry in self.schema.items():
+            if entry.get("restored"):
+                parts.append(f"{service}: restored backup {entry['restored']['id']}")
+                continue
+            ran = entry.get("ran") or []
+            if not ran:
+                continue
+            revisions = ", ".join(f"{r['revision']} ({r['kind']})" for r in ran)
+            backup = (entry.get("backup") or {}).get("id")
+            parts.append(
+                f"{service}: {entry.get('before')} → {entry.get('after')} ran {revisions}"
+                + (f"; backup {backup}" if backup else "")
+            )
+        return "; ".join(parts)
+
     def digests(self) -> dict[str, str]:
         return {name: str(svc.get("image_id", "")) for name, svc in self.services.items()}
 

@@ -178,11 +178,13 @@ def schema_decision(
     out = session.out
     restore = None
     if restore_backup is not None:
-        restore = schemaphase.find_backup(records, restore_backup)
+        events = session.ledger.audit_events()
+        restore = schemaphase.find_backup(records, restore_backup, events)
         if restore is None:
-            known = ", ".join(b.id for b in schemaphase.recorded_backups(records)[-10:]) or "none"
+            known = ", ".join(b.id for b in schemaphase.recorded_backups(records, events)[-10:])
             raise UsageError(
-                f"no backup '{restore_backup}' in the {session.env.name} ledger (known: {known})"
+                f"no backup '{restore_backup}' in the {session.env.name} ledger "
+                f"(known: {known or 'none'})"
             )
     if not schemaphase.migrating_services(session.env):
         return restore
@@ -190,7 +192,8 @@ def schema_decision(
     for service, verdict in verdicts.items():
         word = "accepts" if verdict.compatible else "does NOT accept"
         out.say(f"schema: {target.version} {word} {service}'s database ({verdict.why})")
-    refused = schemaphase.refusal(session.env.name, target, verdicts, records)
+    events = session.ledger.audit_events()
+    refused = schemaphase.refusal(session.env.name, target, verdicts, records, events)
     if restore is not None:
         out.say(
             f"schema: restoring backup {restore.id} (taken {restore.age()} ago) first — every "
@@ -779,7 +782,7 @@ def show_history(config: Config, env_name: str, *, as_json: bool, limit: int = 5
     for r in records:
         took = f"{r.duration:.1f}s" if r.duration is not None else "-"
         detail = ""
-        migrated = _migration_summary(r)
+        migrated = r.migration_summary()
         if r.failed_phase:
             detail = f"failed in {r.failed_phase}: {r.reason}"
         elif r.rollback_of:
@@ -792,25 +795,6 @@ def show_history(config: Config, env_name: str, *, as_json: bool, limit: int = 5
         )
         if migrated:
             console.say(f"{'':<6} {migrated}")
-
-
-def _migration_summary(record: ReleaseRecord) -> str:
-    """``api: a → b ran e1 (expand); backup r0004-api`` for a record that migrated."""
-    parts = []
-    for service, entry in record.schema.items():
-        if entry.get("restored"):
-            parts.append(f"{service}: restored backup {entry['restored']['id']}")
-            continue
-        ran = entry.get("ran") or []
-        if not ran and not entry.get("error_tail"):
-            continue
-        revisions = ", ".join(f"{r['revision']} ({r['kind']})" for r in ran) or "nothing"
-        backup = (entry.get("backup") or {}).get("id")
-        parts.append(
-            f"{service}: {entry.get('before')} → {entry.get('after')} ran {revisions}"
-            + (f"; backup {backup}" if backup else "")
-        )
-    return "; ".join(parts)
 
 
 def unlock(

@@ -198,6 +198,7 @@ def refusal(
     target: ReleaseRecord,
     verdicts: dict[str, Acceptance],
     records: list[ReleaseRecord],
+    events: list[dict[str, Any]] | None = None,
 ) -> SchemaMismatch | None:
     """Why a rollback to ``target`` is refused, naming the ways out; None when it may switch."""
     refused = {name: v for name, v in verdicts.items() if not v.compatible}
@@ -206,17 +207,51 @@ def refusal(
     name, verdict = next(iter(refused.items()))
     contract = verdict.contract_ahead()
     named = contract[0].describe() if contract else verdict.why
-    restorable = backup_before(records, target, name)
+    restorable = backup_before_contract(records, events or [], target, name)
     ways = (
         f"--restore-backup {restorable.id} (taken {restorable.age()} ago; writes since are lost)"
         if restorable
-        else "--restore-backup ID (see: invoke history --env " + env_name + ")"
+        else f"--restore-backup ID (see: invoke history --env {env_name})"
     )
     return SchemaMismatch(
         f"rollback to {target.id} ({target.version}) refused: the database is at "
         f"{verdict.current}, ahead of it by contract revision {named} — {ways}, or "
         f"--allow-schema-mismatch to switch anyway"
     )
+
+
+def contract_runs(
+    records: list[ReleaseRecord], events: list[dict[str, Any]], service: str
+) -> list[float]:
+    """When contract revisions ran for ``service``: deploys that ran one, ``migrate --contract``."""
+    times = [
+        float(event.get("at", 0))
+        for event in events
+        if event.get("kind") == "migrated" and event.get("service") == service and event.get("ran")
+    ]
+    for record in records:
+        ran = record.schema.get(service, {}).get("ran") or []
+        if any(r.get("kind") != "expand" for r in ran):
+            times.append(record.started)
+    return sorted(times)
+
+
+def backup_before_contract(
+    records: list[ReleaseRecord],
+    events: list[dict[str, Any]],
+    target: ReleaseRecord,
+    service: str,
+) -> backups.Backup | None:
+    """The newest backup taken before the first contract run after ``target`` went live: the
+    last schema ``target`` is known to accept (the contract's own backup, usually)."""
+    runs = [t for t in contract_runs(records, events, service) if t >= target.started]
+    limit = runs[0] if runs else float("inf")
+    candidates = [
+        b
+        for b in recorded_backups(records, events)
+        if b.service == service and b.taken <= limit + 1.0
+    ]
+    return candidates[-1] if candidates else None
 
 
 def recorded_backups(
@@ -233,18 +268,6 @@ def recorded_backups(
         if event.get("kind") == "migrated" and event.get("backup"):
             found.append(backups.Backup.from_dict(event["backup"]))
     return sorted(found, key=lambda b: b.taken)
-
-
-def backup_before(
-    records: list[ReleaseRecord], target: ReleaseRecord, service: str
-) -> backups.Backup | None:
-    """The oldest backup taken after ``target`` went live: the schema it saw, most likely."""
-    after = [r for r in records if r.started >= target.started and r.id != target.id]
-    for record in after:
-        raw = record.schema.get(service, {}).get("backup")
-        if raw:
-            return backups.Backup.from_dict(raw)
-    return None
 
 
 def find_backup(

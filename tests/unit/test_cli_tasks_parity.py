@@ -38,6 +38,8 @@ NO_TASK = {
     "build",
     "image",
     "scan",
+    # Verify side too: `nox -s lint` runs it on the app's offline migration SQL.
+    "migrations-lint",
     # Stored-artifact upkeep (verify/list/prune), run as `python -m conveyor artifacts …`.
     "artifacts",
     # The offline OSV mirror that the scan session starts for pip-audit; a scanner's helper.

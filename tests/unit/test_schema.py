@@ -13,7 +13,7 @@ import pytest
 from conveyor import config, schemaphase
 from conveyor.errors import ConfigError, MigrationFailed
 from conveyor.ledger import ReleaseRecord
-from conveyor.operations import _migration_summary, schema_lines
+from conveyor.operations import schema_lines
 from conveyor.schema import Acceptance, Revision, SchemaPlan, _last_json
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -194,7 +194,7 @@ def test_status_and_history_show_the_schema_from_deploys_and_contract_runs() -> 
             }
         },
     )
-    assert _migration_summary(deployed) == "api: b → c ran c (expand); backup r0002-api"
+    assert deployed.migration_summary() == "api: b → c ran c (expand); backup r0002-api"
     latest = schemaphase.live_schema([deployed])
     assert schema_lines(env, latest) == ["  schema api: c (sqlite, by r0002); contract pending: d"]
     contracted = {"kind": "migrated", "at": 300.0, "service": "api", "step": "contract"}
