@@ -32,6 +32,8 @@ def _sync(session: nox.Session, *groups: str) -> None:
         "--locked",
         "--all-packages",
         "--no-default-groups",
+        # refapi's PostgreSQL driver: the migration and backup tests run on a real server.
+        "--all-extras",
         *(f"--group={group}" for group in groups),
         f"--python={venv}",
         env={"UV_PROJECT_ENVIRONMENT": venv},

@@ -122,6 +122,9 @@ def backend_requirements(root: Path) -> str:
             "--frozen",
             "--no-dev",
             "--no-emit-workspace",
+            # psycopg: refapi serves PostgreSQL as well as SQLite (production's database).
+            "--extra",
+            "postgres",
             "--no-header",
             "--format",
             "requirements-txt",

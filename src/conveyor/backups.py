@@ -6,8 +6,8 @@ state volume), one file per backup, named by the ledger record that took it:
 - SQLite: the online backup API (``sqlite3.Connection.backup``) from a one-off container of
   the release's image, which has Python; the copy is consistent while the service writes.
 - PostgreSQL: ``pg_dump --format=custom`` from ``backup_image`` (its major version must match
-  the server's; scripts/setup builds ``localhost/conveyor-pgtools:15`` offline), restored with
-  ``pg_restore --clean --single-transaction``.
+  the server's; scripts/setup builds ``localhost/conveyor-pgtools:15`` offline), restored in
+  one transaction that empties the ``public`` schema and replays the dump.
 
 The ledger holds what a backup is (id, file, size, when, for which release); the files hold
 the data. A restore loses every write made since its backup: callers say so, with its age.
@@ -74,10 +74,13 @@ mv -f "$1.part" "$1"
 wc -c < "$1"
 """
 )
+# One transaction: the schema emptied, then the dump replayed — all of it, or none. (A plain
+# ``pg_restore --clean`` keeps what was created after the backup, e.g. a newer revision's table.)
 _PG_RESTORE = (
     _PG_URL
-    + r"""pg_restore --clean --if-exists --single-transaction --no-owner --no-privileges \
-  --dbname="$url" "$1"
+    + r"""{ echo "DROP SCHEMA public CASCADE; CREATE SCHEMA public;"
+  pg_restore --no-owner --no-privileges --file=- "$1"; } \
+  | psql --no-psqlrc --quiet --single-transaction --set=ON_ERROR_STOP=1 --dbname="$url" >/dev/null
 echo restored
 """
 )

@@ -118,12 +118,24 @@ class SchemaPhase:
             entry["log"] = applied.log
             save()
             ran = ", ".join(r.describe() for r in applied.ran) or "nothing (another run did it)"
-            self.out.say(f"  {service.name}: migrated {applied.before} → {applied.after}: {ran}")
+            self.out.say(
+                f"  {service.name}: migrated {applied.before or 'empty'} → {applied.after}: {ran}"
+            )
             if live is not None:
                 with self.timed("compat", timings):
-                    self.check_live(service, live)
+                    self.check_live(service, live, backup)
 
-    def check_live(self, service: Service, live: ReleaseRecord) -> None:
+    def restore_hint(self, service: Service, backup: backups.Backup | None) -> str:
+        if backup is None:
+            return "fix forward with a release whose revisions the live one accepts"
+        return (
+            f"put the schema back: invoke restore --env {self.env.name} --backup {backup.id} "
+            f"(writes since it was taken, {backup.age()} ago, are lost), or fix forward"
+        )
+
+    def check_live(
+        self, service: Service, live: ReleaseRecord, backup: backups.Backup | None = None
+    ) -> None:
         """The live release answers readiness on every host and through the public route."""
         version = str(live.services.get(service.name, {}).get("version", live.version))
         for target in self.targets:
@@ -144,7 +156,8 @@ class SchemaPhase:
                     raise SchemaFailed(
                         "compat",
                         f"{target.name}: the live release {live.version} ({live.id}) fails on the "
-                        f"new schema: {where} answered {answer.describe()} (version {got})",
+                        f"new schema: {where} answered {answer.describe()} (version {got}) — "
+                        f"{self.restore_hint(service, backup)}",
                     )
         self.out.say(f"  {service.name}: the live release {live.version} accepts the new schema")
 

@@ -62,7 +62,15 @@ def environment(
     path = tmp_path / "deploy.toml"
     hosts = [{"name": "local", "docker": "local"}]
     path.write_text(
-        sandbox.environment_toml(name, ports, release_folder.parent, ROOT / "docker", hosts)
+        sandbox.environment_toml(
+            name,
+            ports,
+            release_folder.parent,
+            ROOT / "docker",
+            hosts,
+            # As the quickstart's staging: the release's migrations run as a deploy phase.
+            migrations='{ backup = "sqlite:/data/refapi.db", timeout = 120 }',
+        )
     )
     yield name, ports, path
     sandbox.teardown(docker_client, name)
@@ -89,11 +97,13 @@ def test_deploy_with_invoke_then_use_the_web_ui(
     plan = invoke(config, "deploy", "--env", name, "--version", version, "--dry-run")
     assert plan.returncode == 0, plan.stderr
     assert "switch traffic: api (none) → blue" in plan.stdout
+    assert "api: schema empty (sqlite); 2 revision(s) to run before the switch" in plan.stdout
 
     deployed = invoke(config, "deploy", "--env", name, "--version", version)
     assert deployed.returncode == 0, deployed.stdout + deployed.stderr
     url = f"http://127.0.0.1:{ports[0]}/"
     assert url in deployed.stdout
+    assert "api: migrated empty → " in deployed.stdout, deployed.stdout
 
     page = rendered_page(url)
     assert 'data-state="ready"' in page, page[-2000:]

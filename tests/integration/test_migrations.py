@@ -11,7 +11,11 @@ from __future__ import annotations
 import fcntl
 import http.client
 import json
+import os
+import secrets
 import shutil
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,6 +27,7 @@ import pytest
 from conveyor import health
 from testkit import sandbox
 from testkit.loadgen import KeepAliveLoad
+from testkit.postgres import PostgresServer, PostgresUnavailable, postgres_server, server_bindir
 
 SQLITE = '{ backup = "sqlite:/data/refapi.db", timeout = 60 }'
 
@@ -268,8 +273,130 @@ def test_killed_during_the_migration_the_next_deploy_converges(
     assert served(env) == slow
     records = history(env)
     assert [r["outcome"] for r in records] == ["succeeded", "interrupted", "succeeded"], records
-    assert "left running by an interrupted run" in result.stdout, result.stdout
+    assert "left by an interrupted run" in result.stdout, result.stdout
     # The leftover finished the revision; the next deploy found nothing left to run.
     assert "nothing to migrate" in result.stdout, result.stdout
     assert records[-1]["schema"]["api"]["after"] == "e1510e000001"
     assert not [c.name for c in env_containers(env) if "-migrate-" in c.name]
+
+
+# --- PostgreSQL: a real server on 127.0.0.1, its URL a file secret ---------------------------
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[PostgresServer]:
+    try:
+        server_bindir()
+    except PostgresUnavailable as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL tests cannot run: {exc} — run scripts/setup")
+        pytest.skip(str(exc))
+    with postgres_server() as server:
+        yield server
+
+
+def postgres_environment(make_environment: Any, postgres: PostgresServer, **limits: Any) -> Any:
+    """An environment whose api reads its database URL from a secret delivered as a file."""
+    url = postgres.create_database(f"conveyor_{secrets.token_hex(4)}")
+    settings = {"backup": "postgres:DATABASE_URL", "timeout": 60, **limits}
+    migrations = "{ " + ", ".join(f"{k} = {json.dumps(v)}" for k, v in settings.items()) + " }"
+    env = make_environment(
+        ready=20,
+        verify=1,
+        migrations=migrations,
+        api_env='SECRET_FILE_WAIT = "30"',
+        api_secrets='DATABASE_URL = { from = "env:TEST_PG_URL", as = "file" }',
+    )
+    env.secret_env = {"TEST_PG_URL": url}
+    env.database = url.rsplit("/", 1)[1]
+    return env
+
+
+def pg_cli(env: Any, *argv: str) -> Any:
+    return env.cli(*argv, env=env.secret_env)
+
+
+def test_postgres_expand_under_load_then_backup_and_restore_round_trip(
+    make_environment: Any, migrating: MigratingReleases, postgres: PostgresServer
+) -> None:
+    env = postgres_environment(make_environment, postgres)
+    v1 = give(env, migrating, "m1.0.0")
+    v2 = give(env, migrating, "m2.0.0", "m2")
+    ok(pg_cli(env, "deploy", "--env", env.name, "--version", v1))
+    post_note(env, "before 2.0.0")
+    with load_on(env) as load:
+        ok(pg_cli(env, "deploy", "--env", env.name, "--version", v2))
+    assert load.result.failures == 0, load.result.as_dict()
+    record = history(env)[-1]
+    backup = record["schema"]["api"]["backup"]
+    assert backup["kind"] == "postgres" and backup["bytes"] > 0, backup
+    columns = postgres.psql(
+        "SELECT column_name FROM information_schema.columns WHERE table_name = 'notes'",
+        database=env.database,
+    ).stdout.split()
+    assert "color" in columns
+    post_note(env, "after 2.0.0")
+
+    dry = ok(pg_cli(env, "restore", "--env", env.name, "--backup", backup["id"], "--dry-run"))
+    assert "is lost" in dry.stdout, dry.stdout
+    assert "after 2.0.0" in note_texts(env)
+    ok(pg_cli(env, "restore", "--env", env.name, "--backup", backup["id"]))
+    tables = postgres.psql(
+        "SELECT tablename FROM pg_tables WHERE schemaname = 'public'", database=env.database
+    ).stdout.split()
+    assert "scratch" not in tables, tables  # all of the backup's schema, nothing newer
+    revision = postgres.psql("SELECT version_num FROM alembic_version", database=env.database)
+    assert revision.stdout.strip() == migrating.head
+    texts = [
+        r
+        for r in postgres.psql("SELECT text FROM notes", database=env.database).stdout.splitlines()
+    ]
+    assert texts == ["before 2.0.0"], texts
+    events = ok(pg_cli(env, "status", "--env", env.name, "--json"))
+    assert json.loads(events.stdout)["schema"]["api"]["after"] == "e1a000000001"
+
+
+def test_a_table_lock_held_elsewhere_makes_the_migration_give_up_cleanly(
+    make_environment: Any, migrating: MigratingReleases, postgres: PostgresServer
+) -> None:
+    """A long transaction reads notes; the migration's ALTER TABLE queues behind it for
+    lock_timeout, retries, gives up: the deploy fails cleanly, the old release serves, and a
+    third session's reads never wait longer than lock_timeout behind the migration's request."""
+    env = postgres_environment(make_environment, postgres, lock_timeout=0.5, lock_retries=2)
+    v1 = give(env, migrating, "m1.0.0")
+    v2 = give(env, migrating, "m2.0.0", "m2")
+    ok(pg_cli(env, "deploy", "--env", env.name, "--version", v1))
+    post_note(env, "kept")
+    holder = postgres.connect(autocommit=False, database=env.database)
+    holder.execute("SELECT count(*) FROM notes").fetchall()  # ACCESS SHARE, held open
+    waits: list[float] = []
+    stop = threading.Event()
+
+    def read_notes() -> None:
+        reader = postgres.connect(database=env.database)
+        try:
+            while not stop.is_set():
+                began = time.monotonic()
+                reader.execute("SELECT count(*) FROM notes").fetchall()
+                waits.append(time.monotonic() - began)
+                time.sleep(0.05)
+        finally:
+            reader.close()
+
+    reading = threading.Thread(target=read_notes)
+    reading.start()
+    try:
+        with load_on(env) as load:
+            line = failed(pg_cli(env, "deploy", "--env", env.name, "--version", v2))
+    finally:
+        stop.set()
+        reading.join(timeout=30)
+        holder.rollback()
+        holder.close()
+    assert load.result.failures == 0, load.result.as_dict()
+    assert "failed in migrate" in line and "m1.0.0 (r0001) is still serving" in line, line
+    assert "lock" in line.lower(), line
+    assert served(env) == v1 and note_texts(env) == ["kept"]
+    assert waits and max(waits) < 0.5 + 0.5, f"a reader waited {max(waits):.2f} s"
+    record = history(env)[-1]
+    assert record["failed_phase"] == "migrate" and "lock" in record["schema"]["api"]["error_tail"]

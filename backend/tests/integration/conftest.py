@@ -3,6 +3,7 @@ throwaway PostgreSQL cluster (testkit.postgres) with a fresh database per test."
 
 from __future__ import annotations
 
+import importlib
 import os
 import secrets
 import signal
@@ -134,10 +135,13 @@ def start_refapi(tmp_path: Path) -> Iterator[Callable[..., RefapiProcess]]:
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[PostgresServer]:
     """One PostgreSQL cluster per test session (per xdist worker); skipped where there is none."""
-    pytest.importorskip("psycopg", reason="refapi[postgres] (psycopg) is not installed")
     try:
+        importlib.import_module("psycopg")
         server_bindir()
-    except PostgresUnavailable as exc:
+    except (ModuleNotFoundError, PostgresUnavailable) as exc:
+        # In CI a skip would hide every PostgreSQL test: scripts/setup installs the server.
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL tests cannot run: {exc} — run scripts/setup")
         pytest.skip(str(exc))
     with postgres_server() as server:
         yield server
