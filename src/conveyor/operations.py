@@ -654,6 +654,8 @@ def prune_backups(
 ) -> list[str]:
     """Keep the newest ``keep_releases`` backups and every backup taken by a kept release's
     deploy (the schema its rollback target saw); delete the other files, once, recorded."""
+    if not schemaphase.migrating_services(session.env):
+        return []
     events = session.ledger.audit_events()
     gone = {i for e in events if e.get("kind") == "backups-pruned" for i in e.get("ids", [])}
     known = [b for b in schemaphase.recorded_backups(records, events) if b.id not in gone]
@@ -732,7 +734,6 @@ def show_status(config: Config, env_name: str, *, as_json: bool) -> None:
     session = Session(config, env_name)
     state = session.observe()
     # Approvals and lock breaks live in the audit trail: a forged one must show here too.
-    session.ledger.audit_events()
     events = session.ledger.audit_events()
     state.integrity = session.ledger.integrity()
     state.forged = list(session.ledger.forged)

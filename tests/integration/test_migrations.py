@@ -125,6 +125,23 @@ class MigratingReleases:
                     message="fails",
                 ),
             },
+            # What the lint forbids (an expand after a contract), deployed anyway: its expand
+            # step runs the contract too, and the live release refuses the schema.
+            "contract-first": {
+                "c2f000000001_contract.py": sandbox.revision_source(
+                    "c2f000000001",
+                    head,
+                    'op.create_table("tmp_c", sa.Column("id", sa.Integer(), primary_key=True))',
+                    kind="contract",
+                    message="contract first",
+                ),
+                "e2f000000001_expand.py": sandbox.revision_source(
+                    "e2f000000001",
+                    "c2f000000001",
+                    'op.add_column("notes", sa.Column("shade", sa.String(20), nullable=True))',
+                    message="expand after",
+                ),
+            },
             "slow": {
                 "e1510e000001_slow.py": sandbox.revision_source(
                     "e1510e000001",
@@ -248,6 +265,31 @@ def test_a_failing_migration_leaves_the_old_release_serving(
     assert served(env) == v1 and "kept" in note_texts(env)
     names = [c.name for c in env_containers(env)]
     assert not any("-migrate-" in n for n in names), names  # the one-off is gone
+
+
+def test_a_live_release_that_refuses_the_new_schema_stops_the_deploy(
+    make_environment: Any, migrating: MigratingReleases
+) -> None:
+    """The compat phase: after the expand step the live release must still pass readiness.
+    Here it does not (a contract revision slipped into the expand step); the deploy stops
+    before any new color starts, says how to put the schema back, and the restore does."""
+    env = make_environment(ready=20, verify=1, migrations=SQLITE)
+    v1 = give(env, migrating, "m1.0.0")
+    bad = give(env, migrating, "m9.0.2-contractfirst", "contract-first")
+    ok(deploy(env, v1))
+    post_note(env, "kept")
+    with load_on(env) as load:
+        line = failed(deploy(env, bad))
+    assert load.result.failures == 0, load.result.as_dict()
+    assert "failed in compat" in line and "fails on the new schema" in line, line
+    assert f"invoke restore --env {env.name} --backup r0002-api" in line, line
+    assert not [c.name for c in env_containers(env) if "-green-" in c.name]  # none started
+    assert served(env) == v1
+    assert health.probe("127.0.0.1", env.service_port("api", "blue"), "/readyz").status == 503
+
+    ok(env.cli("restore", "--env", env.name, "--backup", "r0002-api"))
+    assert health.probe("127.0.0.1", env.service_port("api", "blue"), "/readyz").status == 200
+    assert note_texts(env) == ["kept"]
 
 
 def env_containers(env: Any) -> list[Any]:
