@@ -139,10 +139,17 @@ def migrate(
         "backup": "backup id (invoke history --env X, or the deploy's output)",
         "dry_run": "say what it would restore, and what would be lost",
         "lock_wait": "seconds to wait for another deploy's lock (default: fail at once)",
+        "yes": "do not ask for confirmation on a terminal",
     }
 )
 def restore(
-    c: Context, env: str, backup: str, dry_run: bool = False, lock_wait: str | None = None
+    c: Context,
+    env: str,
+    backup: str,
+    *,
+    dry_run: bool = False,
+    lock_wait: str | None = None,
+    yes: bool = False,
 ) -> None:
     """Put a database backup back, under the lock (writes since it are lost; recorded)."""
     _conveyor(
@@ -153,6 +160,7 @@ def restore(
         backup,
         _flag(dry_run, "--dry-run"),
         *_option("--lock-wait", lock_wait),
+        _flag(yes, "--yes"),
     )
 
 

@@ -148,7 +148,12 @@ def cmd_restore(args: argparse.Namespace) -> int:
     from conveyor import database  # noqa: PLC0415
 
     database.restore(
-        _config(args), args.env, args.backup, dry_run=args.dry_run, lock_wait=args.lock_wait
+        _config(args),
+        args.env,
+        args.backup,
+        dry_run=args.dry_run,
+        lock_wait=args.lock_wait,
+        yes=args.yes,
     )
     return 0
 
@@ -362,6 +367,7 @@ def _add_deploy_commands(sub: Subparsers) -> None:
     res.add_argument("--backup", required=True, metavar="ID", help="a backup id from the ledger")
     res.add_argument("--dry-run", action="store_true", help="say what it would do, change nothing")
     res.add_argument("--lock-wait", type=float, default=0.0, metavar="SECONDS")
+    res.add_argument("--yes", action="store_true", help="do not ask on a terminal")
     rec = _command(
         sub,
         "recover",

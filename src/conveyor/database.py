@@ -5,6 +5,7 @@ restore``. Both take the environment's lock, back up first (a contract) or warn 
 
 from __future__ import annotations
 
+import sys
 import time
 from typing import Any
 
@@ -113,6 +114,7 @@ def restore(
     *,
     dry_run: bool = False,
     lock_wait: float = 0.0,
+    yes: bool = False,
     out: Console = console,
 ) -> backups.Backup:
     """Put a backup back into its service's database, under the lock, recorded."""
@@ -138,6 +140,10 @@ def restore(
     service = session.env.services[backup.service]
     image = str(live.services[backup.service]["image_id"])
     out.warn(f"restoring {backup.id}: {loss}")
+    if not yes and sys.stdin.isatty():
+        answer = input(f"Type {backup.id} to restore it (anything else stops): ").strip()
+        if answer != backup.id:
+            raise UsageError(f"not restored: the answer was not {backup.id}; nothing changed")
     session.ensure_router_images()
     lock = operations.take_lock(session, live.version, f"restore {backup.id}", lock_wait, out)
     try:

@@ -297,6 +297,14 @@ def _move(
         announce.close()
 
 
+# What a record's schema entry says when its phase failed (the record itself is "failed").
+SCHEMA_FAILURES = {
+    "backup": "backup-failed",
+    "migrate": "migration-failed",
+    "compat": "live-release-refused-schema",
+}
+
+
 class Move:
     """One deploy or rollback under way: each method is a named step of ``_move``."""
 
@@ -415,8 +423,9 @@ class Move:
             record.reason = failure.reason
             record.ended = time.time()
             for entry in record.schema.values():
-                if failure.tail and entry.get("after") is None:
-                    entry["error_tail"] = failure.tail
+                if entry.get("after") is None or failure.phase == "compat":
+                    entry["outcome"] = SCHEMA_FAILURES.get(failure.phase, "failed")
+                    entry["error_tail"] = failure.tail or failure.reason
             self.session.ledger.write(record)
             serving = (
                 f"{self.previous.version} ({self.previous.id}) is still serving"

@@ -261,6 +261,7 @@ def test_a_failing_migration_leaves_the_old_release_serving(
     assert "failed in migrate" in line and "m1.0.0 (r0001) is still serving" in line, line
     record = history(env)[-1]
     assert record["outcome"] == "failed" and record["failed_phase"] == "migrate"
+    assert record["schema"]["api"]["outcome"] == "migration-failed"
     assert "no_such_function" in record["schema"]["api"]["error_tail"]
     assert served(env) == v1 and "kept" in note_texts(env)
     names = [c.name for c in env_containers(env)]
