@@ -178,10 +178,16 @@ def recover(c: Context, env: str, dry_run: bool = False, lock_wait: str | None =
     )
 
 
-@task(help={"env": "environment", "json": "machine-readable output"})
-def status(c: Context, env: str, json: bool = False) -> None:
+@task(
+    help={
+        "env": "environment",
+        "json": "machine-readable output",
+        "stats": "memory and CPU of the warm release (two engine samples)",
+    }
+)
+def status(c: Context, env: str, json: bool = False, stats: bool = False) -> None:
     """Show what runs in an environment: live color, versions, health, lock, leftovers."""
-    _conveyor("status", "--env", env, _flag(json, "--json"))
+    _conveyor("status", "--env", env, _flag(json, "--json"), _flag(stats, "--stats"))
 
 
 @task(

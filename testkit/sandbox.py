@@ -76,6 +76,7 @@ def environment_toml(
     verify: float = 1.0,
     drain: float = 0.2,
     keep: int = 3,
+    keep_warm: float = 0,
     migrations: str | None = None,
     api_env: str = 'DATABASE_URL = "sqlite:////data/refapi.db"',
     api_secrets: str | None = None,
@@ -99,6 +100,7 @@ def environment_toml(
 [environments.{name}]
 hosts = [{host_lines}]
 keep_releases = {keep}
+keep_warm = {keep_warm}
 
 [environments.{name}.router]
 port = {ports[0]}

@@ -33,7 +33,7 @@ from conveyor.errors import ConveyorError, DeployFailed
 from conveyor.hosts import HostTarget
 from conveyor.ledger import Ledger, ReleaseRecord
 from conveyor.plan import DeployPlan, HostPlan, ServiceMove
-from conveyor.terms import Phase
+from conveyor.terms import DEPLOY_KINDS, Phase
 
 
 class PhaseFailed(ConveyorError):
@@ -56,6 +56,8 @@ class Execution:
     ready_at: float | None = None
     first_start: float | None = None
     stopping: threading.Thread | None = None
+    # The old color's containers left running out of rotation (keep_warm), per host.
+    warm: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def wait_stopped(self, timeout: float = 60.0) -> None:
         """Wait for the old color's containers to finish stopping."""
@@ -87,6 +89,8 @@ class BlueGreen:
         self.on_verified = on_verified
         self.log_dir = log_dir
         self.timings: dict[str, float] = {}
+        # How an automatic rollback went back (for the ledger), once it has.
+        self.undone: str | None = None
 
     @contextmanager
     def phase(self, run: Execution, name: Phase, host: str | None = None) -> Iterator[None]:
@@ -183,15 +187,18 @@ class BlueGreen:
             containers = list(pool.map(create, host_plan.moves))
             for move, container in zip(host_plan.moves, containers, strict=True):
                 run.started.setdefault(target.name, []).append(container)
-                verb = "restarting kept" if move.reuse else "starting"
+                verb = (
+                    "using warm" if move.warm else "restarting kept" if move.reuse else "starting"
+                )
                 self.out.say(
                     f"  {target.name}: {verb} {move.service}@{move.to_color} "
                     f"({move.image.version}) on :{move.port}"
                 )
             if run.first_start is None:
                 run.first_start = time.monotonic()
-            services = [self.env.services[m.service] for m in host_plan.moves]
-            list(pool.map(secretfiles.start, containers, services))
+            cold = [(c, m) for c, m in zip(containers, host_plan.moves, strict=True) if not m.warm]
+            services = [self.env.services[m.service] for _c, m in cold]
+            list(pool.map(secretfiles.start, [c for c, _m in cold], services))
 
     def wait_ready(self, target: HostTarget, host_plan: HostPlan, run: Execution) -> None:
         """Docker's view (running, not unhealthy) plus /readyz naming the expected version."""
@@ -347,14 +354,31 @@ class BlueGreen:
         for host_plan in run.plan.hosts:
             target = self.targets[host_plan.host]
             keep = {m.container for m in host_plan.moves}
+            warm_colors = self.warm_colors(run, host_plan)
             for container in target.service_containers():
-                if container.running and container.name not in keep:
-                    stops.append((target, container.name))
+                if not container.running or container.name in keep:
+                    continue
+                if warm_colors.get(container.service) == container.color:
+                    run.warm.setdefault(target.name, {})[container.service] = container.name
+                    continue
+                stops.append((target, container.name))
+        if run.warm:
+            self.out.say(
+                f"  keeping the old color warm for {self.env.keep_warm:g} s: "
+                + ", ".join(n for names in run.warm.values() for n in names.values())
+            )
         # Traffic left the old color already; stopping it need not hold up the record.
         run.stopping = threading.Thread(
             target=self._stop_all, args=(stops,), name="stop-old-color", daemon=True
         )
         run.stopping.start()
+
+    def warm_colors(self, run: Execution, host_plan: HostPlan) -> dict[str, str]:
+        """Per service, the color to keep running out of rotation: the one a deploy (never a
+        rollback: what it left is what was rolled back) switched away from."""
+        if self.env.keep_warm <= 0 or run.plan.kind not in DEPLOY_KINDS:
+            return {}
+        return {m.service: m.from_color for m in host_plan.moves if m.from_color}
 
     def _stop_all(self, stops: list[tuple[HostTarget, str]]) -> None:
         def stop(item: tuple[HostTarget, str]) -> None:
@@ -371,6 +395,19 @@ class BlueGreen:
 
     def undo(self, run: Execution, failure: PhaseFailed) -> None:
         self.out.say(f"✗ {failure.phase} failed: {failure.reason}")
+        began = time.monotonic()
+        self.switch_back(run)
+        if run.switched:
+            # The old color never stopped before verify passed: going back is a switch.
+            self.undone = (
+                f"instant: switched {', '.join(run.switched)} back to the running previous "
+                f"color in {(time.monotonic() - began) * 1000:.0f} ms, no container started"
+            )
+        else:
+            self.undone = "nothing had been switched; the previous release kept serving"
+        self.stop_started(run)
+
+    def switch_back(self, run: Execution) -> None:
         for host_name in reversed(run.switched):
             host_plan = next(h for h in run.plan.hosts if h.host == host_name)
             target = self.targets[host_name]
@@ -392,6 +429,8 @@ class BlueGreen:
                 self.targets[host_plan.host].admin(
                     router.park_commands(m.service for m in host_plan.moves)
                 )
+
+    def stop_started(self, run: Execution) -> None:
         stops: list[tuple[HostTarget, str]] = []
         for host_name, containers in run.started.items():
             target = self.targets[host_name]

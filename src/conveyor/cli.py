@@ -168,7 +168,7 @@ def cmd_recover(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from conveyor import operations  # noqa: PLC0415
 
-    operations.show_status(_config(args), args.env, as_json=args.json)
+    operations.show_status(_config(args), args.env, as_json=args.json, stats=args.stats)
     return 0
 
 
@@ -387,6 +387,9 @@ def _add_inspect_commands(sub: Subparsers) -> None:
     )
     stat.add_argument("--env", required=True)
     stat.add_argument("--json", action="store_true")
+    stat.add_argument(
+        "--stats", action="store_true", help="memory and CPU of the warm release (engine stats)"
+    )
     hist = _command(sub, "history", cmd_history, "Show the environment's release ledger.")
     hist.add_argument("--env", required=True)
     hist.add_argument("--json", action="store_true")

@@ -7,6 +7,7 @@ for a typo, the closest known name: ``deploy.toml [environments.staging] 'helth'
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import tomllib
@@ -234,6 +235,9 @@ class Environment:
     timeouts: Timeouts
     approval: Approval
     keep_releases: int = 3
+    # Seconds the previous release keeps running, out of rotation, after a verified deploy: a
+    # rollback inside that window is a switch, with no container to start. 0: stop it at once.
+    keep_warm: float = 600.0
     max_error_rate: float = 0.0
     # Refuse a release whose image scan is missing (a failed scan is always refused).
     require_scan: bool = False
@@ -598,6 +602,7 @@ def _load_environment(name: str, table: TomlTable, images: Mapping[str, ImageSpe
         timeouts=_section(table, "timeouts", Timeouts),
         approval=_load_approval(table),
         keep_releases=table.integer("keep_releases", Environment.keep_releases, minimum=1),
+        keep_warm=_duration(table, "keep_warm", Environment.keep_warm),
         max_error_rate=table.number("max_error_rate", Environment.max_error_rate),
         require_scan=table.boolean("require_scan", Environment.require_scan),
         notify=_load_references(table, "notify"),
@@ -607,6 +612,26 @@ def _load_environment(name: str, table: TomlTable, images: Mapping[str, ImageSpe
     _check_ports(env, table)
     _check_migrations(env, table)
     return env
+
+
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def _duration(table: TomlTable, key: str, default: float) -> float:
+    """Seconds, written as a number or as ``"90s"``, ``"10m"``, ``"2h"``."""
+    raw = table.value(key, default)
+    if isinstance(raw, bool):
+        raise table.error(key, "expected seconds or a duration like '10m'")
+    if isinstance(raw, int | float) and raw >= 0:
+        return float(raw)
+    if isinstance(raw, str):
+        number, unit = raw.strip()[:-1], raw.strip()[-1:]
+        with contextlib.suppress(ValueError):
+            if unit in _UNITS and float(number) >= 0:
+                return float(number) * _UNITS[unit]
+    raise table.error(
+        key, f"expected seconds (>= 0) or a duration like '90s', '10m', '2h', got {raw!r}"
+    )
 
 
 def _check_migrations(env: Environment, table: TomlTable) -> None:

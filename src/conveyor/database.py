@@ -9,7 +9,7 @@ import sys
 import time
 from typing import Any
 
-from conveyor import backups, ledger, operations, schemaphase
+from conveyor import backups, ledger, operations, schemaphase, warm
 from conveyor.config import Config
 from conveyor.console import Console, console
 from conveyor.errors import MigrationFailed, UsageError
@@ -46,11 +46,15 @@ def contract(
     lock = operations.take_lock(session, live.version, "migrate --contract", lock_wait, out)
     done = []
     try:
-        operations.converge(session, out, by="invoke migrate --contract")
+        state = operations.converge(session, out, by="invoke migrate --contract")
         for service, plan in _plans(session, phase, live.services, "contract").items():
             if not plan.pending_contract:
                 out.say(f"  {service}: no contract revision pending (schema {plan.current})")
                 continue
+            # A warm previous release would not accept the contracted schema: stop it first.
+            stopped = warm.stop(session, state, out, only_expired=False)
+            if stopped:
+                session.ledger.audit("warm-stopped", by="migrate --contract", actions=stopped)
             done.append(_contract_one(session, phase, live.id, service, live.services))
     finally:
         lock.release()

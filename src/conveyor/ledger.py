@@ -84,6 +84,12 @@ class ReleaseRecord:
     # revisions with their kinds, what ran (and how long), the backup taken first, and the
     # contract revisions left pending (see conveyor.schemaphase).
     schema: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # The previous release left running out of rotation after this deploy (``keep_warm``):
+    # {"record", "version", "until" (epoch), "containers": {host: {service: name}}}.
+    warm: dict[str, Any] = field(default_factory=dict)
+    # How an automatic rollback went back, e.g. "instant: switched back to the running
+    # previous color in 4 ms, no container started".
+    undo: str | None = None
 
     @property
     def duration(self) -> float | None:
@@ -93,6 +99,11 @@ class ReleaseRecord:
     def is_verified(self) -> bool:
         """Passed verify on every host: succeeded, or verified before its process died."""
         return self.outcome == SUCCEEDED or (self.verified and self.outcome != FAILED)
+
+    def warm_containers(self, host: str) -> dict[str, str]:
+        """The previous release's containers this deploy kept warm on ``host``, by service."""
+        containers: dict[str, str] = self.warm.get("containers", {}).get(host, {})
+        return containers
 
     def container(self, host: str, service: str) -> str | None:
         return self.containers.get(host, {}).get(service)

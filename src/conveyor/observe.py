@@ -51,6 +51,8 @@ class HostState:
         ones the ledger's live release names are leftovers — when the two disagree (or the
         router is down) that is reported as a disagreement, not hidden as a leftover."""
         wanted = {c.name for s in self.live if live and (c := self.expected(live, s))}
+        if live is not None:
+            wanted |= set(live.warm_containers(self.name).values())
         return [
             c
             for c in self.containers
@@ -70,8 +72,17 @@ class HostState:
 
     def role(self, container: ServiceContainer, expected: ReleaseRecord | None) -> Role:
         if container.running:
-            return "leftover" if container in self.leftovers(expected) else "live"
+            if container in self.leftovers(expected):
+                return "leftover"
+            if expected and container.name in expected.warm_containers(self.name).values():
+                return "warm"
+            return "live"
         return "kept"
+
+    def warm(self, live: ReleaseRecord | None) -> list[ServiceContainer]:
+        """The live deploy's warm containers that still run here."""
+        names = set(live.warm_containers(self.name).values()) if live else set()
+        return [c for c in self.containers if c.name in names and c.running]
 
 
 @dataclass

@@ -19,7 +19,7 @@ from typing import Any
 
 import docker.errors
 
-from conveyor import approvals, backups, notify, oneoff, recovery, schemaphase, terms
+from conveyor import approvals, backups, notify, oneoff, recovery, schemaphase, terms, warm
 from conveyor import config as config_mod
 from conveyor import ledger as ledger_mod
 from conveyor.bluegreen import BlueGreen, Execution, PhaseFailed, deploy_failed
@@ -188,6 +188,12 @@ def schema_decision(
             )
     if not schemaphase.migrating_services(session.env):
         return restore
+    if restore is None and warm.is_target(session, ledger_mod.current_live(records), target):
+        out.say(
+            f"schema: {target.version} is warm; its own readiness (checked before the switch) "
+            "says whether it accepts the database"
+        )
+        return None
     verdicts = schema_phase(session).acceptance(target, "check")
     for service, verdict in verdicts.items():
         word = "accepts" if verdict.compatible else "does NOT accept"
@@ -417,6 +423,7 @@ class Move:
                     record.phases,
                     lambda: self.session.ledger.write(record),
                 )
+                self._retire_unfit_warm(record)
         except SchemaFailed as failure:
             record.outcome = terms.FAILED
             record.failed_phase = failure.phase
@@ -437,6 +444,16 @@ class Move:
                 f"{self.kind} of {self.release.version} failed in {failure.phase}: "
                 f"{failure.reason} — {serving}; no new color was started"
             ) from None
+
+    def _retire_unfit_warm(self, record: ReleaseRecord) -> None:
+        """Earlier contract revisions ran in this deploy's expand step: the release kept warm
+        before the live one no longer accepts the schema, so it is no rollback target now."""
+        ran = [r for entry in record.schema.values() for r in entry.get("ran") or []]
+        if any(r.get("kind") != "expand" for r in ran):
+            state = self.session.observe(holding_lock=True)
+            stopped = warm.stop(self.session, state, self.out, only_expired=False)
+            if stopped:
+                self.session.ledger.audit("warm-stopped", by=record.id, actions=stopped)
 
     def _restore(self, phase: SchemaPhase, record: ReleaseRecord, backup: backups.Backup) -> None:
         service = self.env.services[backup.service]
@@ -484,6 +501,7 @@ class Move:
         try:
             return executor.run(self.planned, record)
         except PhaseFailed as failure:
+            record.undo = executor.undone
             record.outcome = terms.FAILED
             record.failed_phase = failure.phase
             record.reason = failure.reason
@@ -505,6 +523,13 @@ class Move:
         record.phases.update({k: round(v, 3) for k, v in execution.timings.items()})
         record.outcome = terms.SUCCEEDED
         record.ended = time.time()
+        if execution.warm and self.previous is not None:
+            record.warm = {
+                "record": self.previous.id,
+                "version": self.previous.version,
+                "until": record.ended + self.env.keep_warm,
+                "containers": execution.warm,
+            }
         self.session.ledger.write(record)
         records = [r for r in state.records if r.id != record.id] + [record]
         check = self.session.observe(records=records, holding_lock=True)
@@ -546,6 +571,7 @@ def converge(session: Session, out: Console, *, by: str) -> EnvironmentState:
         default=60.0,
     )
     actions += oneoff.settle_leftovers(session.primary.client, session.env.name, out, wait=longest)
+    actions += warm.stop(session, state, out, only_expired=True)
     changed = [
         target.name
         for target in session.targets
@@ -739,7 +765,7 @@ def render_status(state: EnvironmentState, session_url: str) -> list[str]:
     return lines
 
 
-def show_status(config: Config, env_name: str, *, as_json: bool) -> None:
+def show_status(config: Config, env_name: str, *, as_json: bool, stats: bool = False) -> None:
     session = Session(config, env_name)
     state = session.observe()
     # Approvals and lock breaks live in the audit trail: a forged one must show here too.
@@ -747,10 +773,13 @@ def show_status(config: Config, env_name: str, *, as_json: bool) -> None:
     state.integrity = session.ledger.integrity()
     state.forged = list(session.ledger.forged)
     schemas = schemaphase.live_schema(state.records, events)
+    warmth = warm.describe(session, state, stats=stats)
     if as_json:
-        print(json.dumps(state.as_dict() | {"schema": schemas}, indent=2, default=str))
+        extra = {"schema": schemas, "warm": warmth}
+        print(json.dumps(state.as_dict() | extra, indent=2, default=str))
         return
-    for line in render_status(state, session.public_url()) + schema_lines(session.env, schemas):
+    lines = render_status(state, session.public_url()) + schema_lines(session.env, schemas)
+    for line in lines + warm.lines(warmth):
         console.say(line)
 
 

@@ -13,7 +13,7 @@ from conveyor.ledger import ReleaseRecord
 from conveyor.observe import EnvironmentState, HostState
 from conveyor.releases import Release, ServiceImage
 from conveyor.router import Ports
-from conveyor.terms import DEPLOY, RecordKind, other
+from conveyor.terms import DEPLOY, ROLLBACK, RecordKind, other
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,8 @@ class ServiceMove:
     container: str
     reuse: str | None = None
     stop_first: tuple[str, ...] = ()
+    # The reused container is still running (kept warm): no start, readiness then switch.
+    warm: bool = False
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,7 @@ class DeployPlan:
     drain_seconds: float
     rollback_of: str | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
+    keep_warm: float = 0.0
 
     def steps(self) -> list[str]:
         """What the deploy will do, in order, in words (``--dry-run`` prints this)."""
@@ -61,11 +64,12 @@ class DeployPlan:
                     lines.append(f"{n}. [{host_plan.host}] stop leftover {leftover}")
             for move in host_plan.moves:
                 n += 1
-                what = (
-                    f"restart kept container {move.reuse}"
-                    if move.reuse
-                    else (f"start {move.container} from {_short(move.image.reference)}")
-                )
+                if move.warm:
+                    what = f"use warm container {move.reuse} (running: no start)"
+                elif move.reuse:
+                    what = f"restart kept container {move.reuse}"
+                else:
+                    what = f"start {move.container} from {_short(move.image.reference)}"
                 lines.append(
                     f"{n}. [{host_plan.host}] {what} on 127.0.0.1:{move.port} ({move.to_color})"
                 )
@@ -88,9 +92,13 @@ class DeployPlan:
                 f"{self.public.get(host_plan.host, '?')}; on failure switch every host back"
             )
         n += 1
-        lines.append(
-            f"{n}. drain {self.drain_seconds:g} s, then stop the old color (kept for rollback)"
+        after = (
+            f"keep the old color warm for {self.keep_warm:g} s (a rollback then only switches), "
+            "then stop it"
+            if self.keep_warm and any(m.from_color for h in self.hosts for m in h.moves)
+            else "stop the old color (kept for rollback)"
         )
+        lines.append(f"{n}. drain {self.drain_seconds:g} s, then {after}")
         n += 1
         lines.append(f"{n}. record {self.release_id} in the ledger and release the lock")
         return lines
@@ -134,6 +142,33 @@ def kept_container(
     return None
 
 
+def warm_container(
+    env: Environment,
+    host: HostState,
+    *,
+    service: str,
+    color: str,
+    release: Release,
+    record: ReleaseRecord | None,
+) -> ServiceContainer | None:
+    """The running (warm) container of exactly the record being returned to, if it is fit:
+    its color, its image, the same declaration, and not unhealthy by Docker's check."""
+    if record is None:
+        return None
+    name = record.container(host.name, service)
+    for container in host.containers:
+        if (
+            container.name == name
+            and container.running
+            and container.health != "unhealthy"
+            and container.color == color
+            and container.image_id == release.images[service].image_id
+            and container.fingerprint == container_fingerprint(env.services[service], color)
+        ):
+            return container
+    return None
+
+
 def plan_move(
     env: Environment,
     state: EnvironmentState,
@@ -157,15 +192,24 @@ def plan_move(
         for name in env.services:
             live = host_state.live.get(name)
             target = other(live) if live else "blue"
+            warm = warm_container(
+                env, host_state, service=name, color=target, release=release, record=returning_to
+            )
             stop_first = tuple(
                 c.name
                 for c in host_state.containers
-                if c.service == name and c.color == target and c.running
+                if c.service == name and c.color == target and c.running and c is not warm
             )
-            kept = kept_container(
+            kept = warm or kept_container(
                 env, host_state, service=name, color=target, release=release, record=returning_to
             )
             reuse = kept.name if kept else None
+            gone = _warm_gone(state, host_state, name, returning_to)
+            if gone and warm is None:
+                notes.append(
+                    f"{host_state.name}: the warm {gone} is no longer running — the normal "
+                    "path: " + (f"restart {reuse}" if reuse else "start a fresh container")
+                )
             moves.append(
                 ServiceMove(
                     service=name,
@@ -176,9 +220,18 @@ def plan_move(
                     container=reuse or service_container_name(env.name, name, target, release_id),
                     reuse=reuse,
                     stop_first=stop_first,
+                    warm=warm is not None,
                 )
             )
-        for leftover in host_state.leftovers(state.live_record()):
+        live_record = state.live_record()
+        warm_names = (
+            set(live_record.warm_containers(host_state.name).values()) if live_record else set()
+        )
+        for move in moves:
+            for name in move.stop_first:
+                if name in warm_names:
+                    notes.append(f"{host_state.name}: the warm {name} is replaced by this {kind}")
+        for leftover in host_state.leftovers(live_record):
             if leftover.name not in {n for m in moves for n in m.stop_first}:
                 notes.append(f"{host_state.name}: leftover {leftover.name} is running")
         host_plans.append(HostPlan(host=host_state.name, moves=tuple(moves)))
@@ -197,4 +250,18 @@ def plan_move(
         drain_seconds=env.timeouts.drain,
         rollback_of=rollback_of,
         notes=tuple(notes),
+        keep_warm=env.keep_warm if kind != ROLLBACK else 0.0,
     )
+
+
+def _warm_gone(
+    state: EnvironmentState, host: HostState, service: str, returning_to: ReleaseRecord | None
+) -> str | None:
+    """The name of the container the live deploy kept warm for ``returning_to``, when it no
+    longer runs (so the rollback takes the normal path, and says so)."""
+    live = state.live_record()
+    if live is None or returning_to is None or live.warm.get("record") != returning_to.id:
+        return None
+    name = live.warm_containers(host.name).get(service)
+    running = {c.name for c in host.containers if c.running}
+    return name if name and name not in running else None

@@ -208,3 +208,26 @@ def test_unresolved_secrets_are_named_without_their_values(
     monkeypatch.setenv("CONVEYOR_TEST_UNSET", "x")
     (tmp_path / "absent").write_text("y")
     config.require_secrets(env)
+
+
+@pytest.mark.parametrize(
+    ("written", "seconds"), [(0, 0.0), (45, 45.0), ("90s", 90.0), ("10m", 600.0), ("2h", 7200.0)]
+)
+def test_keep_warm_is_seconds_or_a_duration(
+    data: dict[str, Any], written: object, seconds: float
+) -> None:
+    data["environments"]["staging"]["keep_warm"] = written
+    assert parse(data).environment("staging").keep_warm == seconds
+
+
+@pytest.mark.parametrize("written", ["soon", "-5m", -1, True])
+def test_a_bad_keep_warm_says_how_to_write_it(data: dict[str, Any], written: object) -> None:
+    data["environments"]["staging"]["keep_warm"] = written
+    with pytest.raises(ConfigError, match=r"keep_warm\]: expected seconds"):
+        parse(data)
+
+
+def test_the_shipped_file_keeps_the_previous_release_warm() -> None:
+    cfg = config.load(ROOT / "deploy.toml")
+    assert cfg.environment("staging").keep_warm == 600.0
+    assert cfg.environment("production").keep_warm == 1800.0

@@ -230,3 +230,100 @@ def test_each_host_moves_from_its_own_live_color(staging: config.Environment) ->
         ("h1", "green", 8102),
         ("h2", "blue", 9101),
     ]
+
+
+def warm_state(blue: str, *, records: list[ReleaseRecord]) -> EnvironmentState:
+    """r0002 (green) is live and kept r0001's blue containers warm; ``blue`` is their status."""
+    observed = state(
+        {"api": "green", "web": "green"},
+        [
+            container("api", "blue", "r0001", blue, "a"),
+            container("web", "blue", "r0001", blue, "a"),
+            container("api", "green", "r0002", "running", "b"),
+            container("web", "green", "r0002", "running", "b"),
+        ],
+    )
+    observed.records = records
+    return observed
+
+
+def live_with_warm() -> list[ReleaseRecord]:
+    first = deployed("r0001", "1.0", "a", "blue")
+    live = deployed("r0002", "2.0", "b", "green")
+    live.warm = {
+        "record": "r0001",
+        "version": "1.0",
+        "until": 9e9,
+        "containers": {"local": first.containers["local"]},
+    }
+    return [first, live]
+
+
+def test_a_rollback_inside_the_window_uses_the_warm_containers_without_starting_any(
+    staging: config.Environment,
+) -> None:
+    records = live_with_warm()
+    observed = warm_state("running", records=records)
+    assert [observed.hosts[0].role(c, records[1]) for c in observed.hosts[0].containers] == [
+        "warm",
+        "warm",
+        "live",
+        "live",
+    ]
+    assert observed.hosts[0].leftovers(records[1]) == []
+    plan = plan_move(
+        staging,
+        observed,
+        ports(staging),
+        release("1.0", "a"),
+        "r0003",
+        kind="rollback",
+        returning_to=records[0],
+    )
+    for move in plan.hosts[0].moves:
+        assert move.warm and move.reuse == f"conveyor-staging-{move.service}-blue-r0001"
+        assert move.stop_first == ()
+    steps = "\n".join(plan.steps())
+    assert "use warm container conveyor-staging-api-blue-r0001 (running: no start)" in steps
+    assert "then stop the old color" in steps  # a rollback keeps nothing warm
+
+
+def test_a_warm_container_that_died_takes_the_normal_path_and_says_so(
+    staging: config.Environment,
+) -> None:
+    records = live_with_warm()
+    plan = plan_move(
+        staging,
+        warm_state("exited", records=records),
+        ports(staging),
+        release("1.0", "a"),
+        "r0003",
+        kind="rollback",
+        returning_to=records[0],
+    )
+    api = plan.hosts[0].moves[0]
+    assert not api.warm and api.reuse == "conveyor-staging-api-blue-r0001"
+    assert (
+        "local: the warm conveyor-staging-api-blue-r0001 is no longer running — the normal "
+        "path: restart conveyor-staging-api-blue-r0001" in plan.notes
+    )
+
+
+def test_a_deploy_inside_the_window_replaces_the_warm_release(
+    staging: config.Environment,
+) -> None:
+    records = live_with_warm()
+    plan = plan_move(
+        staging,
+        warm_state("running", records=records),
+        ports(staging),
+        release("3.0", "c"),
+        "r0003",
+    )
+    api = plan.hosts[0].moves[0]
+    assert api.to_color == "blue" and not api.warm and api.reuse is None
+    assert api.stop_first == ("conveyor-staging-api-blue-r0001",)
+    assert (
+        "local: the warm conveyor-staging-api-blue-r0001 is replaced by this deploy" in plan.notes
+    )
+    assert "keep the old color warm for 600 s" in "\n".join(plan.steps())
