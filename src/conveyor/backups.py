@@ -95,13 +95,15 @@ class Backup:
     bytes: int
     taken: float
     release: str
+    # The schema revision the database was at when the backup was taken.
+    revision: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Backup:
-        return cls(**{k: raw[k] for k in cls.__dataclass_fields__})
+        return cls(**{k: raw[k] for k in cls.__dataclass_fields__ if k in raw})
 
     def age(self, now: float | None = None) -> str:
         seconds = max(0.0, (now or time.time()) - self.taken)
@@ -127,7 +129,9 @@ class Site:
     log_dir: Path | None = None
 
 
-def take(site: Site, service: Service, image: str, *, release: str) -> Backup | None:
+def take(
+    site: Site, service: Service, image: str, *, release: str, revision: str | None = None
+) -> Backup | None:
     """Back the service's database up; None when there is no database yet (a first deploy)."""
     settings = service.migrations
     if settings is None or settings.backup_kind == "none":
@@ -154,6 +158,7 @@ def take(site: Site, service: Service, image: str, *, release: str) -> Backup | 
         bytes=size,
         taken=time.time(),
         release=release,
+        revision=revision,
     )
 
 

@@ -123,9 +123,12 @@ class Migrations:
 
     def environment(self) -> dict[str, str]:
         """The protocol's settings, as the migration command reads them."""
+        # No statement may outlive the run's own time limit: a one-off killed on timeout
+        # would leave the server running it (and holding its locks).
+        statement = self.statement_timeout or self.timeout
         return {
             "MIGRATE_LOCK_TIMEOUT": f"{self.lock_timeout:g}",
-            "MIGRATE_STATEMENT_TIMEOUT": f"{self.statement_timeout:g}",
+            "MIGRATE_STATEMENT_TIMEOUT": f"{min(statement, self.timeout):g}",
             "MIGRATE_LOCK_RETRIES": str(self.lock_retries),
         }
 

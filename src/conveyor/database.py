@@ -55,7 +55,9 @@ def contract(
             stopped = warm.stop(session, state, out, only_expired=False)
             if stopped:
                 session.ledger.audit("warm-stopped", by="migrate --contract", actions=stopped)
-            done.append(_contract_one(session, phase, live.id, service, live.services))
+            done.append(
+                _contract_one(session, phase, live.id, service, live.services, current=plan.current)
+            )
     finally:
         lock.release()
     out.say(f"✓ {env_name}: schema contracted for {live.version}" if done else "nothing to do")
@@ -78,11 +80,13 @@ def _contract_one(
     live_id: str,
     service_name: str,
     images: dict[str, Any],
+    *,
+    current: str | None,
 ) -> dict[str, Any]:
     service = session.env.services[service_name]
     image = str(images[service_name]["image_id"])
     stamp = f"{live_id}c{int(time.time())}"
-    backup = backups.take(phase.site(), service, image, release=stamp)
+    backup = backups.take(phase.site(), service, image, release=stamp, revision=current)
     if backup is not None:
         session.out.say(f"  {service_name}: backup {backup.id} ({backup.bytes} bytes)")
     try:

@@ -82,7 +82,9 @@ def labels(env: str, service: str, run: OneOff) -> dict[str, str]:
     }
 
 
-def settle_leftovers(client: Any, env: str, out: Console, *, wait: float) -> list[str]:
+def settle_leftovers(
+    client: Any, env: str, out: Console, *, wait: float, log_dir: Path | None = None
+) -> list[str]:
     """Wait for one-offs a crashed run left behind (a migration may still be running), then
     remove them. Returns what was found, for the ledger."""
     found = client.containers.list(
@@ -94,6 +96,11 @@ def settle_leftovers(client: Any, env: str, out: Console, *, wait: float) -> lis
             out.say(f"  waiting for {leftover.name}, left running by an interrupted run…")
             with contextlib.suppress(requests.exceptions.RequestException, docker.errors.APIError):
                 leftover.wait(timeout=wait)
+        if log_dir is not None:
+            with contextlib.suppress(docker.errors.APIError, OSError):
+                text = leftover.logs().decode(errors="replace")
+                log_dir.mkdir(parents=True, exist_ok=True)
+                (log_dir / f"{leftover.name}.log").write_text(text, encoding="utf-8")
         with contextlib.suppress(docker.errors.NotFound):
             leftover.remove(force=True, v=True)
         settled.append(f"removed {leftover.name}, left by an interrupted run")
@@ -126,7 +133,15 @@ def run(
             **({"user": job.user} if job.user is not None else {}),
         )
     except docker.errors.ImageNotFound:
-        raise ConveyorError(f"{name}: image {job.image[:19]} is not on this host") from None
+        shown = job.image[:19] if job.image.startswith("sha256:") else job.image
+        raise ConveyorError(
+            f"{name}: image {shown} is not on this host"
+            + (
+                " — run scripts/setup (it builds the backup tools image)"
+                if "pgtools" in shown
+                else ""
+            )
+        ) from None
     try:
         secretfiles.start(container, service)
         code = _wait(container, job.timeout)

@@ -201,10 +201,7 @@ def schema_decision(
     events = session.ledger.audit_events()
     refused = schemaphase.refusal(session.env.name, target, verdicts, records, events)
     if restore is not None:
-        out.say(
-            f"schema: restoring backup {restore.id} (taken {restore.age()} ago) first — every "
-            f"write since then is lost"
-        )
+        check_restorable(session, records, target, restore, dry_run=dry_run)
     elif refused is not None and allow_mismatch:
         out.warn(f"{refused} (allowed: --allow-schema-mismatch)")
     elif refused is not None and not dry_run:
@@ -212,6 +209,34 @@ def schema_decision(
     elif refused is not None:
         out.say(f"schema: {refused}")
     return restore
+
+
+def check_restorable(
+    session: Session,
+    records: list[ReleaseRecord],
+    target: ReleaseRecord,
+    backup: backups.Backup,
+    *,
+    dry_run: bool,
+) -> None:
+    """A backup a rollback restores must hold a schema the target knows; on a terminal the
+    person confirms the loss (every write since the backup)."""
+    known = schemaphase.release_chain(records, target, backup.service)
+    if known is not None and backup.revision and backup.revision not in known:
+        raise UsageError(
+            f"backup {backup.id} holds schema {backup.revision}, which {target.version} "
+            f"({target.id}) does not know — pick one taken while it or an earlier release "
+            f"was live (see: invoke history --env {session.env.name})"
+        )
+    session.out.say(
+        f"schema: restoring backup {backup.id} (taken {backup.age()} ago) first — every write "
+        f"since then is lost, and the live release serves on the restored schema until the "
+        "switch"
+    )
+    if not dry_run and sys.stdin.isatty():
+        answer = input(f"Type {backup.id} to restore it and roll back: ").strip()
+        if answer != backup.id:
+            raise UsageError(f"not rolled back: the answer was not {backup.id}; nothing changed")
 
 
 def schema_phase(session: Session) -> SchemaPhase:
@@ -422,6 +447,9 @@ class Move:
                     self.previous,
                     record.phases,
                     lambda: self.session.ledger.write(record),
+                    live_chain=lambda name: schemaphase.release_chain(
+                        self.session.ledger.records(), self.previous, name
+                    ),
                 )
                 self._retire_unfit_warm(record)
         except SchemaFailed as failure:
@@ -570,7 +598,13 @@ def converge(session: Session, out: Console, *, by: str) -> EnvironmentState:
         (s.migrations.timeout for s in session.env.services.values() if s.migrations),
         default=60.0,
     )
-    actions += oneoff.settle_leftovers(session.primary.client, session.env.name, out, wait=longest)
+    actions += oneoff.settle_leftovers(
+        session.primary.client,
+        session.env.name,
+        out,
+        wait=longest,
+        log_dir=session.config.root / ".conveyor" / "logs",
+    )
     actions += warm.stop(session, state, out, only_expired=True)
     changed = [
         target.name
@@ -696,7 +730,8 @@ def prune_backups(
     known = [b for b in schemaphase.recorded_backups(records, events) if b.id not in gone]
     keep = {b.id for b in known[-session.env.keep_releases :]}
     kept_ids = {r.id for r in kept}
-    keep |= {b.id for b in known if b.release in kept_ids}
+    # A deploy's backup has its record's id; a `migrate --contract` backup, "<live id>c<time>".
+    keep |= {b.id for b in known if b.release.split("c", 1)[0] in kept_ids}
     doomed = [b for b in known if b.id not in keep]
     if not doomed or session.router_image is None:
         return []

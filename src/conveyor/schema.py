@@ -19,6 +19,7 @@ from the release's image, under the environment's lock.
 from __future__ import annotations
 
 import json
+import secrets
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -187,6 +188,8 @@ class MigrationCommand:
         )
 
     def _json(self, args: list[str], purpose: str) -> dict[str, Any]:
+        # Read-only and lock-free (a dry run asks too): a name of its own, never a clash.
+        purpose = f"{purpose}-{secrets.token_hex(2)}"
         finished = self._run(args, purpose, timeout=min(self.settings.timeout, 120.0))
         if not finished.ok:
             raise MigrationFailed(

@@ -81,6 +81,28 @@ class SchemaPhase:
             lines.extend(describe_plan(service, plan))
         return lines
 
+    def refuse_unknown_contracts(
+        self,
+        service: Service,
+        plan: SchemaPlan,
+        live: ReleaseRecord | None,
+        known: set[str] | None,
+    ) -> None:
+        """Before the backup: the expand step may run earlier releases' contract revisions
+        (the team committed to them by deploying on) — but never one the live release does
+        not know (it was rolled back past): it would stop serving on the contracted schema."""
+        if live is None or known is None:
+            return
+        unknown = [r for r in plan.will_run() if r.kind != "expand" and r.revision not in known]
+        if unknown:
+            raise SchemaFailed(
+                "migrate",
+                f"{service.name}: this release's expand step would run contract revision "
+                f"{unknown[0].describe()}, which the live release {live.version} does not "
+                "know (a rollback went back past it): it would stop serving — deploy the "
+                "release that brought that revision first; nothing was changed",
+            )
+
     def run(
         self,
         release: Release,
@@ -88,6 +110,8 @@ class SchemaPhase:
         live: ReleaseRecord | None,
         timings: dict[str, float],
         save: Callable[[], None],
+        *,
+        live_chain: Callable[[str], set[str] | None] = lambda _service: None,
     ) -> None:
         """Backup, expand and check each migrating service; ``save`` writes the record."""
         for service in migrating_services(self.env):
@@ -103,8 +127,11 @@ class SchemaPhase:
                 continue
             for line in describe_plan(service, plan):
                 self.out.say(line)
+            self.refuse_unknown_contracts(service, plan, live, live_chain(service))
             with self.timed("backup", timings):
-                backup = backups.take(self.site(), service, image.image_id, release=record.id)
+                backup = backups.take(
+                    self.site(), service, image.image_id, release=record.id, revision=plan.current
+                )
             entry["backup"] = backup.as_dict() if backup else None
             self.out.say(
                 f"  {service.name}: backup {backup.id} ({backup.bytes} bytes)"
@@ -174,6 +201,8 @@ class SchemaPhase:
             raise SchemaFailed(name, str(exc), exc.tail) from None
         except ConveyorError as exc:
             raise SchemaFailed(name, str(exc)) from None
+        except Exception as exc:  # the engine's own errors (docker.errors and kin)
+            raise SchemaFailed(name, f"{type(exc).__name__}: {str(exc)[:200]}") from None
         finally:
             timings[name] = round(timings.get(name, 0.0) + time.monotonic() - began, 3)
 
@@ -233,38 +262,63 @@ def refusal(
     )
 
 
-def contract_runs(
-    records: list[ReleaseRecord], events: list[dict[str, Any]], service: str
-) -> list[float]:
-    """When contract revisions ran for ``service``: deploys that ran one, ``migrate --contract``."""
-    times = [
-        float(event.get("at", 0))
-        for event in events
-        if event.get("kind") == "migrated" and event.get("service") == service and event.get("ran")
-    ]
-    for record in records:
-        ran = record.schema.get(service, {}).get("ran") or []
-        if any(r.get("kind") != "expand" for r in ran):
-            times.append(record.started)
-    return sorted(times)
-
-
 def backup_before_contract(
     records: list[ReleaseRecord],
     events: list[dict[str, Any]],
     target: ReleaseRecord,
     service: str,
 ) -> backups.Backup | None:
-    """The newest backup taken before the first contract run after ``target`` went live: the
-    last schema ``target`` is known to accept (the contract's own backup, usually)."""
-    runs = [t for t in contract_runs(records, events, service) if t >= target.started]
-    limit = runs[0] if runs else float("inf")
-    candidates = [
+    """The backup taken right before the first contract revision ran after ``target`` went
+    live — by a deploy's expand step or by ``migrate --contract`` — which is the last schema
+    ``target`` is known to accept; else the newest backup taken since ``target``."""
+    runs: list[tuple[float, dict[str, Any] | None]] = []
+    for record in records:
+        entry = record.schema.get(service, {})
+        if record.started >= target.started and any(
+            r.get("kind") != "expand" for r in entry.get("ran") or []
+        ):
+            runs.append((record.started, entry.get("backup")))
+    for event in events:
+        if (
+            event.get("kind") == "migrated"
+            and event.get("service") == service
+            and event.get("ran")
+            and float(event.get("at", 0)) >= target.started
+        ):
+            runs.append((float(event["at"]), event.get("backup")))
+    pruned = pruned_backups(events)
+    for _at, raw in sorted(runs, key=lambda run: run[0]):
+        if raw and raw.get("id") not in pruned:
+            return backups.Backup.from_dict(raw)
+    since = [
         b
         for b in recorded_backups(records, events)
-        if b.service == service and b.taken <= limit + 1.0
+        if b.service == service and b.taken >= target.started
     ]
-    return candidates[-1] if candidates else None
+    return since[-1] if since else None
+
+
+def pruned_backups(events: list[dict[str, Any]]) -> set[str]:
+    return {i for e in events if e.get("kind") == "backups-pruned" for i in e.get("ids", [])}
+
+
+def release_chain(
+    records: list[ReleaseRecord], record: ReleaseRecord | None, service: str
+) -> set[str] | None:
+    """The revisions a release's code knows, from the record that deployed it (a rollback
+    record points at it); None when no record says (deployed before conveyor ran migrations)."""
+    if record is None:
+        return None
+    by_id = {r.id: r for r in records}
+    candidates = [record]
+    if record.rollback_to and record.rollback_to in by_id:
+        candidates.append(by_id[record.rollback_to])
+    candidates += [r for r in reversed(records) if r.version == record.version]
+    for candidate in candidates:
+        chain = candidate.schema.get(service, {}).get("chain")
+        if chain:
+            return {str(r["revision"]) for r in chain}
+    return None
 
 
 def recorded_backups(
@@ -280,7 +334,8 @@ def recorded_backups(
     for event in events or []:
         if event.get("kind") == "migrated" and event.get("backup"):
             found.append(backups.Backup.from_dict(event["backup"]))
-    return sorted(found, key=lambda b: b.taken)
+    gone = pruned_backups(events or [])
+    return sorted((b for b in found if b.id not in gone), key=lambda b: b.taken)
 
 
 def find_backup(
@@ -299,11 +354,21 @@ def live_schema(
         for service, entry in record.schema.items():
             if entry.get("after") is not None:
                 runs.append((record.started, service, entry | {"by": record.id}))
+    for record in records:
+        for service, entry in record.schema.items():
+            restored = entry.get("restored")
+            if restored:
+                after = {"after": restored.get("revision"), "by": f"restore in {record.id}"}
+                runs.append((record.started, service, after))
     for event in events or []:
         if event.get("kind") == "migrated":
             runs.append(
                 (float(event.get("at", 0)), str(event["service"]), event | {"by": "contract"})
             )
+        if event.get("kind") == "restored" and event.get("backup"):
+            backup = event["backup"]
+            after = {"after": backup.get("revision"), "by": f"restore of {backup.get('id')}"}
+            runs.append((float(event.get("at", 0)), str(backup.get("service")), after))
     latest: dict[str, dict[str, Any]] = {}
     for _at, service, entry in sorted(runs, key=lambda run: run[0]):
         latest[service] = entry

@@ -205,3 +205,63 @@ def test_status_and_history_show_the_schema_from_deploys_and_contract_runs() -> 
         "r0002-api",
         "r0002c-api",
     ]
+
+
+def test_the_refusal_names_the_backup_the_contract_run_itself_took() -> None:
+    """Not an older one: a deploy's own backup is taken seconds after its record starts."""
+    target = record("r0001", 100.0)
+    expanded = record(
+        "r0002", 200.0, schema={"api": {"after": "c", "backup": backup("r0002", 203)}}
+    )
+    contracted = record(
+        "r0003",
+        300.0,
+        schema={
+            "api": {
+                "after": "e",
+                "ran": [{"revision": "d", "kind": "contract"}, {"revision": "e", "kind": "expand"}],
+                "backup": backup("r0003", 304),
+            }
+        },
+    )
+    records = [target, expanded, contracted]
+    found = schemaphase.backup_before_contract(records, [], target, "api")
+    assert found is not None and found.id == "r0003-api"
+    pruned = [{"kind": "backups-pruned", "ids": ["r0003-api"]}]
+    assert [b.id for b in schemaphase.recorded_backups(records, pruned)] == ["r0002-api"]
+
+
+def test_a_release_knows_its_chain_through_the_record_that_deployed_it() -> None:
+    chain = [{"revision": "a", "kind": "expand"}, {"revision": "b", "kind": "expand"}]
+    deployed = record("r0001", 100.0, schema={"api": {"after": "b", "chain": chain}})
+    rolled_back_to = record("r0003", 300.0, rollback_to="r0001")
+    rolled_back_to.version = deployed.version
+    assert schemaphase.release_chain([deployed, rolled_back_to], rolled_back_to, "api") == {
+        "a",
+        "b",
+    }
+    assert schemaphase.release_chain([deployed], record("r0009", 9.0), "api") is None
+
+
+def test_an_expand_step_never_runs_a_contract_the_live_release_does_not_know() -> None:
+    env = config.load(ROOT / "deploy.toml").environment("staging")
+    phase = schemaphase.SchemaPhase(env, primary=None, targets=[], out=None)  # type: ignore[arg-type]
+    plan = SchemaPlan.from_json(
+        PLAN
+        | {
+            "revisions": [*PLAN["revisions"][:2], {"revision": "x", "kind": "contract"}],
+            "pending_expand": ["x"],
+        }
+    )
+    live = record("r0002", 200.0)
+    with pytest.raises(schemaphase.SchemaFailed, match=r"contract revision x .*does not know"):
+        phase.refuse_unknown_contracts(env.services["api"], plan, live, {"a", "b"})
+    phase.refuse_unknown_contracts(env.services["api"], plan, live, {"a", "b", "x"})
+    phase.refuse_unknown_contracts(env.services["api"], plan, live, None)  # unknown: compat
+
+
+def test_status_after_a_restore_shows_the_restored_schema() -> None:
+    deployed = record("r0002", 200.0, schema={"api": {"after": "c", "database": "sqlite"}})
+    restored = {"kind": "restored", "at": 300.0, "backup": backup("r0002", 200) | {"revision": "b"}}
+    latest = schemaphase.live_schema([deployed], [restored])
+    assert latest["api"]["after"] == "b" and latest["api"]["by"] == "restore of r0002-api"
