@@ -268,17 +268,48 @@ def test_a_failing_migration_leaves_the_old_release_serving(
     assert not any("-migrate-" in n for n in names), names  # the one-off is gone
 
 
-def test_a_live_release_that_refuses_the_new_schema_stops_the_deploy(
+def test_an_expand_step_never_runs_a_contract_the_live_release_does_not_know(
     make_environment: Any, migrating: MigratingReleases
 ) -> None:
-    """The compat phase: after the expand step the live release must still pass readiness.
-    Here it does not (a contract revision slipped into the expand step); the deploy stops
-    before any new color starts, says how to put the schema back, and the restore does."""
+    """A contract revision slipped into the expand step (what the lint forbids): refused before
+    the backup, since the live release's recorded chain does not know it. Nothing changes."""
     env = make_environment(ready=20, verify=1, migrations=SQLITE)
     v1 = give(env, migrating, "m1.0.0")
     bad = give(env, migrating, "m9.0.2-contractfirst", "contract-first")
     ok(deploy(env, v1))
+    with load_on(env) as load:
+        line = failed(deploy(env, bad))
+    assert load.result.failures == 0, load.result.as_dict()
+    assert "contract revision c2f000000001" in line and "does not know" in line, line
+    record = history(env)[-1]
+    assert record["failed_phase"] == "migrate" and record["schema"]["api"]["backup"] is None
+    assert served(env) == v1
+    assert health.probe("127.0.0.1", env.service_port("api", "blue"), "/readyz").status == 200
+
+
+def test_a_live_release_that_refuses_the_new_schema_stops_the_deploy(
+    make_environment: Any, migrating: MigratingReleases
+) -> None:
+    """The compat phase, for a live release whose chain no record knows (deployed before
+    conveyor ran its migrations, migrating on start): after the expand step it must still pass
+    readiness. Here it does not; the deploy stops before any new color starts, says how to put
+    the schema back, and the restore does."""
+    env = make_environment(ready=20, verify=1)  # no [migrations]: the api migrates on start
+    v1 = give(env, migrating, "m1.0.0")
+    bad = give(env, migrating, "m9.0.2-contractfirst", "contract-first")
+    ok(deploy(env, v1))
     post_note(env, "kept")
+    adopt = env.config_path.read_text(encoding="utf-8")
+    adopt = adopt.replace(
+        'kind = "python-service"',
+        'kind = "python-service"\nmigrate = ' + json.dumps(sandbox.MIGRATE_COMMAND),
+        1,
+    )
+    adopt = adopt.replace(
+        f'volumes = {{ "conveyor-{env.name}-api-data" = "/data" }}\n',
+        f'volumes = {{ "conveyor-{env.name}-api-data" = "/data" }}\nmigrations = {SQLITE}\n',
+    )
+    env.config_path.write_text(adopt, encoding="utf-8")
     with load_on(env) as load:
         line = failed(deploy(env, bad))
     assert load.result.failures == 0, load.result.as_dict()
@@ -288,7 +319,7 @@ def test_a_live_release_that_refuses_the_new_schema_stops_the_deploy(
     assert served(env) == v1
     assert health.probe("127.0.0.1", env.service_port("api", "blue"), "/readyz").status == 503
 
-    ok(env.cli("restore", "--env", env.name, "--backup", "r0002-api"))
+    ok(env.cli("restore", "--env", env.name, "--backup", "r0002-api", "--yes"))
     assert health.probe("127.0.0.1", env.service_port("api", "blue"), "/readyz").status == 200
     assert note_texts(env) == ["kept"]
 
