@@ -258,7 +258,7 @@ def refusal(
     return SchemaMismatch(
         f"rollback to {target.id} ({target.version}) refused: the database is at "
         f"{verdict.current}, ahead of it by contract revision {named} — {ways}, or "
-        f"--allow-schema-mismatch to switch anyway"
+        f"--allow-schema-mismatch to try anyway (the target's readiness still decides)"
     )
 
 

@@ -175,7 +175,9 @@ def test_a_rollback_across_a_contract_is_refused_naming_the_backup_and_the_overr
         "rollback to r0001 (vr0001) refused: the database is at d, ahead of it by contract "
         "revision d (contract: drop) — --restore-backup r0002-api (taken "
     )
-    assert str(error).endswith("or --allow-schema-mismatch to switch anyway")
+    assert str(error).endswith(
+        "or --allow-schema-mismatch to try anyway (the target's readiness still decides)"
+    )
 
 
 def test_status_and_history_show_the_schema_from_deploys_and_contract_runs() -> None:
