@@ -1,24 +1,28 @@
 """``python -m benchmarks [images] [deploy]``: every benchmark when none is named.
 
 ``python -m benchmarks soak [--cycles N]`` is separate: it runs for many minutes.
+``python -m benchmarks migrations [--cycles N]`` is separate too: it builds its own releases
+and starts a PostgreSQL server (several minutes).
 """
 
 from __future__ import annotations
 
 import sys
 
-from benchmarks import deploy, images, soak
+from benchmarks import deploy, images, migrations, soak
 
 BENCHMARKS = {"images": images.main, "deploy": deploy.main}
+SEPARATE = {"soak": soak.main, "migrations": migrations.main}  # each takes its own options
 
 
 def main(argv: list[str]) -> int:
-    if argv[:1] == ["soak"]:
-        soak.main(argv[1:])
+    if argv[:1] and argv[0] in SEPARATE:
+        SEPARATE[argv[0]](argv[1:])
         return 0
     unknown = [name for name in argv if name not in BENCHMARKS]
     if unknown:
-        print(f"benchmarks: unknown {', '.join(unknown)} (known: {', '.join(BENCHMARKS)})")
+        known = [*BENCHMARKS, *SEPARATE]
+        print(f"benchmarks: unknown {', '.join(unknown)} (known: {', '.join(known)})")
         return 2
     for name in argv or list(BENCHMARKS):
         BENCHMARKS[name]()
