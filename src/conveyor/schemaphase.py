@@ -116,9 +116,10 @@ class SchemaPhase:
         """Backup, expand and check each migrating service; ``save`` writes the record."""
         for service in migrating_services(self.env):
             image = release.images[service.image]
-            self.primary.ensure_image(image.image_id, image.reference, None)
             command = self.command(service, image.image_id, record.id)
-            plan = command.plan()
+            with self.failing_as("migrate"):
+                self.primary.ensure_image(image.image_id, image.reference, None)
+                plan = command.plan()
             entry: dict[str, Any] = plan.as_dict() | {"ran": [], "backup": None}
             record.schema[service.name] = entry
             if not plan.pending_expand:
@@ -127,7 +128,8 @@ class SchemaPhase:
                 continue
             for line in describe_plan(service, plan):
                 self.out.say(line)
-            self.refuse_unknown_contracts(service, plan, live, live_chain(service))
+            with self.failing_as("migrate"):
+                self.refuse_unknown_contracts(service, plan, live, live_chain(service.name))
             with self.timed("backup", timings):
                 backup = backups.take(
                     self.site(), service, image.image_id, release=record.id, revision=plan.current
@@ -190,9 +192,19 @@ class SchemaPhase:
 
     @contextmanager
     def timed(self, name: Phase, timings: dict[str, float]) -> Iterator[None]:
+        """A traced, timed phase whose failure is a ``SchemaFailed`` naming it."""
         if self.on_phase is not None:
             self.on_phase(name)
         began = time.monotonic()
+        try:
+            with self.failing_as(name):
+                yield
+        finally:
+            timings[name] = round(timings.get(name, 0.0) + time.monotonic() - began, 3)
+
+    @contextmanager
+    def failing_as(self, name: Phase) -> Iterator[None]:
+        """Any failure inside becomes one ``SchemaFailed`` line, so the record is closed."""
         try:
             yield
         except SchemaFailed:
@@ -203,8 +215,6 @@ class SchemaPhase:
             raise SchemaFailed(name, str(exc)) from None
         except Exception as exc:  # the engine's own errors (docker.errors and kin)
             raise SchemaFailed(name, f"{type(exc).__name__}: {str(exc)[:200]}") from None
-        finally:
-            timings[name] = round(timings.get(name, 0.0) + time.monotonic() - began, 3)
 
     # --- rollback --------------------------------------------------------------------------
 
