@@ -221,12 +221,12 @@ def check_restorable(
 ) -> None:
     """A backup a rollback restores must hold a schema the target knows; on a terminal the
     person confirms the loss (every write since the backup)."""
-    known = schemaphase.release_chain(records, target, backup.service)
-    if known is not None and backup.revision and backup.revision not in known:
+    contract = schemaphase.contract_between(records, target, backup)
+    if contract is not None:
         raise UsageError(
-            f"backup {backup.id} holds schema {backup.revision}, which {target.version} "
-            f"({target.id}) does not know — pick one taken while it or an earlier release "
-            f"was live (see: invoke history --env {session.env.name})"
+            f"backup {backup.id} holds schema {backup.revision}, ahead of {target.version} "
+            f"({target.id}) by contract revision {contract} — pick one taken before it ran "
+            f"(see: invoke history --env {session.env.name})"
         )
     session.out.say(
         f"schema: restoring backup {backup.id} (taken {backup.age()} ago) first — every write "
@@ -318,7 +318,7 @@ def _move(
         lock_seconds = time.time() - began
         state = move.recover()
         record = move.open_record(state, began, approval)
-        record.phases["lock"] = lock_seconds
+        record.phases["lock"] = round(lock_seconds, 3)
         announce.started(record)
         move.change_schema(record, announce)
         execution = move.execute(state, record, lock, announce)

@@ -231,6 +231,27 @@ class SchemaPhase:
         return verdicts
 
 
+def contract_between(
+    records: list[ReleaseRecord], target: ReleaseRecord, backup: backups.Backup
+) -> str | None:
+    """A contract revision between ``target``'s head and the schema ``backup`` holds, found
+    in the chain of any release that knows both; None when there is none (or none known)."""
+    known = release_chain(records, target, backup.service)
+    if known is None or not backup.revision or backup.revision in known:
+        return None
+    for record in reversed(records):
+        chain = [r for r in record.schema.get(backup.service, {}).get("chain") or []]
+        names = [str(r["revision"]) for r in chain]
+        if backup.revision not in names:
+            continue
+        upto = names.index(backup.revision)
+        start = max((i for i, name in enumerate(names) if name in known), default=-1)
+        between = chain[start + 1 : upto + 1]
+        contracts = [str(r["revision"]) for r in between if r.get("kind") != "expand"]
+        return contracts[0] if contracts else None
+    return None
+
+
 def describe_plan(service: Service, plan: SchemaPlan) -> list[str]:
     lines = [
         f"  {service.name}: schema {plan.current or 'empty'} ({plan.database}); "

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from conveyor import config, schemaphase
+from conveyor import backups, config, schemaphase
 from conveyor.errors import ConfigError, MigrationFailed
 from conveyor.ledger import ReleaseRecord
 from conveyor.operations import schema_lines
@@ -267,3 +267,18 @@ def test_status_after_a_restore_shows_the_restored_schema() -> None:
     restored = {"kind": "restored", "at": 300.0, "backup": backup("r0002", 200) | {"revision": "b"}}
     latest = schemaphase.live_schema([deployed], [restored])
     assert latest["api"]["after"] == "b" and latest["api"]["by"] == "restore of r0002-api"
+
+
+def test_a_backup_ahead_by_expands_is_restorable_one_past_a_contract_is_not() -> None:
+    target_chain = [{"revision": "a", "kind": "expand"}]
+    later_chain = [*target_chain, {"revision": "b", "kind": "expand"}]
+    later_chain += [{"revision": "c", "kind": "contract"}, {"revision": "d", "kind": "expand"}]
+    target = record("r0001", 100.0, schema={"api": {"after": "a", "chain": target_chain}})
+    later = record("r0002", 200.0, schema={"api": {"after": "d", "chain": later_chain}})
+
+    def at(revision: str) -> backups.Backup:
+        return backups.Backup.from_dict(backup("r0002", 200) | {"revision": revision})
+
+    assert schemaphase.contract_between([target, later], target, at("a")) is None
+    assert schemaphase.contract_between([target, later], target, at("b")) is None
+    assert schemaphase.contract_between([target, later], target, at("d")) == "c"
