@@ -8,6 +8,7 @@ look alike: ``FILE [key.path]: what is wrong (allowed: …) (did you mean …?)`
 from __future__ import annotations
 
 import difflib
+import sys
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -49,7 +50,9 @@ class TomlTable:
     def error(self, key: str | None, message: str) -> ConfigError:
         """The error to raise for ``key`` (the table itself when None), with its key path."""
         where = f"{self.path}.{key}" if key and self.path else (key or self.path)
-        return ConfigError(f"{self.source} [{where}]: {message}")
+        text = f"{self.source} [{where}]: {message}"
+        # A quoted key or an echoed value may hold a newline or a terminal escape: one line.
+        return ConfigError("".join(c if c.isprintable() else repr(c)[1:-1] for c in text))
 
     def value(self, key: str, default: Any) -> Any:
         """The raw value (marked as read), ``default`` when absent."""
@@ -92,6 +95,8 @@ class TomlTable:
             return float(value) if value is not None else None
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise self.error(key, f"expected a number, got {type(value).__name__}")
+        if isinstance(value, int) and abs(value) > sys.float_info.max:  # TOML ints are unbounded
+            raise self.error(key, "is too large a number")
         if minimum is not None and value < minimum:
             raise self.error(key, f"must be at least {minimum}, got {value}")
         return float(value)
@@ -106,6 +111,8 @@ class TomlTable:
         value = self.value(key, default)
         if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
             raise self.error(key, f"expected a positive number, got {value!r}")
+        if isinstance(value, int) and value > sys.float_info.max:
+            raise self.error(key, "is too large a number")
         return float(value)
 
     def string_list(self, key: str, default: list[str]) -> list[str]:
