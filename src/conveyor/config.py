@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import sys
 import tomllib
 from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, field, fields, replace
@@ -625,7 +626,7 @@ def _duration(table: TomlTable, key: str, default: float) -> float:
     raw = table.value(key, default)
     if isinstance(raw, bool):
         raise table.error(key, "expected seconds or a duration like '10m'")
-    if isinstance(raw, int | float) and raw >= 0:
+    if isinstance(raw, int | float) and 0 <= raw <= sys.float_info.max:  # TOML ints are unbounded
         return float(raw)
     if isinstance(raw, str):
         number, unit = raw.strip()[:-1], raw.strip()[-1:]
@@ -845,6 +846,10 @@ def load(path: Path | None = None) -> Config:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{path}: file not found") from None
-    except tomllib.TOMLDecodeError as exc:
+    except OSError as exc:  # a directory, a path through a file, no permission
+        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path.name}: not UTF-8 text (byte {exc.start})") from None
+    except ValueError as exc:  # TOMLDecodeError, or a bare one for an integer of 4300+ digits
         raise ConfigError(f"{path.name}: not valid TOML ({exc})") from None
     return parse(data, path)
