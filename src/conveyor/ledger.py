@@ -15,7 +15,9 @@ import os
 import secrets
 import subprocess
 import time
-from dataclasses import asdict, dataclass, field
+import types
+import typing
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 from conveyor.errors import ConfigError
@@ -134,8 +136,38 @@ class ReleaseRecord:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ReleaseRecord:
-        known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        """The record an event holds; ValueError when it is none (a required key missing, a
+        value of the wrong JSON type), so a hostile event is reported rather than a traceback."""
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        wrong = sorted(k for k, v in known.items() if not _fits(v, _RECORD_TYPES[k]))
+        required = [f.name for f in fields(cls) if MISSING is f.default is f.default_factory]
+        missing = [name for name in required if name not in known]
+        if wrong or missing:
+            raise ValueError(f"not a release record (wrong type: {wrong}, missing: {missing})")
+        return cls(**known)
+
+
+_RECORD_TYPES = typing.get_type_hints(ReleaseRecord)
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    """Whether the JSON ``value`` is of the type ``hint`` (a ReleaseRecord field's) names."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return True
+    if origin in (types.UnionType, typing.Union):
+        return any(_fits(value, arg) for arg in args)
+    if origin is typing.Literal:  # an outcome a newer conveyor wrote still reads
+        return type(value) is str
+    if origin is dict:
+        return type(value) is dict and all(_fits(v, args[1]) for v in value.values())
+    if origin is list:
+        return type(value) is list and all(_fits(v, args[0]) for v in value)
+    if hint is float:  # a time or a duration: finite, and within what a float holds
+        return type(value) in (int, float) and -1e18 < value < 1e18
+    return type(value) is hint  # str, int, bool, None: exactly as JSON gives them
 
 
 # --- sealing: a checksum always, an HMAC when CONVEYOR_LEDGER_KEY is set ------------------
@@ -193,7 +225,7 @@ def _unseal(raw: bytes) -> tuple[dict[str, Any] | None, str]:
         data = json.loads(raw)
         payload = data["record"]
         body = _canonical(payload)
-    except (ValueError, KeyError, TypeError, AttributeError):
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
         return None, UNREADABLE
     if not isinstance(payload, dict) or hashlib.sha256(body).hexdigest() != data.get("sha256"):
         return None, UNREADABLE
@@ -220,7 +252,9 @@ def _by_stamp(item: tuple[str, bytes]) -> tuple[str, str]:
 def _event_time(payload: dict[str, Any]) -> float:
     """The newest time an event's payload claims (an audit event's or a record's)."""
     times = [payload.get(k) for k in ("at", "started", "ended")]
-    return max((float(t) for t in times if isinstance(t, (int, float))), default=0.0)
+    # Clamped: an unsigned event may claim any number, even one no float holds.
+    stamps = (float(max(-1e18, min(t, 1e18))) for t in times if isinstance(t, int | float))
+    return max(stamps, default=0.0)
 
 
 class Ledger:
@@ -240,17 +274,22 @@ class Ledger:
 
     def records(self) -> list[ReleaseRecord]:
         """Every release, oldest first, each in its newest valid state."""
-        latest: dict[str, tuple[str, dict[str, Any]]] = {}
+        latest: dict[str, tuple[str, ReleaseRecord]] = {}
         tree = {
             path: raw
             for path, raw in self.store.read_tree(LEDGER_DIR).items()
             if len(path.split("/")) == 3
         }
         for path, payload in self._verified(LEDGER_DIR, tree):
+            try:
+                record = ReleaseRecord.from_dict(payload)
+            except ValueError:  # sealed, but no record: an older event of it still stands
+                self.unreadable.append(path)
+                continue
             _dir, release, event = path.split("/")
             if release not in latest or event > latest[release][0]:
-                latest[release] = (event, payload)
-        records = [ReleaseRecord.from_dict(payload) for _event, payload in latest.values()]
+                latest[release] = (event, record)
+        records = [record for _event, record in latest.values()]
         return sorted(records, key=lambda r: (r.started, r.id))
 
     def audit(self, kind: str, **details: Any) -> None:
