@@ -25,6 +25,7 @@ image IDs, which rendered the SQL in the first place.
 
 from __future__ import annotations
 
+import math
 import os
 import secrets
 import sys
@@ -104,8 +105,10 @@ class ApprovalRecord:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ApprovalRecord | None:
+        """The approval an audit event holds; None when it is malformed (unreadable) or its
+        times are not finite: NaN compares false, so it would pass every expiry check."""
         try:
-            return cls(
+            approval = cls(
                 id=str(data["id"]),
                 environment=str(data["environment"]),
                 key=str(data["key"]),
@@ -120,8 +123,9 @@ class ApprovalRecord:
                 note=str(data.get("note", "")),
                 migrations={str(k): str(v) for k, v in dict(data.get("migrations") or {}).items()},
             )
-        except (KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError, OverflowError):
             return None
+        return approval if math.isfinite(approval.at + approval.expires) else None
 
 
 def new_approval(
