@@ -525,7 +525,9 @@ def _run(argv: Sequence[str] | None) -> int:
     except BrokenPipeError:
         raise
     except ConveyorError as exc:
-        print(f"conveyor: {exc}", file=sys.stderr)
+        # One line, even when the message echoes an argument holding a newline or an escape.
+        line = "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(exc))
+        print(f"conveyor: {line}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("conveyor: interrupted", file=sys.stderr)
