@@ -69,7 +69,9 @@ def test_push_to_main_runs_checks_release_then_staging_then_production() -> None
     )
     assert production.environment == "production"
     assert production.needs == ("deploy-staging",)
-    assert production.concurrency == "deploy-production (queued, never cancelled)"
+    assert production.concurrency == (
+        "deploy-production (never cancels the running one; a newer one replaces one still waiting)"
+    )
     assert running(plan, "frontend-ci-cd.yml") == [
         "frontend",
         "release",
@@ -281,6 +283,204 @@ def test_status_functions_and_failure_path(workflows: Path) -> None:
     assert jobs["notify"].status == ciplan.SKIPPED  # the plan is of the all-green run
     assert jobs["next"].status == ciplan.SKIPPED
     assert jobs["next"].reason == "needs gate, which does not run"
+
+
+def job(plan: ciplan.CIPlan, file: str, title: str) -> ciplan.PlannedJob:
+    return next(j for j in plan.workflow(file).jobs if j.title == title)
+
+
+def test_a_skipped_job_upstream_skips_a_job_without_a_status_function(workflows: Path) -> None:
+    # GitHub's implicit success() covers every job upstream, not only the direct needs: with
+    # `check` skipped, `deploy` is skipped although its one need, `gate`, ran (runner#2205).
+    write(
+        workflows,
+        "ci.yml",
+        """\
+        on: push
+        jobs:
+          check:
+            if: github.ref == 'refs/heads/release'
+            runs-on: ubuntu-latest
+            steps: [{run: nox -s lint}]
+          gate:
+            needs: check
+            if: ${{ !failure() && !cancelled() }}
+            runs-on: ubuntu-latest
+            steps: [{run: nox -s build}]
+          deploy:
+            needs: gate
+            runs-on: ubuntu-latest
+            steps: [{run: invoke deploy --env staging}]
+          guarded:
+            needs: gate
+            if: ${{ !failure() && !cancelled() && needs.gate.result == 'success' }}
+            runs-on: ubuntu-latest
+            steps: [{run: invoke deploy --env staging}]
+          after-skip:
+            needs: check
+            if: ${{ !cancelled() && needs.check.result == 'skipped' }}
+            runs-on: ubuntu-latest
+            steps: [{run: invoke status --env staging}]
+          needs-success:
+            needs: gate
+            if: success()
+            runs-on: ubuntu-latest
+            steps: [{run: invoke status --env staging}]
+        """,
+    )
+    plan = ciplan.plan(workflows, event="push")
+    jobs = {job.key: job for job in plan.workflow("ci.yml").jobs}
+    assert jobs["check"].status == ciplan.SKIPPED
+    assert jobs["gate"].status == ciplan.RUNS
+    assert jobs["deploy"].status == ciplan.SKIPPED
+    assert jobs["deploy"].reason.startswith("needs gate, which needs check, which does not run")
+    assert jobs["guarded"].status == ciplan.RUNS
+    assert jobs["after-skip"].status == ciplan.RUNS
+    assert jobs["needs-success"].status == ciplan.SKIPPED  # success(): check has not succeeded
+    assert plan.unknowns == []
+
+
+PATHS_FILTER = "dorny/paths-filter@7b450fff21473bca461d4b92ce414b9d0420d706 # v4.0.2"
+
+
+def test_paths_filter_outputs_follow_the_changed_files(workflows: Path) -> None:
+    write(
+        workflows,
+        "ci.yml",
+        f"""\
+        on: push
+        jobs:
+          changes:
+            runs-on: ubuntu-latest
+            outputs:
+              api: ${{{{ steps.filter.outputs.api }}}}
+              web: ${{{{ steps.filter.outputs.web }}}}
+              docs: ${{{{ steps.filter.outputs.docs }}}}
+              which: ${{{{ steps.filter.outputs.changes }}}}
+              skipped: ${{{{ steps.never.outputs.anything }}}}
+            steps:
+              - id: filter
+                uses: {PATHS_FILTER}
+                with:
+                  filters: |
+                    api: ["api/**", "!api/**/*.md"]
+                    web:
+                      - added|modified: "web/**"
+                    docs: [["docs/**"], "*.md"]
+              - id: never
+                if: github.event_name == 'schedule'
+                uses: {PATHS_FILTER}
+                with:
+                  filters: "x: x/**"
+          api:
+            needs: changes
+            if: needs.changes.outputs.api == 'true'
+            runs-on: ubuntu-latest
+            steps: [{{run: nox -s test}}]
+          web:
+            needs: changes
+            if: needs.changes.outputs.web == 'true'
+            runs-on: ubuntu-latest
+            steps: [{{run: nox -s frontend}}]
+        """,
+    )
+    plan = ciplan.plan(workflows, event="push", changed=["web/app.ts", "README.md"])
+    changes = job(plan, "ci.yml", "changes")
+    assert dict(changes.outputs) == {
+        "api": "true",  # "!api/**/*.md" on its own selects every file outside it
+        "web": "true",
+        "docs": "true",
+        "which": '["api", "web", "docs"]',
+        "skipped": "",  # a skipped step's outputs read as ''
+    }
+    only_api_docs = ciplan.plan(workflows, event="push", changed=["api/README.md"])
+    assert dict(job(only_api_docs, "ci.yml", "changes").outputs)["web"] == "false"
+    assert running(only_api_docs, "ci.yml") == ["changes", "api"]
+    # Without a changed-file list every filter is assumed to match, as `paths` filters are.
+    assumed = ciplan.plan(workflows, event="push")
+    assert running(assumed, "ci.yml") == ["changes", "api", "web"]
+
+
+def test_paths_filter_reads_filters_from_a_file_and_names_a_bad_one(workflows: Path) -> None:
+    root = workflows.parent.parent
+    write(root / ".github", "filters.yml", "api: ['api/**']\n")
+    text = f"""\
+        on: push
+        jobs:
+          changes:
+            runs-on: ubuntu-latest
+            outputs:
+              api: ${{{{ steps.filter.outputs.api }}}}
+            steps:
+              - id: filter
+                uses: {PATHS_FILTER}
+                with:
+                  filters: FILTERS
+        """
+    write(workflows, "ci.yml", text.replace("FILTERS", ".github/filters.yml"))
+    plan = ciplan.plan(workflows, event="push", changed=["api/x.py"])
+    assert job(plan, "ci.yml", "changes").outputs == (("api", "true"),)
+    write(workflows, "ci.yml", text.replace("FILTERS", ".github/nowhere.yml"))
+    with pytest.raises(ConfigError, match=r"cannot read filters .*nowhere\.yml"):
+        ciplan.plan(workflows, event="push", changed=["api/x.py"])
+    write(root / ".github", "filters.yml", "api: {nested: 3}\n")
+    write(workflows, "ci.yml", text.replace("FILTERS", ".github/filters.yml"))
+    with pytest.raises(ConfigError, match="filter 'api' has 3"):
+        ciplan.plan(workflows, event="push", changed=["api/x.py"])
+
+
+def test_outputs_only_github_knows_make_the_job_after_them_unknown(workflows: Path) -> None:
+    write(
+        workflows,
+        "ci.yml",
+        """\
+        on: push
+        jobs:
+          probe:
+            runs-on: ubuntu-latest
+            outputs:
+              ok: ${{ steps.look.outputs.ok }}
+              version: ${{ steps.read.outputs.version }}
+            steps:
+              - id: look
+                uses: actions/github-script@0123456789abcdef0123456789abcdef01234567 # v8.0.0
+              - id: read
+                run: invoke status --env staging
+          act:
+            needs: probe
+            if: needs.probe.outputs.ok == 'true'
+            runs-on: ubuntu-latest
+            steps: [{run: invoke deploy --env staging}]
+        """,
+    )
+    plan = ciplan.plan(workflows, event="push")
+    assert job(plan, "ci.yml", "probe").outputs == (("ok", None), ("version", None))
+    assert "→ outputs: ok=unknown, version=unknown" in ciplan.render(plan)
+    assert job(plan, "ci.yml", "act").status == ciplan.UNKNOWN
+    assert any("actions/github-script are known only on GitHub" in u for u in plan.unknowns)
+    assert any("step read writes its outputs on GitHub" in u for u in plan.unknowns)
+
+
+def test_two_deploy_jobs_into_one_environment_are_called_out(workflows: Path) -> None:
+    # The shape this repository had: one pipeline per area, each promoting to production.
+    for area in ("backend", "frontend"):
+        write(
+            workflows,
+            f"{area}.yml",
+            """\
+            on: push
+            jobs:
+              deploy-production:
+                runs-on: ubuntu-latest
+                environment: production
+                steps: [{run: invoke promote --from staging --to production}]
+            """,
+        )
+    text = ciplan.render(ciplan.plan(workflows, event="push"))
+    assert (
+        "  production: 2 jobs — backend.yml deploy-production, frontend.yml deploy-production"
+        in text
+    )
 
 
 @pytest.mark.parametrize(

@@ -12,11 +12,12 @@ an unsupported function — makes the job *unknown*, with the expression named: 
 default. The plan assumes every job succeeds (``success()`` is true, ``failure()`` false).
 
 One module per step, read in this order: ``model`` (the records and statuses), ``workflows``
-(files, triggers, filters), ``expressions`` (``${{ }}``), ``planner`` (jobs, matrices, calls,
-``plan()``) and ``rendering`` (the text). This package's names are the public API; callers
-import ``conveyor.ciplan``, not its modules. ``workflows`` and ``rendering`` are not named
-``triggers`` and ``render`` because the functions of those names are exported here, and a
-submodule of the same name would be shadowed by them.
+(files, triggers, filters), ``expressions`` (``${{ }}``), ``actions`` (the outputs of actions
+known locally: ``dorny/paths-filter``'s, from the changed files), ``planner`` (jobs, matrices,
+calls, ``needs`` and outputs, ``plan()``) and ``rendering`` (the text). This package's names
+are the public API; callers import ``conveyor.ciplan``, not its modules. ``workflows`` and
+``rendering`` are not named ``triggers`` and ``render`` because the functions of those names
+are exported here, and a submodule of the same name would be shadowed by them.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from conveyor.ciplan.rendering import render
 from conveyor.ciplan.workflows import (
     event_matches,
     load_workflow,
+    load_yaml,
     matches_filters,
     triggers,
     workflow_files,
@@ -78,6 +80,7 @@ __all__ = [
     "interpolate",
     "job_order",
     "load_workflow",
+    "load_yaml",
     "matches_filters",
     "plan",
     "render",

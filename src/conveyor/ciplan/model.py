@@ -57,6 +57,7 @@ class PlannedJob:
     commands: tuple[Command, ...] = ()
     actions: tuple[str, ...] = ()  # ``uses:`` steps: "actions/checkout v5.0.0"
     unknowns: tuple[str, ...] = ()  # expressions that could not be evaluated
+    outputs: tuple[tuple[str, str | None], ...] = ()  # ``outputs:``; None where unknown
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,10 @@
 """The planner: from the workflow files and an event to the jobs that would run, in order.
 
 It walks each triggered workflow's job graph (``needs``, matrix expansion, ``if:``) and resolves
-calls of local reusable workflows to the commands they run with the inputs given. It touches
+calls of local reusable workflows to the commands they run with the inputs given. Jobs pass
+results along as GitHub does: ``needs.<job>.result`` and ``.outputs`` (a job's ``outputs:`` from
+its steps' outputs, known for the actions ``actions`` models), and an ``if:`` without a status
+function requires every job upstream, not only the direct needs, to have succeeded. It touches
 nothing: the plan is a value, printed by ``invoke ci-plan`` and compared exactly in the tests.
 The plan is of the run where every job succeeds; what cannot be known here is reported as
 unknown, never assumed.
@@ -16,9 +19,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from conveyor.ciplan.actions import SkippedOutputs, step_outputs
 from conveyor.ciplan.expressions import (
     Evaluator,
     Unknown,
+    Value,
     as_text,
     condition_source,
     evaluate_value,
@@ -70,6 +75,17 @@ def job_order(jobs: Mapping[str, Any]) -> list[str]:
         order.append(ready[0])
         remaining.remove(ready[0])
     return order
+
+
+def upstream(jobs: Mapping[str, Any], key: str) -> dict[str, str]:
+    """Every job ``key`` waits for, directly or through others, each with the direct need it
+    comes through (itself for a direct need). Call after ``job_order`` has ruled out cycles."""
+    direct = as_list((jobs[key] or {}).get("needs"))
+    found = {need: need for need in direct}
+    for need in direct:
+        for ancestor in upstream(jobs, need):
+            found.setdefault(ancestor, need)
+    return found
 
 
 def expand_matrix(strategy: Any) -> list[dict[str, Any]] | Unknown:
@@ -166,17 +182,27 @@ class Planner:
         except ConfigError as exc:
             raise ConfigError(f"{path.name}: {exc}") from None
         state: dict[str, JobStatus] = {}
+        results: dict[str, dict[str, Any]] = {}  # each planned job's entry in `needs`
         planned: list[PlannedJob] = []
         for key in order:
             job = jobs[key] or {}
             needs = tuple(as_list(job.get("needs")))
             entries = self.plan_job(
-                path, key, job, needs=needs, state=state, contexts=contexts, depth=depth
+                path,
+                key,
+                job,
+                needs=needs,
+                upstream=upstream(jobs, key),
+                state=state,
+                results=results,
+                contexts=contexts,
+                depth=depth,
             )
             statuses = {entry.status for entry in entries}
             state[key] = (
                 RUNS if statuses == {RUNS} else (SKIPPED if SKIPPED in statuses else UNKNOWN)
             )
+            results[key] = _needs_entry(key, state[key], entries[-1].outputs)
             planned.extend(entries)
         return planned
 
@@ -187,24 +213,32 @@ class Planner:
         job: Mapping[str, Any],
         *,
         needs: tuple[str, ...],
+        upstream: Mapping[str, str],
         state: Mapping[str, JobStatus],
+        results: Mapping[str, Any],
         contexts: Mapping[str, Any],
         depth: int,
     ) -> list[PlannedJob]:
-        skipped_needs = [n for n in needs if state.get(n) == SKIPPED]
-        unknown_needs = [n for n in needs if state.get(n) == UNKNOWN]
-        needs_ok: bool | None = False if skipped_needs else (None if unknown_needs else True)
+        """One job's entries: one per matrix combination (GitHub keeps one's outputs)."""
+        skipped = [n for n in upstream if state.get(n) == SKIPPED]
+        unknown = [n for n in upstream if state.get(n) == UNKNOWN]
+        # success() is true when every job upstream succeeded, and a skipped job has not.
+        needs_ok: bool | None = False if skipped else (None if unknown else True)
         combos = expand_matrix(job.get("strategy"))
         if isinstance(combos, Unknown):
             return [PlannedJob(key, key, UNKNOWN, combos.reason, needs, unknowns=(combos.reason,))]
         entries = []
         for combo in combos:
             unknowns: list[str] = []
-            scope = {**contexts, "matrix": combo, "needs": {}}
+            scope = {**contexts, "matrix": combo, "needs": {n: results[n] for n in needs}}
             evaluator = Evaluator(scope, needs_succeeded=needs_ok)
             title = _title(key, combo)
             status, reason = self._job_status(
-                job, evaluator, skipped_needs, unknown_needs, unknowns
+                job,
+                evaluator,
+                _why(skipped, upstream, "which does not run"),
+                _why(unknown, upstream, "whose condition is unknown"),
+                unknowns,
             )
             base = PlannedJob(
                 key,
@@ -220,9 +254,11 @@ class Planner:
                 continue
             if "uses" in job:
                 calls, commands, actions = self._call(path, job, scope, unknowns, depth=depth)
+                steps: dict[str, Any] = {}
             else:
                 calls = None
-                commands, actions = self._steps(path, job, scope, unknowns)
+                commands, actions, steps = self._steps(path, job, scope, unknowns)
+            outputs = self._outputs(job, scope, steps, unknowns)
             entries.append(
                 replace(
                     base,
@@ -230,6 +266,7 @@ class Planner:
                     commands=tuple(commands),
                     actions=tuple(actions),
                     unknowns=tuple(unknowns),
+                    outputs=tuple(outputs.items()),
                 )
             )
         return entries
@@ -238,18 +275,19 @@ class Planner:
     def _job_status(
         job: Mapping[str, Any],
         evaluator: Evaluator,
-        skipped_needs: list[str],
-        unknown_needs: list[str],
+        skipped_upstream: str,
+        unknown_upstream: str,
         unknowns: list[str],
     ) -> tuple[JobStatus, str]:
         condition = job.get("if")
         source = condition_source(condition) if condition is not None else None
-        # Without a status function, GitHub's `if:` is implicitly `success() && (...)`.
+        # Without a status function, GitHub's `if:` is implicitly `success() && (...)`, and
+        # success() requires every job upstream (not only the direct needs) to have succeeded.
         if source is None or not uses_status_function(source):
-            if skipped_needs:
-                return SKIPPED, f"needs {', '.join(skipped_needs)}, which does not run"
-            if unknown_needs:
-                return UNKNOWN, f"needs {', '.join(unknown_needs)}, whose condition is unknown"
+            if skipped_upstream:
+                return SKIPPED, skipped_upstream
+            if unknown_upstream:
+                return UNKNOWN, unknown_upstream
         if source is None:
             return RUNS, ""
         value = evaluator.evaluate(source)
@@ -279,7 +317,13 @@ class Planner:
             cancel = evaluate_value(cancel, evaluator, unknowns)
         if isinstance(cancel, Unknown):
             return f"{group} (cancel-in-progress unknown)"
-        policy = "cancels the running one" if truthy(cancel) else "queued, never cancelled"
+        # GitHub keeps one running and one pending job per group: a newer one takes the
+        # pending one's place, so "queued" would promise more than GitHub does.
+        policy = (
+            "cancels the running one"
+            if truthy(cancel)
+            else "never cancels the running one; a newer one replaces one still waiting"
+        )
         return f"{group} ({policy})"
 
     def _env(
@@ -293,14 +337,17 @@ class Planner:
 
     def _steps(
         self, path: Path, job: Mapping[str, Any], scope: Mapping[str, Any], unknowns: list[str]
-    ) -> tuple[list[Command], list[str]]:
+    ) -> tuple[list[Command], list[str], dict[str, Any]]:
+        """The job's commands and actions, and its ``steps`` context (for ``outputs:``)."""
         job_env = self._env(job.get("env"), scope, unknowns, base=scope.get("env"))
         comments = self._version_comments(path)
         commands: list[Command] = []
         actions: list[str] = []
+        steps: dict[str, Any] = {}
         for step in job.get("steps") or []:
             step_env = self._env(step.get("env"), {**scope, "env": job_env}, unknowns, job_env)
-            evaluator = Evaluator({**scope, "env": step_env})
+            evaluator = Evaluator({**scope, "env": step_env, "steps": steps})
+            step_id = str(step["id"]) if "id" in step else None
             condition: str | None = None
             if "if" in step:
                 source = condition_source(step["if"])
@@ -308,16 +355,42 @@ class Planner:
                 if isinstance(value, Unknown):
                     condition = source
                 elif not truthy(value):
+                    if step_id is not None:
+                        steps[step_id] = _step_entry("skipped", SkippedOutputs())
                     continue
             if "uses" in step:
                 uses = str(step["uses"])
                 actions.append(_action_label(uses, comments.get(uses)))
+                if step_id is not None:
+                    found = step_outputs(uses, step.get("with") or {}, self.changed, self.root)
+                    if condition is not None:
+                        found = Unknown(f"step {step_id} runs only if {condition}")
+                    steps[step_id] = _step_entry("success", found)
                 continue
             if "run" not in step:
                 continue
+            if step_id is not None:
+                written = Unknown(f"step {step_id} writes its outputs on GitHub")
+                steps[step_id] = _step_entry("success", written)
             text = interpolate(str(step["run"]).strip(), evaluator, unknowns)
             commands.append(Command(_expand_env(text, step_env), condition))
-        return commands, actions
+        return commands, actions, steps
+
+    @staticmethod
+    def _outputs(
+        job: Mapping[str, Any],
+        scope: Mapping[str, Any],
+        steps: Mapping[str, Any],
+        unknowns: list[str],
+    ) -> dict[str, str | None]:
+        """The job's ``outputs:``, as the strings GitHub makes of them (None where unknown)."""
+        evaluator = Evaluator({**scope, "steps": steps})
+        found: dict[str, str | None] = {}
+        for name, value in (job.get("outputs") or {}).items():
+            before = len(unknowns)
+            text = interpolate(str(value), evaluator, unknowns)
+            found[str(name)] = None if len(unknowns) > before else text
+        return found
 
     def _call(
         self,
@@ -374,6 +447,40 @@ class Planner:
             if match:
                 found[match.group(1)] = match.group(2)
         return found
+
+
+def _why(names: Sequence[str], upstream: Mapping[str, str], what: str) -> str:
+    """Why a job without a status function follows the jobs upstream of it ('' for no reason)."""
+    if not names:
+        return ""
+    direct = [n for n in names if upstream[n] == n]
+    if direct:
+        return f"needs {', '.join(direct)}, {what}"
+    first = names[0]
+    return (
+        f"needs {upstream[first]}, which needs {first}, {what} "
+        "(without a status function, `if:` requires every job upstream to succeed)"
+    )
+
+
+def _needs_entry(
+    key: str, status: JobStatus, outputs: Sequence[tuple[str, str | None]]
+) -> dict[str, Any]:
+    """What ``needs.<key>`` holds for the jobs after it, in the run where every job succeeds."""
+    if status == RUNS:
+        known: dict[str, Value] = {
+            name: Unknown(f"output {name} of job {key} is unknown") if value is None else value
+            for name, value in outputs
+        }
+        return {"result": "success", "outputs": known}
+    if status == SKIPPED:
+        return {"result": "skipped", "outputs": SkippedOutputs()}
+    unknown = Unknown(f"job {key} has an unknown condition")
+    return {"result": unknown, "outputs": unknown}
+
+
+def _step_entry(outcome: str, outputs: Mapping[str, str] | Unknown) -> dict[str, Any]:
+    return {"outcome": outcome, "conclusion": outcome, "outputs": outputs}
 
 
 def plan(

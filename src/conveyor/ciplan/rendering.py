@@ -39,6 +39,7 @@ def _render_lines(ci: CIPlan) -> Iterator[str]:
     for wf in ci.workflows:
         if wf.triggered:
             yield from _workflow_lines(wf)
+    yield from _environment_lines(ci)
     quiet = [wf for wf in ci.workflows if not wf.triggered]
     if quiet:
         yield ""
@@ -82,3 +83,22 @@ def _job_lines(number: int, job: PlannedJob) -> Iterator[str]:
         yield f"       $ {command}"
     if not job.commands:
         yield f"       (actions only: {', '.join(job.actions) or 'none'})"
+    if job.outputs:
+        shown = ", ".join(f"{name}={'unknown' if v is None else v}" for name, v in job.outputs)
+        yield f"       → outputs: {shown}"
+
+
+def _environment_lines(ci: CIPlan) -> Iterator[str]:
+    """Per GitHub environment, the jobs that deploy into it: each is a deploy of its own, and a
+    protected environment asks its reviewers once per job, so two means two approvals."""
+    deploys: dict[str, list[str]] = {}
+    for file, job in ci.jobs():
+        if job.environment:
+            deploys.setdefault(job.environment, []).append(f"{file} {job.title}")
+    if not deploys:
+        return
+    yield ""
+    yield "Deploys (one job per environment; a protected environment asks once per job):"
+    for environment, jobs in deploys.items():
+        count = f"{len(jobs)} jobs — " if len(jobs) > 1 else ""
+        yield f"  {environment}: {count}{', '.join(jobs)}"

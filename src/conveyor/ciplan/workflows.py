@@ -29,16 +29,25 @@ def _yaml() -> Any:
     return module.YAML(typ="safe", pure=True)
 
 
+def load_yaml(text: str, where: object) -> Any:
+    """YAML text as plain data; a parse error names ``where`` and the line."""
+    try:
+        return _yaml().load(text)
+    except ConveyorError:
+        raise
+    except Exception as exc:  # ruamel's errors share no public base class worth importing
+        mark = getattr(exc, "problem_mark", None)
+        line = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{where}{line}: not valid YAML ({exc.__class__.__name__})") from None
+
+
 def load_workflow(path: Path) -> dict[str, Any]:
     """One workflow file as plain data; a parse error names the file and line."""
     try:
-        data = _yaml().load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
-    except Exception as exc:  # ruamel's errors share no public base class worth importing
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{path}{where}: not valid YAML ({exc.__class__.__name__})") from None
+    data = load_yaml(text, path)
     if not isinstance(data, dict) or not isinstance(data.get("jobs"), dict):
         raise ConfigError(f"{path}: not a workflow (no `jobs:` mapping)")
     return data
