@@ -34,73 +34,131 @@ def status(plan: ciplan.CIPlan, file: str, key: str) -> set[str]:
 # --- the repository's own workflows -------------------------------------------------------
 
 
+BACKEND_CHECKS = ["static (lint)", "static (typecheck)", "test (3.11)", "integration"]
+
+
 def test_push_to_main_runs_checks_release_then_staging_then_production() -> None:
     plan = ciplan.plan(WORKFLOWS, event="push", ref="refs/heads/main")
-    assert running(plan, "backend-ci-cd.yml") == [
-        "static (lint)",
-        "static (typecheck)",
-        "test (3.11)",
-        "integration",
-        "release",
-        "deploy-staging",
-        "deploy-production",
-    ]
-    assert commands(plan, "backend-ci-cd.yml", "static (lint)") == [
-        "scripts/setup",
-        ".venv/bin/nox -s lint",
-    ]
-    assert commands(plan, "backend-ci-cd.yml", "integration") == [
-        "sudo apt-get update -q",
-        "sudo apt-get install -y -q --no-install-recommends docker-registry",
-        "scripts/setup",
-        ".venv/bin/nox -s integration",
-    ]
-    assert commands(plan, "backend-ci-cd.yml", "release")[-1] == ".venv/bin/nox -s build image scan"
-    assert commands(plan, "backend-ci-cd.yml", "deploy-staging") == [
-        "scripts/setup",
-        ".venv/bin/invoke deploy --env staging",
-    ]
-    assert commands(plan, "backend-ci-cd.yml", "deploy-production") == [
-        "scripts/setup",
-        ".venv/bin/invoke promote --from staging --to production",
-    ]
-    production = next(
-        job for job in plan.workflow("backend-ci-cd.yml").jobs if job.key == "deploy-production"
-    )
-    assert production.environment == "production"
-    assert production.needs == ("deploy-staging",)
-    assert production.concurrency == (
-        "deploy-production (never cancels the running one; a newer one replaces one still waiting)"
-    )
-    assert running(plan, "frontend-ci-cd.yml") == [
+    assert running(plan, "ci-cd.yml") == [
+        "changes",
+        *BACKEND_CHECKS,
         "frontend",
         "release",
         "deploy-staging",
         "deploy-production",
     ]
+    assert commands(plan, "ci-cd.yml", "static (lint)") == [
+        "scripts/setup",
+        ".venv/bin/nox -s lint",
+    ]
+    assert commands(plan, "ci-cd.yml", "integration") == [
+        "sudo apt-get update -q",
+        "sudo apt-get install -y -q --no-install-recommends docker-registry",
+        "scripts/setup",
+        ".venv/bin/nox -s integration",
+    ]
+    assert commands(plan, "ci-cd.yml", "frontend") == ["scripts/setup", ".venv/bin/nox -s frontend"]
+    assert commands(plan, "ci-cd.yml", "release")[-1] == ".venv/bin/nox -s build image scan"
+    assert commands(plan, "ci-cd.yml", "deploy-staging") == [
+        "scripts/setup",
+        ".venv/bin/invoke deploy --env staging",
+    ]
+    assert commands(plan, "ci-cd.yml", "deploy-production") == [
+        "scripts/setup",
+        ".venv/bin/invoke promote --from staging --to production",
+    ]
+    production = job(plan, "ci-cd.yml", "deploy-production")
+    assert production.environment == "production"
+    assert production.needs == ("deploy-staging",)
+    assert production.concurrency == (
+        "deploy-production (never cancels the running one; a newer one replaces one still waiting)"
+    )
     assert running(plan, "security-scan.yml") == ["scan", "upload-sarif"]
     assert not plan.workflow("_nox.yml").triggered
     assert plan.unknowns == []
 
 
+def job(plan: ciplan.CIPlan, file: str, title: str) -> ciplan.PlannedJob:
+    return next(j for j in plan.workflow(file).jobs if j.title == title)
+
+
+def releases(plan: ciplan.CIPlan) -> list[str]:
+    """Every running job, in any workflow, that builds a release or deploys one."""
+    return [
+        f"{file}:{j.title}"
+        for file, j in plan.jobs()
+        if j.environment or any("nox -s build" in c.text for c in j.commands)
+    ]
+
+
+ONE_RELEASE = ["ci-cd.yml:release", "ci-cd.yml:deploy-staging", "ci-cd.yml:deploy-production"]
+
+
+@pytest.mark.parametrize(
+    ("changed", "checks"),
+    [
+        (["backend/src/refapi/app.py", "frontend/src/main.ts"], [*BACKEND_CHECKS, "frontend"]),
+        (["frontend/src/main.ts", "frontend/package.json"], ["frontend"]),
+        (["backend/src/refapi/app.py"], BACKEND_CHECKS),
+        (["src/conveyor/cli.py"], BACKEND_CHECKS),
+        (["docker/Dockerfile.web"], [*BACKEND_CHECKS, "frontend"]),
+        ([".github/workflows/_nox.yml"], [*BACKEND_CHECKS, "frontend"]),
+    ],
+)
+def test_one_commit_gives_one_release_one_staging_deploy_and_one_approval(
+    changed: list[str], checks: list[str]
+) -> None:
+    plan = ciplan.plan(WORKFLOWS, event="push", changed=changed)
+    # Only the changed areas' checks run; the others are skipped, not failed.
+    assert running(plan, "ci-cd.yml") == [
+        "changes",
+        *checks,
+        *[r.split(":")[1] for r in ONE_RELEASE],
+    ]
+    skipped = [j.title for j in plan.workflow("ci-cd.yml").jobs if j.status == ciplan.SKIPPED]
+    assert skipped == [t for t in [*BACKEND_CHECKS, "frontend"] if t not in checks]
+    # Whatever changed: one release of every image, one staging deploy, one promotion, which
+    # is the one job in the `production` environment, so its reviewers approve once.
+    assert releases(plan) == ONE_RELEASE
+    text = ciplan.render(plan)
+    assert "  staging: ci-cd.yml deploy-staging\n" in text
+    assert "  production: ci-cd.yml deploy-production\n" in text
+    assert plan.unknowns == []
+
+
+def test_the_changes_job_says_which_areas_changed() -> None:
+    only_frontend = ciplan.plan(WORKFLOWS, event="push", changed=["frontend/src/main.ts"])
+    assert job(only_frontend, "ci-cd.yml", "changes").outputs == (
+        ("backend", "false"),
+        ("frontend", "true"),
+    )
+    assert "→ outputs: backend=false, frontend=true" in ciplan.render(only_frontend)
+    assert job(only_frontend, "ci-cd.yml", "static (lint)").reason == (
+        "if: needs.changes.outputs.backend == 'true' is false"
+    )
+    # A manual run checks every area, whatever the last commit touched.
+    manual = ciplan.plan(WORKFLOWS, event="workflow_dispatch")
+    assert job(manual, "ci-cd.yml", "changes").outputs == (
+        ("backend", "true"),
+        ("frontend", "true"),
+    )
+    assert job(manual, "ci-cd.yml", "changes").actions == ("actions/checkout v5.0.0",)
+
+
 def test_pull_request_runs_checks_and_never_deploys() -> None:
     plan = ciplan.plan(WORKFLOWS, event="pull_request", ref="refs/heads/main")
-    assert running(plan, "backend-ci-cd.yml") == [
-        "static (lint)",
-        "static (typecheck)",
-        "test (3.11)",
-        "integration",
-        "release",
-    ]
-    jobs = {job.key: job for job in plan.workflow("backend-ci-cd.yml").jobs}
+    assert running(plan, "ci-cd.yml") == ["changes", *BACKEND_CHECKS, "frontend", "release"]
+    jobs = {job.key: job for job in plan.workflow("ci-cd.yml").jobs}
     assert jobs["deploy-staging"].status == ciplan.SKIPPED
     assert "github.event_name == 'push'" in jobs["deploy-staging"].reason
     assert jobs["deploy-production"].status == ciplan.SKIPPED
-    assert running(plan, "frontend-ci-cd.yml") == ["frontend", "release"]
     assert running(plan, "security-scan.yml") == ["scan", "upload-sarif"]
     text = ciplan.render(plan)
     assert "Path filters are assumed to match" in text
     assert "skipped: deploy-staging" in text
+    assert "Deploys" not in text
+    only_frontend = ciplan.plan(WORKFLOWS, event="pull_request", changed=["frontend/index.html"])
+    assert running(only_frontend, "ci-cd.yml") == ["changes", "frontend", "release"]
 
 
 def test_schedule_runs_only_the_security_scan() -> None:
@@ -108,31 +166,29 @@ def test_schedule_runs_only_the_security_scan() -> None:
     assert [wf.file for wf in plan.workflows if wf.triggered] == ["security-scan.yml"]
     assert running(plan, "security-scan.yml") == ["scan", "upload-sarif"]
     assert commands(plan, "security-scan.yml", "scan")[-1] == ".venv/bin/nox -s scan"
-    assert "no schedule trigger" in plan.workflow("backend-ci-cd.yml").reason
+    assert "no schedule trigger" in plan.workflow("ci-cd.yml").reason
 
 
 @pytest.mark.parametrize("ref", ["refs/heads/feature", "refs/tags/v1.0.0"])
 def test_push_elsewhere_than_main_runs_no_pipeline(ref: str) -> None:
     plan = ciplan.plan(WORKFLOWS, event="push", ref=ref)
-    assert not plan.workflow("backend-ci-cd.yml").triggered
+    assert not plan.workflow("ci-cd.yml").triggered
     assert not plan.workflow("security-scan.yml").triggered
 
 
 def test_manual_run_on_main_checks_but_does_not_deploy() -> None:
     plan = ciplan.plan(WORKFLOWS, event="workflow_dispatch")
-    assert status(plan, "backend-ci-cd.yml", "deploy-staging") == {ciplan.SKIPPED}
-    assert status(plan, "backend-ci-cd.yml", "release") == {ciplan.RUNS}
+    assert status(plan, "ci-cd.yml", "deploy-staging") == {ciplan.SKIPPED}
+    assert status(plan, "ci-cd.yml", "release") == {ciplan.RUNS}
 
 
 def test_changed_files_decide_path_filters() -> None:
-    only_frontend = ciplan.plan(
-        WORKFLOWS, event="push", changed=["frontend/src/main.ts", "frontend/package.json"]
-    )
-    assert only_frontend.workflow("frontend-ci-cd.yml").triggered
-    assert not only_frontend.workflow("backend-ci-cd.yml").triggered
-    assert "no changed file matches" in only_frontend.workflow("backend-ci-cd.yml").reason
-    docs = ciplan.plan(WORKFLOWS, event="pull_request", changed=["README.md"])
+    docs = ciplan.plan(WORKFLOWS, event="push", changed=["README.md", "docs/x.md"])
     assert [wf.file for wf in docs.workflows if wf.triggered] == ["security-scan.yml"]
+    assert "no changed file matches" in docs.workflow("ci-cd.yml").reason
+    assert releases(docs) == []
+    pull = ciplan.plan(WORKFLOWS, event="pull_request", changed=["README.md"])
+    assert [wf.file for wf in pull.workflows if wf.triggered] == ["security-scan.yml"]
 
 
 def test_unknown_event_and_short_ref_are_usage_errors() -> None:
@@ -283,10 +339,6 @@ def test_status_functions_and_failure_path(workflows: Path) -> None:
     assert jobs["notify"].status == ciplan.SKIPPED  # the plan is of the all-green run
     assert jobs["next"].status == ciplan.SKIPPED
     assert jobs["next"].reason == "needs gate, which does not run"
-
-
-def job(plan: ciplan.CIPlan, file: str, title: str) -> ciplan.PlannedJob:
-    return next(j for j in plan.workflow(file).jobs if j.title == title)
 
 
 def test_a_skipped_job_upstream_skips_a_job_without_a_status_function(workflows: Path) -> None:

@@ -79,8 +79,7 @@ def write(folder: Path, name: str, text: str) -> Path:
 def test_the_expected_workflows_exist() -> None:
     assert [p.name for p in FILES] == [
         "_nox.yml",
-        "backend-ci-cd.yml",
-        "frontend-ci-cd.yml",
+        "ci-cd.yml",
         "security-scan.yml",
     ]
 
@@ -355,7 +354,7 @@ def test_every_invoke_task_the_workflows_run_exists_with_its_options() -> None:
 
 def test_ci_plan_is_an_invoke_task_printing_the_job_graph() -> None:
     out = invoke("ci-plan", "--event", "push", "--ref", "refs/heads/main")
-    assert "backend-ci-cd.yml (backend CI/CD): runs" in out
+    assert "ci-cd.yml (CI/CD): runs" in out
     assert "$ .venv/bin/invoke promote --from staging --to production" in out
     result = subprocess.run(
         [sys.executable, "-m", "invoke", "ci-plan", "--event", "psuh"],
@@ -384,22 +383,28 @@ def deploy_jobs() -> list[tuple[str, str, dict[str, Any]]]:
     ]
 
 
-def test_deploys_happen_only_in_their_environment_one_at_a_time() -> None:
+def test_one_job_per_environment_deploys_in_it_one_at_a_time() -> None:
     found = deploy_jobs()
-    assert {(name, key) for name, key, _ in found} == {
-        (f, k)
-        for f in ("backend-ci-cd.yml", "frontend-ci-cd.yml")
-        for k in ("deploy-staging", "deploy-production")
-    }
+    # One workflow releases: a commit touching several areas still gives one staging deploy
+    # and one promotion, so the production reviewers approve once.
+    assert sorted((name, key) for name, key, _ in found) == [
+        ("ci-cd.yml", "deploy-production"),
+        ("ci-cd.yml", "deploy-staging"),
+    ]
     for name, key, job in found:
         environment = key.removeprefix("deploy-")
         assert job.get("environment") == environment, f"{name} {key}"
-        # One group per environment, shared by every workflow, and a pending deploy waits.
+        # One group per environment, and a pending deploy waits instead of cancelling one.
         assert job.get("concurrency") == {
             "group": f"deploy-{environment}",
             "cancel-in-progress": False,
         }, f"{name} {key}"
-        assert job.get("if") == DEPLOY_IF, f"{name} {key}"
+        # An area's checks are skipped when it did not change, and GitHub's implicit success()
+        # would then skip the deploy: each guards with !failure() && !cancelled() instead.
+        need = "release" if environment == "staging" else "deploy-staging"
+        assert job.get("if") == (
+            f"!failure() && !cancelled() && needs.{need}.result == 'success' && {DEPLOY_IF}"
+        ), f"{name} {key}"
 
 
 def test_staging_deploys_only_on_push_to_main_and_production_only_after_it() -> None:
@@ -416,6 +421,7 @@ def test_staging_deploys_only_on_push_to_main_and_production_only_after_it() -> 
             ".venv/bin/invoke promote --from staging --to production"
         )
         assert set(staging["needs"]) == set(data["jobs"]) - {"deploy-staging", "deploy-production"}
+        assert data["jobs"]["release"]["with"]["session"] == "build image scan", name
     # The same, evaluated: across events and refs, only a push to main deploys.
     for event, ref in EVENTS:
         plan = ciplan.plan(WORKFLOWS, event=event, ref=ref)
@@ -432,14 +438,44 @@ def test_the_production_environment_is_used_by_the_promotion_alone() -> None:
             assert not any("invoke deploy" in r for r in runs), "production is only promoted into"
 
 
-def test_backend_and_frontend_deploy_jobs_are_identical() -> None:
-    data = workflows()
-    for key in ("deploy-staging", "deploy-production"):
-        backend = dict(data["backend-ci-cd.yml"]["jobs"][key])
-        frontend = dict(data["frontend-ci-cd.yml"]["jobs"][key])
-        if key == "deploy-staging":
-            backend.pop("needs"), frontend.pop("needs")
-        assert backend == frontend, key
+def paths_filters() -> dict[str, list[str]]:
+    changes = workflows()["ci-cd.yml"]["jobs"]["changes"]
+    step = next(s for s in changes["steps"] if s.get("id") == "filter")
+    assert step["uses"].startswith("dorny/paths-filter@")
+    filters: dict[str, list[str]] = ciplan.load_yaml(step["with"]["filters"], "filters")
+    return filters
+
+
+def test_the_workflow_paths_are_the_union_of_the_areas() -> None:
+    # A file in an area starts the workflow, and a file that starts it belongs to an area.
+    areas = paths_filters()
+    assert set(areas) == {"backend", "frontend"}
+    on = ciplan.triggers(workflows()["ci-cd.yml"])
+    assert on["push"]["paths"] == on["pull_request"]["paths"]
+    patterns = {p for area in areas.values() for p in area} | set(on["push"]["paths"])
+    outside = ["README.md", "docs/guide.md", ".github/workflows/security-scan.yml", "LICENSE"]
+    for path in [p.replace("**", "a/b.txt") for p in sorted(patterns)] + outside:
+        in_area = any(ciplan.matches_filters(path, area) for area in areas.values())
+        assert ciplan.matches_filters(path, on["push"]["paths"]) == in_area, path
+        assert in_area == (path not in outside), path
+    for area in areas.values():
+        assert {".github/workflows/ci-cd.yml", ".github/workflows/_nox.yml"} <= set(area)
+
+
+def test_each_check_runs_for_its_area_and_the_release_for_either() -> None:
+    jobs_ = workflows()["ci-cd.yml"]["jobs"]
+    changes = jobs_["changes"]
+    assert set(changes["outputs"]) == set(paths_filters())
+    area_of = {"static": "backend", "test": "backend", "integration": "backend"}
+    area_of["frontend"] = "frontend"
+    for key, area in area_of.items():
+        assert jobs_[key]["needs"] == ["changes"], key
+        assert jobs_[key]["if"] == f"needs.changes.outputs.{area} == 'true'", key
+    assert set(jobs_) == {"changes", *area_of, "release", "deploy-staging", "deploy-production"}
+    assert jobs_["release"]["needs"] == ["changes"]  # it builds while the checks run
+    assert jobs_["release"]["if"] == (
+        "needs.changes.outputs.backend == 'true' || needs.changes.outputs.frontend == 'true'"
+    )
 
 
 def test_deploy_jobs_get_hosts_and_registry_from_environment_secrets() -> None:
@@ -472,7 +508,7 @@ def test_the_test_matrix_equals_the_python_classifiers() -> None:
         for c in classifiers
         if re.fullmatch(r"Programming Language :: Python :: 3\.\d+", c)
     )
-    matrix = workflows()["backend-ci-cd.yml"]["jobs"]["test"]["strategy"]["matrix"]["python"]
+    matrix = workflows()["ci-cd.yml"]["jobs"]["test"]["strategy"]["matrix"]["python"]
     assert matrix == versions
 
 
@@ -501,10 +537,8 @@ def test_permissions_are_empty_by_default_and_granted_per_job() -> None:
             if writes:
                 writers[f"{name}:{key}"] = writes
     assert writers == {
-        "backend-ci-cd.yml:deploy-staging": ["deployments"],
-        "backend-ci-cd.yml:deploy-production": ["deployments"],
-        "frontend-ci-cd.yml:deploy-staging": ["deployments"],
-        "frontend-ci-cd.yml:deploy-production": ["deployments"],
+        "ci-cd.yml:deploy-staging": ["deployments"],
+        "ci-cd.yml:deploy-production": ["deployments"],
         "security-scan.yml:upload-sarif": ["security-events"],
     }
 
