@@ -104,8 +104,11 @@ class ReleaseRecord:
 
     def warm_containers(self, host: str) -> dict[str, str]:
         """The previous release's containers this deploy kept warm on ``host``, by service."""
-        containers: dict[str, str] = self.warm.get("containers", {}).get(host, {})
-        return containers
+        by_host = self.warm.get("containers") if isinstance(self.warm, dict) else None
+        containers = by_host.get(host) if isinstance(by_host, dict) else None
+        if not isinstance(containers, dict):
+            return {}
+        return {str(k): str(v) for k, v in containers.items()}
 
     def container(self, host: str, service: str) -> str | None:
         return self.containers.get(host, {}).get(service)
@@ -113,15 +116,20 @@ class ReleaseRecord:
     def migration_summary(self) -> str:
         """``api: b → c ran c (expand); backup r0004-api`` when this record changed a schema."""
         parts = []
-        for service, entry in self.schema.items():
-            if entry.get("restored"):
-                parts.append(f"{service}: restored backup {entry['restored']['id']}")
+        for service, raw in self.schema.items():
+            entry: Any = raw  # read back from JSON: a hostile event may hold anything here
+            if not isinstance(entry, dict):
+                continue  # shown as nothing, never a crash
+            restored = entry.get("restored")
+            if isinstance(restored, dict):
+                parts.append(f"{service}: restored backup {restored.get('id')}")
                 continue
-            ran = entry.get("ran") or []
+            ran = [r for r in entry.get("ran") or [] if isinstance(r, dict)]
             if not ran:
                 continue
-            revisions = ", ".join(f"{r['revision']} ({r['kind']})" for r in ran)
-            backup = (entry.get("backup") or {}).get("id")
+            revisions = ", ".join(f"{r.get('revision')} ({r.get('kind')})" for r in ran)
+            backup = entry.get("backup")
+            backup = backup.get("id") if isinstance(backup, dict) else None
             parts.append(
                 f"{service}: {entry.get('before')} → {entry.get('after')} ran {revisions}"
                 + (f"; backup {backup}" if backup else "")

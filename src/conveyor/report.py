@@ -536,7 +536,10 @@ def load_records(path: Path) -> list[ReleaseRecord]:
         raise UsageError(f"{path}: cannot read a ledger export ({exc})") from None
     if not isinstance(data, list):
         raise UsageError(f"{path}: expected the JSON list `invoke history --json` prints")
-    return [ReleaseRecord.from_dict(item) for item in data if isinstance(item, dict)]
+    try:
+        return [ReleaseRecord.from_dict(item) for item in data if isinstance(item, dict)]
+    except ValueError as exc:
+        raise UsageError(f"{path}: not a ledger export ({exc})") from None
 
 
 def write(
