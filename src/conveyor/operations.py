@@ -450,6 +450,7 @@ class Move:
                     live_chain=lambda name: schemaphase.release_chain(
                         self.session.ledger.records(), self.previous, name
                     ),
+                    ledger_schema=self._ledger_schema,
                 )
                 self._retire_unfit_warm(record)
         except SchemaFailed as failure:
@@ -472,6 +473,13 @@ class Move:
                 f"{self.kind} of {self.release.version} failed in {failure.phase}: "
                 f"{failure.reason} — {serving}; no new color was started"
             ) from None
+
+    def _ledger_schema(self, service: str) -> str | None:
+        """The revision the ledger last saw ``service``'s database at, if it is sure."""
+        ledger = self.session.ledger
+        latest = schemaphase.live_schema(ledger.records(), ledger.audit_events())
+        after = latest.get(service, {}).get("after")
+        return str(after) if after else None
 
     def _retire_unfit_warm(self, record: ReleaseRecord) -> None:
         """Earlier contract revisions ran in this deploy's expand step: the release kept warm

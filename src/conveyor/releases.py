@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from conveyor import artifacts, images
@@ -43,9 +43,19 @@ class Release:
     source: str
     scan: dict[str, Any] | None = None
     commit_time: int | None = None
+    # Per service, the migration chain its image carries, base first: (revision, kind) pairs,
+    # from the build's preview or the record that deployed it; absent when unknown.
+    chains: dict[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)
 
     def digests(self) -> dict[str, str]:
         return {name: img.image_id for name, img in self.images.items()}
+
+    def expand_head(self, service: str) -> str | None:
+        """The revision the release's ``expand`` step reaches (its trailing contracts left)."""
+        chain = list(self.chains.get(service, ()))
+        while chain and chain[-1][1] != "expand":
+            chain.pop()
+        return chain[-1][0] if chain else None
 
 
 def release_key(digests: Mapping[str, str]) -> str:
@@ -98,6 +108,7 @@ def release_from_dist(config: Config, env: Environment, version: str | None) -> 
     if scan["passed"] is False:
         raise ArtifactError(f"{manifest['version']}: {scan['why']} — fix the findings and rescan")
     found: dict[str, ServiceImage] = {}
+    chains: dict[str, tuple[tuple[str, str], ...]] = {}
     for name, service in env.services.items():
         entry = manifest.get("images", {}).get(service.image)
         if not entry:
@@ -110,6 +121,9 @@ def release_from_dist(config: Config, env: Environment, version: str | None) -> 
             reference=images.image_reference(entry),
             version=manifest["version"],
         )
+        preview = (manifest.get("migrations") or {}).get(service.image) or {}
+        if preview.get("image_id") == entry["id"] and preview.get("revisions"):
+            chains[name] = tuple((str(r["revision"]), str(r["kind"])) for r in preview["revisions"])
     return Release(
         version=manifest["version"],
         commit=manifest["commit"],
@@ -118,6 +132,7 @@ def release_from_dist(config: Config, env: Environment, version: str | None) -> 
         source=f"{config.build.dist_dir}/{folder.name}",
         scan=scan,
         commit_time=manifest.get("source_date_epoch"),
+        chains=chains,
     )
 
 
@@ -139,4 +154,9 @@ def release_from_record(record: ReleaseRecord, *, source: str | None = None) -> 
         source=source or f"ledger {record.id}",
         scan=record.scan,
         commit_time=record.commit_time,
+        chains={
+            name: tuple((str(r["revision"]), str(r["kind"])) for r in entry["chain"])
+            for name, entry in record.schema.items()
+            if entry.get("chain")
+        },
     )

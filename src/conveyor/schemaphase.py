@@ -112,10 +112,25 @@ class SchemaPhase:
         save: Callable[[], None],
         *,
         live_chain: Callable[[str], set[str] | None] = lambda _service: None,
+        ledger_schema: Callable[[str], str | None] = lambda _service: None,
     ) -> None:
         """Backup, expand and check each migrating service; ``save`` writes the record."""
         for service in migrating_services(self.env):
             image = release.images[service.image]
+            known = ledger_schema(service.name)
+            if known is not None and known == release.expand_head(service.name):
+                # The ledger saw the database at this release's expand head: no one-off needed
+                # (were it wrong, the new color's readiness would refuse the schema).
+                record.schema[service.name] = {
+                    "current": known,
+                    "after": known,
+                    "chain": [{"revision": r, "kind": k} for r, k in release.chains[service.name]],
+                    "ran": [],
+                    "backup": None,
+                    "planned": "from the ledger",
+                }
+                self.out.say(f"  {service.name}: schema at {known} (ledger); nothing to migrate")
+                continue
             command = self.command(service, image.image_id, record.id)
             with self.failing_as("migrate"):
                 self.primary.ensure_image(image.image_id, image.reference, None)

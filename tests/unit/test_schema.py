@@ -4,6 +4,7 @@ protocol's answers, the rollback decision and what status and history say."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -11,9 +12,11 @@ from typing import Any
 import pytest
 
 from conveyor import backups, config, schemaphase
+from conveyor.console import Console
 from conveyor.errors import ConfigError, MigrationFailed
 from conveyor.ledger import ReleaseRecord
 from conveyor.operations import schema_lines
+from conveyor.releases import Release, ServiceImage
 from conveyor.schema import Acceptance, Revision, SchemaPlan, _last_json
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -282,3 +285,20 @@ def test_a_backup_ahead_by_expands_is_restorable_one_past_a_contract_is_not() ->
     assert schemaphase.contract_between([target, later], target, at("a")) is None
     assert schemaphase.contract_between([target, later], target, at("b")) is None
     assert schemaphase.contract_between([target, later], target, at("d")) == "c"
+
+
+def test_a_release_the_ledger_saw_migrated_skips_the_plan_one_off() -> None:
+    """The ledger last saw the database at this release's expand head: nothing to run, and no
+    container is started to find that out (``primary`` is None here: it is never touched)."""
+    env = config.load(ROOT / "deploy.toml").environment("staging")
+    chain = (("a", "expand"), ("b", "expand"), ("c", "contract"))
+    image = ServiceImage("api", "sha256:x", "ref", "2.0")
+    release = Release("2.0", "0" * 40, False, {"api": image, "web": image}, "dist/2.0")
+    release = dataclasses.replace(release, chains={"api": chain})
+    assert release.expand_head("api") == "b" and release.expand_head("web") is None
+    phase = schemaphase.SchemaPhase(env, primary=None, targets=[], out=Console(quiet=True))  # type: ignore[arg-type]
+    deploying = record("r0003", 300.0)
+    phase.run(release, deploying, None, {}, lambda: None, ledger_schema=lambda _service: "b")
+    assert deploying.schema["api"]["planned"] == "from the ledger"
+    assert deploying.schema["api"]["after"] == "b" and deploying.schema["api"]["ran"] == []
+    assert [r["revision"] for r in deploying.schema["api"]["chain"]] == ["a", "b", "c"]
