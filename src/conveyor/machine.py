@@ -21,7 +21,7 @@ from typing import Any
 import docker.errors
 
 from conveyor import engine, tools
-from conveyor.config import Config
+from conveyor.config import DEFAULT_PGTOOLS_IMAGE, Config
 from conveyor.errors import ConveyorError, EngineUnavailable
 from conveyor.images import image_present, try_pull
 
@@ -31,7 +31,7 @@ DOCKERD_ARGS = ("--bridge=none", "--iptables=false")
 DEBOOTSTRAP_PACKAGES = "python3,python3-venv,ca-certificates"
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
 # pg_dump must match the server's major version; the tag says which one this image serves.
-PGTOOLS_IMAGE = "localhost/conveyor-pgtools:15"
+PGTOOLS_IMAGE = DEFAULT_PGTOOLS_IMAGE  # deploy.toml's default backup_image, declared there
 PGTOOLS_DOCKERFILE = "docker/Dockerfile.pgtools"
 
 
