@@ -175,11 +175,16 @@ class Notifier:
             title=redact(message.title, self.secrets),
             body=redact(message.body, self.secrets),
         )
-        thread = threading.Thread(target=self._deliver, args=(safe,), daemon=True)
+        # In the background, but in order: "started" must never arrive after "succeeded"
+        # (the first delivery also pays for importing apprise).
+        previous = self._threads[-1] if self._threads else None
+        thread = threading.Thread(target=self._deliver, args=(safe, previous), daemon=True)
         self._threads.append(thread)
         thread.start()
 
-    def _deliver(self, message: Message) -> None:
+    def _deliver(self, message: Message, after: threading.Thread | None = None) -> None:
+        if after is not None:
+            after.join(2 * self.timeout + 1)
         try:
             import apprise  # noqa: PLC0415 - a deploy without notification targets never loads it
         except ImportError:
