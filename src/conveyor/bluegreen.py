@@ -58,6 +58,8 @@ class Execution:
     stopping: threading.Thread | None = None
     # The old color's containers left running out of rotation (keep_warm), per host.
     warm: dict[str, dict[str, str]] = field(default_factory=dict)
+    # When the first host's switch call returned (time.monotonic()): traffic is on the release.
+    switched_at: float | None = None
 
     def wait_stopped(self, timeout: float = 60.0) -> None:
         """Wait for the old color's containers to finish stopping."""
@@ -291,6 +293,8 @@ class BlueGreen:
         began = time.monotonic()
         target.admin("; ".join(commands))
         run.switch_seconds.append(time.monotonic() - began)
+        if run.switched_at is None:
+            run.switched_at = time.monotonic()
         run.switched.append(target.name)
         target.write_router_config({m.service: m.to_color for m in host_plan.moves})
 
