@@ -837,9 +837,9 @@ def schema_lines(env: Any, schemas: dict[str, dict[str, Any]]) -> list[str]:
         pending = entry.get("pending_contract") or []
         if entry.get("step") == "contract":
             pending = []
+        database = f"{entry['database']}, " if entry.get("database") else ""
         lines.append(
-            f"  schema {service.name}: {entry.get('after')} ({entry.get('database', 'db')}, "
-            f"by {entry.get('by')})"
+            f"  schema {service.name}: {entry.get('after')} ({database}by {entry.get('by')})"
             + (f"; contract pending: {', '.join(pending)}" if pending else "")
         )
     return lines

@@ -205,7 +205,7 @@ def test_status_and_history_show_the_schema_from_deploys_and_contract_runs() -> 
     contracted = {"kind": "migrated", "at": 300.0, "service": "api", "step": "contract"}
     contracted |= {"before": "c", "after": "d", "ran": [], "backup": backup("r0002c", 300)}
     latest = schemaphase.live_schema([deployed], [contracted])
-    assert schema_lines(env, latest) == ["  schema api: d (db, by contract)"]
+    assert schema_lines(env, latest) == ["  schema api: d (by contract)"]
     assert [b.id for b in schemaphase.recorded_backups([deployed], [contracted])] == [
         "r0002-api",
         "r0002c-api",
