@@ -223,17 +223,7 @@ def plan_move(
                     warm=warm is not None,
                 )
             )
-        live_record = state.live_record()
-        warm_names = (
-            set(live_record.warm_containers(host_state.name).values()) if live_record else set()
-        )
-        for move in moves:
-            for name in move.stop_first:
-                if name in warm_names:
-                    notes.append(f"{host_state.name}: the warm {name} is replaced by this {kind}")
-        for leftover in host_state.leftovers(live_record):
-            if leftover.name not in {n for m in moves for n in m.stop_first}:
-                notes.append(f"{host_state.name}: leftover {leftover.name} is running")
+        notes += _host_notes(state, host_state, moves, kind)
         host_plans.append(HostPlan(host=host_state.name, moves=tuple(moves)))
     for record in state.interrupted():
         notes.append(
@@ -252,6 +242,27 @@ def plan_move(
         notes=tuple(notes),
         keep_warm=env.keep_warm if kind != ROLLBACK else 0.0,
     )
+
+
+def _host_notes(
+    state: EnvironmentState, host: HostState, moves: list[ServiceMove], kind: RecordKind
+) -> list[str]:
+    """What the plan replaces or leaves on ``host``: a warm release, running leftovers."""
+    live_record = state.live_record()
+    warm_names = set(live_record.warm_containers(host.name).values()) if live_record else set()
+    stopping = {n for m in moves for n in m.stop_first}
+    notes = [
+        f"{host.name}: the warm {name} is replaced by this {kind}"
+        for move in moves
+        for name in move.stop_first
+        if name in warm_names
+    ]
+    notes += [
+        f"{host.name}: leftover {leftover.name} is running"
+        for leftover in host.leftovers(live_record)
+        if leftover.name not in stopping
+    ]
+    return notes
 
 
 def _warm_gone(
