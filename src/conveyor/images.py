@@ -300,11 +300,7 @@ def build_images(
         )
         image = client.images.get(image_id)
         if migrationsql.image_command(spec):
-            with out.step(f"Rendering {spec.name}'s migration SQL"):
-                revisions = render_migrations(client, image_id, spec)
-            previews[spec.name] = (image_id, revisions)
-            kinds = ", ".join(f"{r.revision} {r.kind}" for r in revisions) or "none"
-            out.say(f"  {spec.name}: {len(revisions)} revisions ({kinds})")
+            previews[spec.name] = (image_id, _preview_migrations(client, image_id, spec, out))
         for extra in manifest["image_tags"][1:]:
             image.tag(local_name(config, spec), tag=extra)
         entry: dict[str, Any] = {
@@ -318,16 +314,8 @@ def build_images(
             entry["forced"] = forced
         repository = remote_name(config, spec)
         if repository and push_to_registry:
-            digest = ""
-            for image_tag in manifest["image_tags"]:
-                _check_registry_tag(
-                    client, f"{repository}:{image_tag}", before=before, force=force, out=out
-                )
-                image.tag(repository, tag=image_tag)
-                with out.step(f"Pushing {repository}:{image_tag}"):
-                    digest = push(client, repository, image_tag)
             entry.update(
-                {"repository": repository, "digest": digest, "reference": f"{repository}@{digest}"}
+                _push_tags(client, image, repository, manifest, before=before, force=force, out=out)
             )
         same_digest = before.get("digest", "") == entry.get("digest", "")
         if before.get("id") == image_id and same_digest and "scan" in before:
@@ -344,6 +332,39 @@ def build_images(
 
     artifacts.update_manifest(folder, record)
     return results
+
+
+def _preview_migrations(
+    client: Any, image_id: str, spec: ImageSpec, out: Console
+) -> list[migrationsql.Revision]:
+    """The image's migration SQL, rendered offline in a container of exactly that image."""
+    with out.step(f"Rendering {spec.name}'s migration SQL"):
+        revisions = render_migrations(client, image_id, spec)
+    kinds = ", ".join(f"{r.revision} {r.kind}" for r in revisions) or "none"
+    out.say(f"  {spec.name}: {len(revisions)} revisions ({kinds})")
+    return revisions
+
+
+def _push_tags(
+    client: Any,
+    image: Any,
+    repository: str,
+    manifest: dict[str, Any],
+    *,
+    before: dict[str, Any],
+    force: bool,
+    out: Console,
+) -> dict[str, str]:
+    """Push every tag of the release (each checked against what the registry holds)."""
+    digest = ""
+    for image_tag in manifest["image_tags"]:
+        _check_registry_tag(
+            client, f"{repository}:{image_tag}", before=before, force=force, out=out
+        )
+        image.tag(repository, tag=image_tag)
+        with out.step(f"Pushing {repository}:{image_tag}"):
+            digest = push(client, repository, image_tag)
+    return {"repository": repository, "digest": digest, "reference": f"{repository}@{digest}"}
 
 
 def render_migrations(
