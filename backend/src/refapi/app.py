@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import math
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from fractions import Fraction
 
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
@@ -14,7 +18,11 @@ from sqlalchemy.orm import sessionmaker
 
 from refapi import migrations, notes, schema
 from refapi.database import describe_failure
-from refapi.settings import Settings
+from refapi.settings import Fault, Settings
+
+# What a deploy tool and Docker poll; faults that mimic a bad release under traffic spare
+# them, so the release passes readiness and smoke checks and only its traffic shows it.
+PROBE_PATHS = frozenset({"/healthz", "/readyz"})
 
 
 def create_app(settings: Settings, engine: Engine) -> FastAPI:
@@ -66,9 +74,18 @@ def create_app(settings: Settings, engine: Engine) -> FastAPI:
     async def version() -> dict[str, str]:
         return identity
 
-    if settings.fault.kind == "fail-after-ready":
-        _fail_after(app, settings.fault.after_seconds)
+    _inject_fault(app, settings.fault)
     return app
+
+
+def _inject_fault(app: FastAPI, fault: Fault) -> None:
+    """Wire the faults that act while serving; not-ready acts in /readyz, crash at startup."""
+    if fault.kind == "fail-after-ready":
+        _fail_after(app, fault.argument)
+    elif fault.kind == "fail-ratio":
+        _fail_a_share(app, fault.argument)
+    elif fault.kind == "slow":
+        _slow_down(app, fault.argument / 1000)
 
 
 def _not_ready(reason: str, identity: dict[str, str]) -> JSONResponse:
@@ -89,4 +106,62 @@ def _fail_after(app: FastAPI, seconds: float) -> None:
         started_at: float = request.app.state.started_at
         if time.monotonic() - started_at >= seconds:
             return JSONResponse({"detail": "fault injected: fail-after-ready"}, status_code=500)
+        return await call_next(request)
+
+
+class FailureSchedule:
+    """Which ordinary requests a fail-ratio fault fails, deterministically.
+
+    Request k (counted from 1) fails when floor(k*R) > floor((k-1)*R): the first n
+    requests hold exactly floor(n*R) failures, evenly spread (R=0.2 fails every fifth).
+    """
+
+    def __init__(self, ratio: float) -> None:
+        # The decimal as written: in binary floats 100 * 0.29 is 28.999..., which would
+        # move a failure one request late.
+        self._ratio = Fraction(str(ratio))
+        self._counted = 0
+        self._lock = threading.Lock()
+
+    def next_fails(self) -> bool:
+        """Count one more ordinary request and say whether it is to fail."""
+        with self._lock:
+            self._counted += 1
+            k = self._counted
+        return math.floor(k * self._ratio) > math.floor((k - 1) * self._ratio)
+
+
+def _is_probe(request: Request) -> bool:
+    return request.url.path in PROBE_PATHS
+
+
+def _fail_a_share(app: FastAPI, ratio: float) -> None:
+    """Answer 500 to a share `ratio` of ordinary requests; probes answer normally.
+
+    This is the release that is healthy by every probe and bad for some users: only a
+    canary's error rate can catch it.
+    """
+    schedule = FailureSchedule(ratio)
+
+    @app.middleware("http")
+    async def fail_ratio(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        if _is_probe(request) or not schedule.next_fails():
+            return await call_next(request)
+        return JSONResponse({"detail": "fault injected: fail-ratio"}, status_code=500)
+
+
+def _slow_down(app: FastAPI, seconds: float) -> None:
+    """Delay every ordinary request by `seconds` before serving it; probes are not delayed.
+
+    This is the release that is correct but slow: only a canary's latency can catch it.
+    """
+
+    @app.middleware("http")
+    async def slow(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        if not _is_probe(request):
+            await asyncio.sleep(seconds)
         return await call_next(request)

@@ -24,16 +24,15 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
-from typing import Literal
+from typing import Literal, get_args
 
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
 from refapi.errors import ConfigError
 
-FaultKind = Literal["none", "not-ready", "crash", "fail-after-ready"]
-FAULT_NAMES: tuple[FaultKind, ...] = ("none", "not-ready", "crash", "fail-after-ready")
-FAULT_USAGE = "none, not-ready, crash or fail-after-ready=N"
+FaultKind = Literal["none", "not-ready", "crash", "fail-after-ready", "fail-ratio", "slow"]
+FAULT_NAMES: tuple[FaultKind, ...] = get_args(FaultKind)
 SUPPORTED_BACKENDS = ("sqlite", "postgresql")
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
@@ -41,31 +40,64 @@ SECRET_FILE_WAIT = 300.0
 
 
 @dataclass(frozen=True)
+class FaultArgument:
+    """How the value of a fault written `name=VALUE` is named, read and bounded."""
+
+    letter: str
+    noun: str
+    unit: str
+    rule: str
+    example: str
+    accepts: Callable[[float], bool]
+
+
+FAULT_ARGUMENTS: Mapping[FaultKind, FaultArgument] = {
+    "fail-after-ready": FaultArgument(
+        "N", "a delay", "seconds", "a number of seconds >= 0", "5", lambda v: v >= 0
+    ),
+    "fail-ratio": FaultArgument(
+        "R", "a share", "of ordinary requests", "a number in (0, 1]", "0.2", lambda v: 0 < v <= 1
+    ),
+    "slow": FaultArgument(
+        "MS",
+        "a delay",
+        "milliseconds",
+        "a number of milliseconds in (0, 60000]",
+        "500",
+        lambda v: 0 < v <= 60000,
+    ),
+}
+
+
+def _fault_usage() -> str:
+    forms = [
+        f"{name}={FAULT_ARGUMENTS[name].letter}" if name in FAULT_ARGUMENTS else name
+        for name in FAULT_NAMES
+    ]
+    return ", ".join(forms[:-1]) + " or " + forms[-1]
+
+
+FAULT_USAGE = _fault_usage()
+
+
+@dataclass(frozen=True)
 class Fault:
-    """A deliberate misbehaviour, so the deploy tool can prove it rolls back bad releases."""
+    """A deliberate misbehaviour, so the deploy tool can prove it rolls back bad releases
+    and canary tests can watch a release that fails a share of requests or answers slowly.
+
+    ``argument`` is the fault's value as FAULT_ARGUMENTS describes it: seconds for
+    fail-after-ready, the failing share for fail-ratio, milliseconds for slow.
+    """
 
     kind: FaultKind = "none"
-    after_seconds: float = 0.0
+    argument: float = 0.0
 
     @classmethod
     def parse(cls, raw: str) -> Fault:
-        name, sep, argument = raw.strip().partition("=")
-        if name == "fail-after-ready":
-            if not sep:
-                raise ConfigError(
-                    f"REFAPI_FAULT={raw!r} needs a delay: fail-after-ready=N (seconds)"
-                )
-            try:
-                seconds = float(argument)
-            except ValueError:
-                seconds = math.nan
-            if not math.isfinite(seconds) or seconds < 0:
-                raise ConfigError(
-                    f"REFAPI_FAULT={raw!r}: N must be a number of seconds >= 0, "
-                    "e.g. fail-after-ready=5"
-                )
-            return cls("fail-after-ready", seconds)
+        name, sep, value = raw.strip().partition("=")
         for known in FAULT_NAMES:
+            if name == known and known in FAULT_ARGUMENTS:
+                return cls(known, _fault_argument(raw, known, sep, value))
             if name == known and not sep:
                 return cls(known)
         hint = difflib.get_close_matches(name, FAULT_NAMES, n=1)
@@ -73,6 +105,25 @@ class Fault:
         raise ConfigError(
             f"REFAPI_FAULT={raw!r} is not a known fault{suggestion}; expected {FAULT_USAGE}"
         )
+
+
+def _fault_argument(raw: str, name: FaultKind, sep: str, value: str) -> float:
+    argument = FAULT_ARGUMENTS[name]
+    if not sep:
+        raise ConfigError(
+            f"REFAPI_FAULT={raw!r} needs {argument.noun}: "
+            f"{name}={argument.letter} ({argument.unit})"
+        )
+    try:
+        number = float(value)
+    except ValueError:
+        number = math.nan
+    if not (math.isfinite(number) and argument.accepts(number)):
+        raise ConfigError(
+            f"REFAPI_FAULT={raw!r}: {argument.letter} must be {argument.rule}, "
+            f"e.g. {name}={argument.example}"
+        )
+    return number
 
 
 @dataclass(frozen=True)

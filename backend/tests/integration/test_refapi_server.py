@@ -155,8 +155,21 @@ def test_an_unknown_fault_exits_2_with_one_line(start_refapi: Start) -> None:
     assert server.wait_for_exit() == 2
     assert server.stderr.splitlines() == [
         "refapi: REFAPI_FAULT='explode' is not a known fault; "
-        "expected none, not-ready, crash or fail-after-ready=N"
+        "expected none, not-ready, crash, fail-after-ready=N, fail-ratio=R or slow=MS"
     ]
+
+
+def test_fault_fail_ratio_fails_every_fifth_request_and_no_probe(start_refapi: Start) -> None:
+    server = start_refapi(REFAPI_FAULT="fail-ratio=0.2")
+
+    server.wait_for("/readyz", 200)
+    statuses = []
+    for _ in range(20):
+        statuses.append(server.get("/api/version").status_code)
+        assert server.get("/healthz").status_code == 200
+        assert server.get("/readyz").status_code == 200
+
+    assert statuses == [200, 200, 200, 200, 500] * 4
 
 
 def test_fault_fail_after_ready_breaks_every_endpoint_after_n_seconds(start_refapi: Start) -> None:

@@ -1,12 +1,19 @@
 from __future__ import annotations
 
+import itertools
+import math
+import threading
+import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from fractions import Fraction
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 
+from refapi.app import FailureSchedule
 from refapi.migrations import head_revision
 from refapi.settings import Fault, database_url
 
@@ -168,3 +175,114 @@ def test_fault_fail_after_ready_serves_normally_until_due(
 
     assert client.get("/readyz").status_code == 200
     assert client.post("/api/notes", json={"text": "still fine"}).status_code == 201
+
+
+def test_fault_fail_ratio_fails_exactly_that_share_evenly_spread(
+    make_client: Callable[..., TestClient],
+) -> None:
+    client = make_client(fault=Fault("fail-ratio", 0.2))
+    statuses = []
+
+    for k in range(1, 1001):
+        statuses.append(client.get("/api/version").status_code)
+        if k % 10 == 0:
+            assert client.get("/readyz").status_code == 200
+
+    failed = [k for k, status in enumerate(statuses, start=1) if status == 500]
+    assert failed == list(range(5, 1001, 5))
+    assert statuses.count(200) == 800
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/readyz"])
+def test_fault_fail_ratio_spares_the_probes(
+    make_client: Callable[..., TestClient], path: str
+) -> None:
+    client = make_client(fault=Fault("fail-ratio", 1.0))
+
+    failed = client.get("/api/notes")
+
+    assert failed.status_code == 500
+    assert failed.json() == {"detail": "fault injected: fail-ratio"}
+    assert [client.get(path).status_code for _ in range(5)] == [200] * 5
+
+
+@pytest.mark.parametrize("ratio", [0.2, 0.29, 0.001, 0.333, 0.75, 1.0])
+def test_failure_schedule_fails_floor_of_n_times_the_ratio(ratio: float) -> None:
+    schedule = FailureSchedule(ratio)
+
+    fails = [schedule.next_fails() for _ in range(10_000)]
+
+    exact = Fraction(str(ratio))
+    failed_so_far = list(itertools.accumulate(fails))
+    assert failed_so_far == [math.floor(n * exact) for n in range(1, 10_001)]
+
+
+def test_failure_schedule_spreads_failures_evenly() -> None:
+    schedule = FailureSchedule(0.29)
+
+    fails = [schedule.next_fails() for _ in range(1000)]
+
+    # Any 100 requests in a row hold 29 failures, not a burst.
+    assert {sum(fails[start : start + 100]) for start in range(901)} == {29}
+
+
+def test_failure_schedule_counts_every_request_once_across_threads() -> None:
+    schedule = FailureSchedule(0.5)
+    start = threading.Barrier(8)
+
+    def count_failures() -> int:
+        start.wait()
+        return sum(schedule.next_fails() for _ in range(2000))
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        total = sum(pool.map(lambda _: count_failures(), range(8)))
+
+    assert total == 8000
+
+
+def _timed_get(client: TestClient, path: str) -> tuple[int, float]:
+    began = time.monotonic()
+    status = client.get(path).status_code
+    return status, time.monotonic() - began
+
+
+@pytest.mark.parametrize("path", ["/api/version", "/api/notes"])
+def test_fault_slow_delays_ordinary_requests(
+    make_client: Callable[..., TestClient], path: str
+) -> None:
+    client = make_client(fault=Fault("slow", 200.0))
+
+    status, seconds = _timed_get(client, path)
+
+    assert status == 200
+    assert seconds >= 0.19
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/readyz"])
+def test_fault_slow_does_not_delay_the_probes(
+    make_client: Callable[..., TestClient], path: str
+) -> None:
+    client = make_client(fault=Fault("slow", 200.0))
+    client.get(path)  # the first call pays one-off costs that are no part of the fault
+
+    status, seconds = _timed_get(client, path)
+
+    assert status == 200
+    assert seconds < 0.15
+
+
+def test_fault_slow_does_not_block_other_requests_while_it_waits(
+    make_client: Callable[..., TestClient],
+) -> None:
+    client = make_client(fault=Fault("slow", 1000.0))
+    client.get("/healthz")
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        slow = pool.submit(_timed_get, client, "/api/version")
+        time.sleep(0.1)  # let the slow request reach its sleep
+        probe_status, probe_seconds = _timed_get(client, "/healthz")
+        assert not slow.done()
+
+    assert probe_status == 200
+    assert probe_seconds < 0.5
+    assert slow.result() >= (200, 0.99)

@@ -98,6 +98,12 @@ def test_a_bad_flag_is_rejected_by_name() -> None:
         ("crash", Fault("crash")),
         ("fail-after-ready=5", Fault("fail-after-ready", 5.0)),
         ("fail-after-ready=0.5", Fault("fail-after-ready", 0.5)),
+        ("fail-ratio=0.2", Fault("fail-ratio", 0.2)),
+        ("fail-ratio=1", Fault("fail-ratio", 1.0)),
+        (" fail-ratio=.05 ", Fault("fail-ratio", 0.05)),
+        ("slow=200", Fault("slow", 200.0)),
+        ("slow=0.5", Fault("slow", 0.5)),
+        ("slow=60000", Fault("slow", 60000.0)),
     ],
 )
 def test_faults_parse(raw: str, expected: Fault) -> None:
@@ -115,8 +121,40 @@ def test_faults_parse(raw: str, expected: Fault) -> None:
         ("fail-after-ready=-1", r"N must be a number of seconds >= 0"),
         ("fail-after-ready=soon", r"N must be a number of seconds >= 0"),
         ("fail-after-ready=nan", r"N must be a number of seconds >= 0"),
+        ("fail_ratio=0.2", r"is not a known fault \(did you mean 'fail-ratio'\?\)"),
+        ("fail-ratio", r"needs a share: fail-ratio=R \(of ordinary requests\)"),
+        ("fail-ratio=", r"R must be a number in \(0, 1\], e.g. fail-ratio=0.2$"),
+        ("fail-ratio=0", r"R must be a number in \(0, 1\]"),
+        ("fail-ratio=-0.1", r"R must be a number in \(0, 1\]"),
+        ("fail-ratio=1.01", r"R must be a number in \(0, 1\]"),
+        ("fail-ratio=20%", r"R must be a number in \(0, 1\]"),
+        ("fail-ratio=nan", r"R must be a number in \(0, 1\]"),
+        ("slow", r"needs a delay: slow=MS \(milliseconds\)"),
+        ("slow=0", r"MS must be a number of milliseconds in \(0, 60000\], e.g. slow=500$"),
+        ("slow=-5", r"MS must be a number of milliseconds in \(0, 60000\]"),
+        ("slow=60001", r"MS must be a number of milliseconds in \(0, 60000\]"),
+        ("slow=200ms", r"MS must be a number of milliseconds in \(0, 60000\]"),
+        ("slow=inf", r"MS must be a number of milliseconds in \(0, 60000\]"),
     ],
 )
 def test_bad_faults_are_rejected(raw: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         Fault.parse(raw)
+
+
+def test_a_bad_fault_value_is_one_line_naming_the_variable_rule_and_example() -> None:
+    with pytest.raises(ConfigError) as caught:
+        Fault.parse("fail-ratio=2")
+
+    assert str(caught.value) == (
+        "REFAPI_FAULT='fail-ratio=2': R must be a number in (0, 1], e.g. fail-ratio=0.2"
+    )
+
+
+def test_an_unknown_fault_lists_every_fault_with_its_value() -> None:
+    with pytest.raises(ConfigError) as caught:
+        Fault.parse("boom")
+
+    assert str(caught.value).endswith(
+        "expected none, not-ready, crash, fail-after-ready=N, fail-ratio=R or slow=MS"
+    )
