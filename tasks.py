@@ -178,6 +178,33 @@ def recover(c: Context, env: str, dry_run: bool = False, lock_wait: str | None =
     )
 
 
+@task(help={"env": "environment", "json": "machine-readable output"})
+def rollout(c: Context, env: str, json: bool = False) -> None:
+    """Show a canary rollout: the live weights read from each router, its step, every verdict."""
+    _conveyor("rollout", "--env", env, _flag(json, "--json"))
+
+
+_STEER_HELP = {
+    "env": "environment",
+    "dry_run": "say what it would do, change nothing",
+    "wait": "seconds to wait for the rollout to answer (default: 120)",
+}
+
+
+@task(help=_STEER_HELP)
+def rollout_promote(c: Context, env: str, dry_run: bool = False, wait: str | None = None) -> None:
+    """Finish a canary rollout now: the rest of the traffic, then the verify window."""
+    _conveyor(
+        "rollout-promote", "--env", env, _flag(dry_run, "--dry-run"), *_option("--wait", wait)
+    )
+
+
+@task(help=_STEER_HELP)
+def rollout_abort(c: Context, env: str, dry_run: bool = False, wait: str | None = None) -> None:
+    """Abort a canary rollout in any state: stable color back everywhere, canary stopped."""
+    _conveyor("rollout-abort", "--env", env, _flag(dry_run, "--dry-run"), *_option("--wait", wait))
+
+
 @task(
     help={
         "env": "environment",

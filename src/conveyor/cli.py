@@ -165,6 +165,27 @@ def cmd_recover(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rollout(args: argparse.Namespace) -> int:
+    from conveyor import rollout  # noqa: PLC0415
+
+    rollout.show(_config(args), args.env, as_json=args.json)
+    return 0
+
+
+def cmd_rollout_promote(args: argparse.Namespace) -> int:
+    from conveyor import rollout, steering  # noqa: PLC0415
+
+    rollout.steer(_config(args), args.env, steering.PROMOTE, dry_run=args.dry_run, wait=args.wait)
+    return 0
+
+
+def cmd_rollout_abort(args: argparse.Namespace) -> int:
+    from conveyor import rollout, steering  # noqa: PLC0415
+
+    rollout.steer(_config(args), args.env, steering.ABORT, dry_run=args.dry_run, wait=args.wait)
+    return 0
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from conveyor import operations  # noqa: PLC0415
 
@@ -329,7 +350,9 @@ def _add_artifacts_commands(sub: Subparsers) -> None:
 
 def _add_deploy_commands(sub: Subparsers) -> None:
     """The commands that change an environment: deploy, rollback, recover."""
-    deploy = _command(sub, "deploy", cmd_deploy, "Blue-green deploy a release to an environment.")
+    deploy = _command(
+        sub, "deploy", cmd_deploy, "Deploy a release (blue-green or canary, per environment)."
+    )
     deploy.add_argument("--env", required=True)
     deploy.add_argument("--version", help="release to deploy (default: the working tree's)")
     deploy.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
@@ -378,6 +401,36 @@ def _add_deploy_commands(sub: Subparsers) -> None:
     rec.add_argument("--env", required=True)
     rec.add_argument("--dry-run", action="store_true", help="say what it would do, change nothing")
     rec.add_argument("--lock-wait", type=float, default=0.0, metavar="SECONDS")
+    _add_rollout_commands(sub)
+
+
+def _add_rollout_commands(sub: Subparsers) -> None:
+    """A canary rollout: see it, finish it at once, or abort it (in any state)."""
+    show = _command(
+        sub, "rollout", cmd_rollout, "Show a canary rollout: live weights, step, every verdict."
+    )
+    show.add_argument("--env", required=True)
+    show.add_argument("--json", action="store_true")
+    for name, handler, text in (
+        ("rollout-promote", cmd_rollout_promote, "Finish the canary rollout now: switch, verify."),
+        (
+            "rollout-abort",
+            cmd_rollout_abort,
+            "Abort the canary rollout: every host back on the stable color, canary stopped.",
+        ),
+    ):
+        steer = _command(sub, name, handler, text)
+        steer.add_argument("--env", required=True)
+        steer.add_argument(
+            "--dry-run", action="store_true", help="say what it would do, change nothing"
+        )
+        steer.add_argument(
+            "--wait",
+            type=float,
+            default=120.0,
+            metavar="SECONDS",
+            help="how long to wait for the rollout to answer (default: 120)",
+        )
 
 
 def _add_inspect_commands(sub: Subparsers) -> None:

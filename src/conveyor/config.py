@@ -8,6 +8,7 @@ for a typo, the closest known name: ``deploy.toml [environments.staging] 'helth'
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import re
 import sys
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from conveyor import tomltable
 from conveyor.errors import ConfigError, UsageError
-from conveyor.terms import COLORS
+from conveyor.terms import COLORS, STRATEGIES, Strategy
 from conveyor.tomltable import TomlTable, did_you_mean
 
 if TYPE_CHECKING:
@@ -217,7 +218,15 @@ class Approval:
 
 
 # What a deploy tells people about (conveyor.notify sends them through apprise).
-NOTIFY_EVENTS = ("started", "succeeded", "failed", "rolled-back", "approval-needed")
+NOTIFY_EVENTS = (
+    "started",
+    "succeeded",
+    "failed",
+    "rolled-back",
+    "approval-needed",
+    "canary-window",
+    "canary-aborted",
+)
 
 
 @dataclass(frozen=True)
@@ -228,6 +237,45 @@ class Notifications:
     urls: tuple[SecretRef, ...] = ()
     events: tuple[str, ...] = NOTIFY_EVENTS
     timeout: float = 10.0
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """How a canary step is judged, from the router's own counters: one table, ``[analysis]``,
+    for canary steps and flag ramps alike (separate from the verify window's
+    ``max_error_rate``). A window passes only on enough traffic; it fails at once on clear
+    evidence."""
+
+    # Fewer requests than this on the canary (or the stable color) in a window: inconclusive.
+    min_requests: int = 50
+    # This many inconclusive windows in one rollout abort it: too little traffic never passes.
+    max_inconclusive: int = 3
+    # Fail when the canary's error rate exceeds the stable color's by more than this.
+    max_error_rate_increase: float = 0.01
+    # Fail when the canary's mean response time is this many times the stable color's...
+    max_latency_ratio: float = 1.5
+    # ...and at least this many milliseconds slower (1 ms against 2 ms is noise, not a fault).
+    latency_slack_ms: float = 25.0
+    # Fail between samples, before the window ends, once the canary has this many errors and a
+    # one-sided binomial test puts the chance that it is no worse than stable below this.
+    fail_fast_errors: int = 10
+    fail_fast_p: float = 0.001
+    # Seconds between two reads of the routers' counters.
+    sample: float = 1.0
+
+
+@dataclass(frozen=True)
+class Canary:
+    """``strategy = "canary"``: the new color takes these percentages of traffic in turn, each
+    for ``interval`` seconds of analysis; the last step (100) is the switch and verify window."""
+
+    steps: tuple[int, ...] = (5, 25, 50, 100)
+    interval: float = 30.0
+    # A cookie keeps a user on the color they first got for the whole rollout.
+    sticky: bool = False
+    # Requests per second of synthetic traffic (health path through the public route) for an
+    # environment with too little real traffic; 0 = none. Verdicts say when it ran.
+    synthetic: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -250,6 +298,10 @@ class Environment:
     # Where releases must come from: a deploy here takes only a release that succeeded there
     # and was not rolled back (the same checks `promote` runs).
     promote_from: str | None = None
+    # "blue-green" (switch at once, then verify) or "canary" (weighted steps, each analysed).
+    strategy: Strategy = "blue-green"
+    canary: Canary = field(default_factory=Canary)
+    analysis: Analysis = field(default_factory=Analysis)
 
     @property
     def gated(self) -> bool:
@@ -593,7 +645,9 @@ def _load_approval(table: TomlTable) -> Approval:
 _ROUTER_PORTS = {"port": 1, "preview_port": 1, "admin_port": 1}
 
 
-def _load_environment(name: str, table: TomlTable, images: Mapping[str, ImageSpec]) -> Environment:
+def _load_environment(
+    name: str, table: TomlTable, images: Mapping[str, ImageSpec], analysis: Analysis
+) -> Environment:
     """An environment, read in the order its keys appear in the docs: hosts, services, router,
     timeouts, approval, then its own keys; each default comes from its dataclass."""
     if not _NAME.match(name):
@@ -611,11 +665,59 @@ def _load_environment(name: str, table: TomlTable, images: Mapping[str, ImageSpe
         require_scan=table.boolean("require_scan", Environment.require_scan),
         notify=_load_references(table, "notify"),
         promote_from=table.string("promote_from", Environment.promote_from),
+        strategy=table.string("strategy", Environment.strategy, choices=STRATEGIES),
+        canary=_load_canary(table),
+        analysis=analysis,
     )
     table.finish()
     _check_ports(env, table)
     _check_migrations(env, table)
     return env
+
+
+def _load_canary(table: TomlTable) -> Canary:
+    """Steps rise strictly from 1 to a last step of 100; the interval is a duration."""
+    section = table.table("canary")
+    raw = section.value("steps", list(Canary.steps))
+    if (
+        not isinstance(raw, list)
+        or not raw
+        or not all(isinstance(v, int) and not isinstance(v, bool) for v in raw)
+        or any(not 1 <= v <= 100 for v in raw)
+        or any(a >= b for a, b in itertools.pairwise(raw))
+        or raw[-1] != 100
+    ):
+        raise section.error(
+            "steps",
+            "expected rising percentages from 1 that end at 100, e.g. [5, 25, 50, 100], "
+            f"got {raw!r}",
+        )
+    canary = Canary(
+        steps=tuple(raw),
+        interval=_duration(section, "interval", Canary.interval),
+        sticky=section.boolean("sticky", Canary.sticky),
+        synthetic=section.number("synthetic", Canary.synthetic),
+    )
+    section.finish()
+    if canary.interval <= 0:
+        raise section.error("interval", "must be more than 0 seconds")
+    return canary
+
+
+def _load_analysis(root: TomlTable) -> Analysis:
+    analysis = _section(
+        root,
+        "analysis",
+        Analysis,
+        minimum={"min_requests": 1, "max_inconclusive": 0, "fail_fast_errors": 1},
+    )
+    if not 0 < analysis.fail_fast_p < 1:
+        raise root.error("analysis.fail_fast_p", "must be between 0 and 1, e.g. 0.001")
+    if analysis.max_latency_ratio < 1:
+        raise root.error("analysis.max_latency_ratio", "must be at least 1 (canary no slower)")
+    if analysis.sample <= 0:
+        raise root.error("analysis.sample", "must be more than 0 seconds")
+    return analysis
 
 
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
@@ -802,9 +904,10 @@ def parse(data: Mapping[str, Any], path: Path) -> Config:
     )
     images = _load_images(root)
     notifications = _load_notifications(root)
+    analysis = _load_analysis(root)
     env_tables = root.tables("environments")
     environments = {
-        env_name: _load_environment(env_name, table, images)
+        env_name: _load_environment(env_name, table, images, analysis)
         for env_name, table in env_tables.items()
     }
     root.finish()

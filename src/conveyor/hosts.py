@@ -88,6 +88,16 @@ class HostTarget:
         """Which color each service's live backend serves, from the running router."""
         return router.parse_live_colors(self.admin("show stat"), self.env.services)
 
+    def weights(self) -> dict[str, dict[str, int]]:
+        """Per service, the live backend's colors in service and their weights."""
+        return router.parse_weights(self.admin("show stat"), self.env.services)
+
+    def router_log(self, since: float, until: float) -> str:
+        """What the router wrote on stdout between two moments (its per-request log under a
+        canary strategy), read through the engine like any container's logs."""
+        data = self._existing_router().logs(stdout=True, stderr=False, since=since, until=until)
+        return bytes(data).decode(errors="replace")
+
     def probe(
         self, port: int, path: str, *, timeout: float = 5.0, headers: dict[str, str] | None = None
     ) -> Probe:

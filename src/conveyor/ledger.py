@@ -92,6 +92,10 @@ class ReleaseRecord:
     # How an automatic rollback went back, e.g. "instant: switched back to the running
     # previous color in 4 ms, no container started".
     undo: str | None = None
+    # Under strategy "canary": {"steps", "interval", "percent" (the canary's share now),
+    # "state" (starting, stepping, promoting, promoted, aborted), "windows" (every verdict
+    # with its numbers), "reason", "promoted_by"}.
+    canary: dict[str, Any] = field(default_factory=dict)
 
     @property
     def duration(self) -> float | None:

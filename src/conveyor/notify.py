@@ -32,6 +32,7 @@ from conveyor.ledger import ReleaseRecord, who
 from conveyor.scanners.redact import redact as redact_token_shapes
 
 if TYPE_CHECKING:
+    from conveyor.analysis import Verdict
     from conveyor.releases import Release
 
 MASK = "[REDACTED]"
@@ -42,6 +43,8 @@ LEVELS = {
     "failed": "failure",
     "rolled-back": "warning",
     "approval-needed": "warning",
+    "canary-window": "info",
+    "canary-aborted": "failure",
 }
 
 
@@ -303,6 +306,23 @@ class Announcer:
                 title=f"{record.environment} {record.kind} failed",
             )
             github.append_summary(github.deploy_summary(record, serving=serving))
+
+    def canary_window(self, record: ReleaseRecord, verdict: Verdict) -> None:
+        """Each canary window's verdict, with its numbers; a failure is the abort."""
+        event = "canary-aborted" if verdict.outcome == "fail" else "canary-window"
+        title = (
+            f"{record.environment}: canary of {record.version} at {verdict.percent}%: "
+            f"{verdict.outcome}" + (" — aborting" if verdict.outcome == "fail" else "")
+        )
+        body = "\n".join(
+            [
+                f"environment: {record.environment}",
+                f"release: {record.id} ({record.kind})",
+                f"version: {record.version}",
+                f"verdict: {verdict.line()}",
+            ]
+        )
+        self.notifier.send(Message(event=event, title=title, body=body))
 
     def approval_needed(self, release: Release, key: str) -> None:
         self.notifier.send(approval_message(self.env.name, release, key, who()))

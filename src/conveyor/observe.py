@@ -28,6 +28,8 @@ class HostState:
     live: dict[str, str | None]
     containers: list[ServiceContainer]
     error: str | None = None
+    # Per service, the colors in service and their weights: two during a canary step.
+    weights: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @property
     def router_up(self) -> bool:
@@ -42,6 +44,28 @@ class HostState:
         ]
         return running[-1] if running else None
 
+    def split(self, service: str) -> bool:
+        """Both colors take ``service``'s traffic: a canary step (or a crashed one)."""
+        return len(self.weights.get(service, {})) > 1
+
+    def canary_color(self, service: str) -> str | None:
+        """During a split, the color that is not the live one."""
+        if not self.split(service):
+            return None
+        return next((c for c in self.weights[service] if c != self.live.get(service)), None)
+
+    def settle_split(self, live: ReleaseRecord | None) -> None:
+        """Name the live color of a split backend: the one the ledger's live release runs
+        (else the heavier one), so the other is the canary, not a disagreement."""
+        for service, weights in self.weights.items():
+            if len(weights) < 2:
+                continue
+            expected = self.expected(live, service) if live else None
+            if expected is not None and expected.color in weights:
+                self.live[service] = expected.color
+            else:
+                self.live[service] = max(weights, key=lambda color: weights[color])
+
     def container(self, name: str | None) -> ServiceContainer | None:
         return next((c for c in self.containers if c.name == name), None)
 
@@ -53,6 +77,7 @@ class HostState:
         wanted = {c.name for s in self.live if live and (c := self.expected(live, s))}
         if live is not None:
             wanted |= set(live.warm_containers(self.name).values())
+        wanted |= {c.name for c in self.canaries()}
         return [
             c
             for c in self.containers
@@ -70,8 +95,18 @@ class HostState:
         labelled = [c for c in self.containers if c.service == service and c.release == live.id]
         return labelled[-1] if labelled else None
 
+    def canaries(self) -> list[ServiceContainer]:
+        """The running containers of a split's canary color."""
+        return [
+            c
+            for c in self.containers
+            if c.running and self.router_up and c.color == self.canary_color(c.service)
+        ]
+
     def role(self, container: ServiceContainer, expected: ReleaseRecord | None) -> Role:
         if container.running:
+            if container in self.canaries():
+                return "canary"
             if container in self.leftovers(expected):
                 return "leftover"
             if expected and container.name in expected.warm_containers(self.name).values():
@@ -167,6 +202,7 @@ class EnvironmentState:
                     "router": h.router,
                     "error": h.error,
                     "live": h.live,
+                    "weights": h.weights,
                     "containers": [{**c.__dict__, "role": h.role(c, live)} for c in h.containers],
                     "leftovers": [c.name for c in h.leftovers(live)],
                 }
@@ -184,13 +220,23 @@ def observe_host(target: HostTarget) -> HostState:
     containers = target.service_containers()
     status = target.router_status()
     live: dict[str, str | None] = dict.fromkeys(target.env.services)
+    weights: dict[str, dict[str, int]] = {}
     error = None
     if status == "running":
         try:
-            live = target.live_colors()
+            weights = target.weights()
         except router.RouterError as exc:
             error = str(exc)
-    return HostState(name=target.name, router=status, live=live, containers=containers, error=error)
+        for service, ready in weights.items():
+            live[service] = next(iter(ready)) if len(ready) == 1 else None
+    return HostState(
+        name=target.name,
+        router=status,
+        live=live,
+        containers=containers,
+        error=error,
+        weights=weights,
+    )
 
 
 def observe(
@@ -202,9 +248,13 @@ def observe(
 ) -> EnvironmentState:
     if records is None:
         records = ledger.records()
+    hosts = [observe_host(t) for t in targets]
+    live = ledger_mod.current_live(records)
+    for host in hosts:
+        host.settle_split(live)
     return EnvironmentState(
         env=targets[0].env.name,
-        hosts=[observe_host(t) for t in targets],
+        hosts=hosts,
         records=records,
         lock=lock,
         unreadable=list(ledger.unreadable),

@@ -19,10 +19,22 @@ from typing import Any
 
 import docker.errors
 
-from conveyor import approvals, backups, notify, oneoff, recovery, schemaphase, terms, warm
+from conveyor import (
+    approvals,
+    backups,
+    notify,
+    oneoff,
+    recovery,
+    schemaphase,
+    steering,
+    terms,
+    warm,
+)
 from conveyor import config as config_mod
 from conveyor import ledger as ledger_mod
+from conveyor.analysis import Verdict
 from conveyor.bluegreen import BlueGreen, Execution, PhaseFailed, deploy_failed
+from conveyor.canary import CanaryRollout
 from conveyor.config import Config
 from conveyor.console import Console, console
 from conveyor.errors import DeployFailed, LockHeld, UsageError
@@ -515,25 +527,41 @@ class Move:
             # The lock may have been broken under us: then someone else may be deploying.
             lock.ensure_ours()
             # Intent first: a crash after the switch still tells the next run where we were.
-            record.switched.append(host)
+            if host not in record.switched:
+                record.switched.append(host)
             ledger.write(record)
 
         def verified() -> None:
             record.verified = True
             ledger.write(record)
 
-        executor = BlueGreen(
-            self.env,
-            self.session.by_name(),
-            ledger,
-            self.out,
-            local_client=self.session.primary.client,
-            on_phase=_phase_tracer(),
-            before_switch=before_switch,
-            on_verified=verified,
+        common: dict[str, Any] = {
+            "local_client": self.session.primary.client,
+            "on_phase": _phase_tracer(),
+            "before_switch": before_switch,
+            "on_verified": verified,
             # Beside deploy.toml, so a failed run's logs are found where its config lives.
-            log_dir=self.session.config.root / ".conveyor" / "logs",
-        )
+            "log_dir": self.session.config.root / ".conveyor" / "logs",
+        }
+        executor: BlueGreen
+        if self.planned.strategy == "canary":
+
+            def judged(record: ReleaseRecord, verdict: Verdict) -> None:
+                lock.ensure_ours()
+                ledger.write(record)
+                announce.canary_window(record, verdict)
+
+            executor = CanaryRollout(
+                self.env,
+                self.session.by_name(),
+                ledger,
+                self.out,
+                on_window=judged,
+                poll_request=steering.request_poller(self.session, record),
+                **common,
+            )
+        else:
+            executor = BlueGreen(self.env, self.session.by_name(), ledger, self.out, **common)
         try:
             return executor.run(self.planned, record)
         except PhaseFailed as failure:

@@ -13,7 +13,7 @@ from conveyor.ledger import ReleaseRecord
 from conveyor.observe import EnvironmentState, HostState
 from conveyor.releases import Release, ServiceImage
 from conveyor.router import Ports
-from conveyor.terms import DEPLOY, ROLLBACK, RecordKind, other
+from conveyor.terms import DEPLOY, ROLLBACK, RecordKind, Strategy, other
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,10 @@ class DeployPlan:
     rollback_of: str | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
     keep_warm: float = 0.0
+    strategy: Strategy = "blue-green"
+    # Under "canary": the percentages in turn (the last, 100, is the switch) and each window.
+    canary_steps: tuple[int, ...] = ()
+    canary_interval: float = 0.0
 
     def steps(self) -> list[str]:
         """What the deploy will do, in order, in words (``--dry-run`` prints this)."""
@@ -81,16 +85,18 @@ class DeployPlan:
             )
             n += 1
             lines.append(f"{n}. [{host_plan.host}] smoke-check through the router's preview route")
+            if self.strategy == "blue-green":
+                n = self._switch_lines(lines, n, host_plan)
+        if self.strategy == "canary":
             n += 1
-            switches = ", ".join(
-                f"{m.service} {m.from_color or '(none)'} → {m.to_color}" for m in host_plan.moves
-            )
-            lines.append(f"{n}. [{host_plan.host}] switch traffic: {switches}")
-            n += 1
+            steps = " → ".join(f"{p}%" for p in self.canary_steps if p < 100)
             lines.append(
-                f"{n}. [{host_plan.host}] verify for {self.verify_seconds:g} s through "
-                f"{self.public.get(host_plan.host, '?')}; on failure switch every host back"
+                f"{n}. [every host together] canary steps {steps}: each judged for "
+                f"{self.canary_interval:g} s against the stable color; a failed window, or "
+                "invoke rollout-abort, puts every host back on the stable color"
             )
+            for host_plan in self.hosts:
+                n = self._switch_lines(lines, n, host_plan)
         n += 1
         after = (
             f"keep the old color warm for {self.keep_warm:g} s (a rollback then only switches), "
@@ -102,6 +108,20 @@ class DeployPlan:
         n += 1
         lines.append(f"{n}. record {self.release_id} in the ledger and release the lock")
         return lines
+
+    def _switch_lines(self, lines: list[str], n: int, host_plan: HostPlan) -> int:
+        n += 1
+        switches = ", ".join(
+            f"{m.service} {m.from_color or '(none)'} → {m.to_color}" for m in host_plan.moves
+        )
+        what = "switch the rest of the traffic" if self.strategy == "canary" else "switch traffic"
+        lines.append(f"{n}. [{host_plan.host}] {what}: {switches}")
+        n += 1
+        lines.append(
+            f"{n}. [{host_plan.host}] verify for {self.verify_seconds:g} s through "
+            f"{self.public.get(host_plan.host, '?')}; on failure switch every host back"
+        )
+        return n
 
 
 def _short(reference: str) -> str:
@@ -229,7 +249,13 @@ def plan_move(
         notes.append(
             f"{record.id} ({record.version}) was interrupted; its leftovers are cleaned up"
         )
+    strategy, why = _strategy(env, kind, host_plans)
+    if why:
+        notes.append(why)
     return DeployPlan(
+        strategy=strategy,
+        canary_steps=env.canary.steps if strategy == "canary" else (),
+        canary_interval=env.canary.interval if strategy == "canary" else 0.0,
         kind=kind,
         environment=env.name,
         release_id=release_id,
@@ -242,6 +268,22 @@ def plan_move(
         notes=tuple(notes),
         keep_warm=env.keep_warm if kind != ROLLBACK else 0.0,
     )
+
+
+def _strategy(
+    env: Environment, kind: RecordKind, host_plans: list[HostPlan]
+) -> tuple[Strategy, str | None]:
+    """A canary needs a stable color to compare with, and a rollback goes back at once."""
+    if env.strategy != "canary":
+        return "blue-green", None
+    if kind == ROLLBACK:
+        return "blue-green", "a rollback switches at once (no canary steps)"
+    if any(m.from_color is None for h in host_plans for m in h.moves):
+        return (
+            "blue-green",
+            "nothing serves yet to compare a canary with: this deploy is blue-green",
+        )
+    return "canary", None
 
 
 def _host_notes(

@@ -4,8 +4,9 @@ A deploy writes to the ledger before it switches a router (the intent) and again
 host passed verify. A process killed anywhere leaves its record ``running`` with nobody holding
 the lock. The next deploy, rollback or ``invoke recover`` takes the lock and converges: a record
 that passed verify is succeeded (only its drain was cut short); any other is interrupted, and a
-router serving anything but the live verified release is switched back to it — after starting
-that release's kept container if it had stopped. ``status`` only reports; it never changes.
+router serving anything but the live verified release (a canary's split included) is switched
+back to it — after starting that release's kept container if it had stopped. ``status`` only
+reports; it never changes.
 """
 
 from __future__ import annotations
@@ -59,9 +60,17 @@ def restore_routers(
         for service in env.services:
             expected = host.expected(live, service)
             serving = host.live_container(service)
-            if expected is None or (serving is not None and serving.name == expected.name):
+            split = host.split(service)
+            if expected is None or (
+                serving is not None and serving.name == expected.name and not split
+            ):
                 continue
             what = f"{serving.release} ({serving.version})" if serving else "nothing"
+            if split:
+                # A canary whose process died mid-step: it gets no more traffic.
+                what = "a canary split " + ", ".join(
+                    f"{color} {weight}%" for color, weight in host.weights[service].items()
+                )
             out.say(
                 f"  {target.name}: {service} serves {what}; switching back to the verified "
                 f"{live.id} ({expected.version})"

@@ -1,11 +1,13 @@
 """The router: HAProxy in a container on each host, switched through its runtime API.
 
 Each service has two backends, ``<svc>_live`` and ``<svc>_preview``, each holding a ``blue``
-and a ``green`` server. Exactly one server per backend is ``ready``; the other is in
-``maint``. Switching traffic is one runtime-API call that readies the new color and puts the
-old one in maintenance: no reload, no dropped connection, and requests in flight on the old
-color finish. The config file written into the container always names the live color too, so
-a restarted router comes back serving the right release.
+and a ``green`` server. Outside a canary exactly one server per backend is ``ready``; the other
+is in ``maint``. Switching traffic is one runtime-API call that readies the new color and puts
+the old one in maintenance: no reload, no dropped connection, and requests in flight on the old
+color finish. A canary step readies both colors of the live backend and splits traffic by
+their weights (``set weight``, out of ``FULL``), again without a reload. The config file
+written into the container always names the live color too, so a restarted router comes back
+serving the right release (the stable one, mid-canary).
 
 A request may pick a service explicitly with the ``X-Conveyor-Service`` header; deploys use it
 to smoke-check and verify each service through the real proxy path.
@@ -20,12 +22,18 @@ import socket
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from conveyor.analysis import LOG_FORMAT
 from conveyor.config import Environment, Service
 from conveyor.errors import ConveyorError
 from conveyor.terms import COLORS, other
 
 SERVICE_HEADER = "X-Conveyor-Service"
 CONFIG_PATH = "/etc/conveyor/haproxy.cfg"
+# A server's weight when it takes all of its backend's traffic; a canary step gives the new
+# color ``percent`` and the stable one ``FULL - percent``.
+FULL = 100
+# With ``[canary] sticky = true``: the cookie that keeps a user on the color they first got.
+STICKY_COOKIE = "conveyor_color"
 
 
 class RouterError(ConveyorError):
@@ -100,15 +108,30 @@ def structure_of(config_text: str) -> str | None:
     return first[len(prefix) :].strip() if first.startswith(prefix) else None
 
 
+def _logging(env: Environment) -> tuple[list[str], list[str]]:
+    """Under a canary strategy, one line per forwarded request on stdout (the analysis reads
+    response times from it); otherwise no request log at all."""
+    if env.strategy != "canary":
+        return [], []
+    return ["    log stdout format raw local0 info"], [
+        "    log global",
+        f'    log-format "{LOG_FORMAT}"',
+    ]
+
+
 def _render(env: Environment, ports: Ports, live: Mapping[str, str | None]) -> str:
     services = list(env.services.values())
+    global_log, defaults_log = _logging(env)
+    sticky = env.strategy == "canary" and env.canary.sticky
     lines = [
         "global",
         f"    stats socket ipv4@127.0.0.1:{ports.admin} level admin",
         "    stats timeout 10s",
+        *global_log,
         "",
         "defaults",
         "    mode http",
+        *defaults_log,
         "    timeout connect 2s",
         "    timeout client 30s",
         "    timeout server 30s",
@@ -133,10 +156,16 @@ def _render(env: Environment, ports: Ports, live: Mapping[str, str | None]) -> s
         live_color = live.get(svc.name)
         for suffix in ("live", "preview"):
             lines.append(f"backend {svc.name}_{suffix}")
+            if sticky and suffix == "live":
+                lines.append(f"    cookie {STICKY_COOKIE} insert indirect nocache")
             for color in COLORS:
                 port = ports.services[svc.name][color]
                 on = live_color == color if suffix == "live" else False
-                lines.append(f"    server {color} 127.0.0.1:{port}" + ("" if on else " disabled"))
+                cookie = f" cookie {color}" if sticky and suffix == "live" else ""
+                lines.append(
+                    f"    server {color} 127.0.0.1:{port} weight {FULL}{cookie}"
+                    + ("" if on else " disabled")
+                )
             lines.append("")
     return "\n".join(lines)
 
@@ -144,12 +173,28 @@ def _render(env: Environment, ports: Ports, live: Mapping[str, str | None]) -> s
 def switch_commands(services: Iterable[str], color: str, *, backend: str = "live") -> str:
     """Runtime-API commands putting ``color`` in service and the other color in maintenance.
 
-    The new server is readied before the old one is disabled, so a backend is never empty.
+    The new server is readied before the old one is disabled, so a backend is never empty; both
+    get their full weight back, which also ends a canary's split.
     """
     commands = []
     for name in services:
+        commands.append(f"set weight {name}_{backend}/{color} {FULL}")
         commands.append(f"set server {name}_{backend}/{color} state ready")
         commands.append(f"set server {name}_{backend}/{other(color)} state maint")
+        commands.append(f"set weight {name}_{backend}/{other(color)} {FULL}")
+    return "; ".join(commands)
+
+
+def split_commands(services: Iterable[str], canary: str, percent: int) -> str:
+    """Runtime-API commands giving the ``canary`` color ``percent`` of each service's live
+    traffic and the other color the rest. The canary's weight is set before it is readied."""
+    if not 0 < percent < FULL:
+        raise ValueError(f"a split needs 0 < percent < {FULL}, got {percent}")
+    commands = []
+    for name in services:
+        commands.append(f"set weight {name}_live/{canary} {percent}")
+        commands.append(f"set server {name}_live/{canary} state ready")
+        commands.append(f"set weight {name}_live/{other(canary)} {FULL - percent}")
     return "; ".join(commands)
 
 
@@ -187,21 +232,30 @@ def _checked(answer: str, command: str) -> str:
     return answer
 
 
-def parse_live_colors(stat_csv: str, services: Iterable[str]) -> dict[str, str | None]:
-    """From ``show stat`` CSV, the color that is not in maintenance in each live backend."""
+def parse_weights(stat_csv: str, services: Iterable[str]) -> dict[str, dict[str, int]]:
+    """From ``show stat`` CSV, per service, the live backend's servers that are not in
+    maintenance and their weights: one color normally, two during a canary step."""
     text = stat_csv.lstrip("# ")
     rows = list(csv.DictReader(io.StringIO(text)))
-    result: dict[str, str | None] = {}
+    result: dict[str, dict[str, int]] = {}
     for name in services:
-        ready = [
-            row["svname"]
+        result[name] = {
+            str(row["svname"]): int(row.get("weight") or 0)
             for row in rows
             if row.get("pxname") == f"{name}_live"
             and row.get("svname") in COLORS
             and not str(row.get("status", "")).startswith("MAINT")
-        ]
-        result[name] = ready[0] if len(ready) == 1 else None
+        }
     return result
+
+
+def parse_live_colors(stat_csv: str, services: Iterable[str]) -> dict[str, str | None]:
+    """From ``show stat`` CSV, the one color in service in each live backend (None when none,
+    or when a canary splits it between both)."""
+    return {
+        name: next(iter(ready)) if len(ready) == 1 else None
+        for name, ready in parse_weights(stat_csv, services).items()
+    }
 
 
 # Runs inside the router container (host network) when the router is on another machine:

@@ -42,12 +42,18 @@ Phase = Literal[
     "start",
     "ready",
     "smoke",
+    "canary",
     "switch",
     "verify",
     "drain",
 ]
 PHASES: tuple[Phase, ...] = get_args(Phase)
-BEFORE_SWITCH: tuple[Phase, ...] = PHASES[: PHASES.index("switch")]
+# The phases before any user request reaches the release (a canary step already sends some).
+BEFORE_SWITCH: tuple[Phase, ...] = PHASES[: PHASES.index("canary")]
+
+# How a deploy moves traffic: all at once after smoke, or in weighted, analysed steps.
+Strategy = Literal["blue-green", "canary"]
+STRATEGIES: tuple[Strategy, ...] = get_args(Strategy)
 
 
 def other(color: str) -> Color:

@@ -26,8 +26,8 @@ def test_the_config_routes_by_prefix_and_by_header(staging: config.Environment) 
     assert "default_backend web_live" in text
     assert "use_backend api_preview if { req.hdr(X-Conveyor-Service) -m str api }" in text
     live = text.split("\nbackend api_live\n")[1].split("\nbackend ")[0]
-    assert "server blue 127.0.0.1:8101\n" in live
-    assert "server green 127.0.0.1:8102 disabled" in live
+    assert "server blue 127.0.0.1:8101 weight 100\n" in live
+    assert "server green 127.0.0.1:8102 weight 100 disabled" in live
 
 
 def test_a_host_offset_moves_every_port(staging: config.Environment) -> None:
@@ -58,8 +58,10 @@ def test_haproxy_accepts_the_rendered_config(staging: config.Environment, tmp_pa
 
 def test_a_switch_readies_the_new_color_before_disabling_the_old() -> None:
     assert router.switch_commands(["api", "web"], "green") == (
-        "set server api_live/green state ready; set server api_live/blue state maint; "
-        "set server web_live/green state ready; set server web_live/blue state maint"
+        "set weight api_live/green 100; set server api_live/green state ready; "
+        "set server api_live/blue state maint; set weight api_live/blue 100; "
+        "set weight web_live/green 100; set server web_live/green state ready; "
+        "set server web_live/blue state maint; set weight web_live/blue 100"
     )
     assert router.park_commands(["api"]) == (
         "set server api_preview/blue state maint; set server api_preview/green state maint"
