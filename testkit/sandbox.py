@@ -80,12 +80,16 @@ def environment_toml(
     migrations: str | None = None,
     api_env: str = 'DATABASE_URL = "sqlite:////data/refapi.db"',
     api_secrets: str | None = None,
+    canary: str | None = None,
+    analysis: str | None = None,
 ) -> str:
     """A deploy.toml for one sandbox environment with the reference api and web services.
 
     ``migrations`` (an inline TOML table, e.g. ``{ backup = "sqlite:/data/refapi.db" }``) makes
     conveyor run the api's migrations as a release phase; ``api_env`` and ``api_secrets`` (the
-    inside of inline tables) point the api at another database."""
+    inside of inline tables) point the api at another database. ``canary`` (an inline table,
+    e.g. ``{ steps = [25, 100], interval = 4 }``) sets ``strategy = "canary"``; ``analysis``
+    (the inside of the ``[analysis]`` table, as TOML lines) tunes how its windows are judged."""
     host_lines = ", ".join(
         "{ " + ", ".join(f"{k} = {json.dumps(v)}" for k, v in host.items()) + " }" for host in hosts
     )
@@ -94,14 +98,17 @@ def environment_toml(
         api_extra += f"migrations = {migrations}\n"
     if api_secrets is not None:
         api_extra += f"secrets = {{ {api_secrets} }}\n"
+    strategy = f'strategy = "canary"\ncanary = {canary}\n' if canary is not None else ""
+    analysis_table = f"\n[analysis]\n{analysis}\n" if analysis is not None else ""
     return (
         project_toml(dist, docker_dir, migrate=migrations is not None)
+        + analysis_table
         + f"""
 [environments.{name}]
 hosts = [{host_lines}]
 keep_releases = {keep}
 keep_warm = {keep_warm}
-
+{strategy}
 [environments.{name}.router]
 port = {ports[0]}
 preview_port = {ports[1]}

@@ -370,4 +370,10 @@ class Window:
                 "inconclusive", "too-little-traffic", "no requests on any service", seconds
             )
         idle_note = f"; idle, not judged: {', '.join(idle)}" if idle else ""
-        return self.verdict("pass", "within-thresholds", "; ".join(passed) + idle_note, seconds)
+        s = self.settings
+        limits = (
+            f" (thresholds: error rate +{s.max_error_rate_increase:.2%}, latency "
+            f"{s.max_latency_ratio:g}x and +{s.latency_slack_ms:g} ms, {s.min_requests} requests)"
+        )
+        reason = "; ".join(passed) + idle_note + limits
+        return self.verdict("pass", "within-thresholds", reason, seconds)

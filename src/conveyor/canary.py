@@ -40,10 +40,13 @@ class CanaryRollout(BlueGreen):
         *args: Any,
         on_window: Callable[[ReleaseRecord, Verdict], None] | None = None,
         poll_request: Callable[[], tuple[str, str] | None] | None = None,
+        save: Callable[[ReleaseRecord], None] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self.on_window = on_window
+        # Writes the record to the ledger: each step is on record as it is taken.
+        self.save = save or (lambda record: None)
         self.poll_request = poll_request or (lambda: None)
         self.promoted_by: str | None = None
 
@@ -150,6 +153,7 @@ class CanaryRollout(BlueGreen):
                 run.switched_at = time.monotonic()
         run.record.canary["percent"] = percent
         run.record.canary["state"] = "stepping"
+        self.save(run.record)
         self.out.say(
             f"  canary: {percent}% of traffic on {run.plan.release.version} "
             f"on {', '.join(h.host for h in run.plan.hosts)}"

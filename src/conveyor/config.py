@@ -681,7 +681,7 @@ def _load_canary(table: TomlTable) -> Canary:
     raw = section.value("steps", list(Canary.steps))
     if (
         not isinstance(raw, list)
-        or not raw
+        or len(raw) < 2  # a canary needs a step below 100; [100] alone is blue-green
         or not all(isinstance(v, int) and not isinstance(v, bool) for v in raw)
         or any(not 1 <= v <= 100 for v in raw)
         or any(a >= b for a, b in itertools.pairwise(raw))
@@ -689,7 +689,8 @@ def _load_canary(table: TomlTable) -> Canary:
     ):
         raise section.error(
             "steps",
-            "expected rising percentages from 1 that end at 100, e.g. [5, 25, 50, 100], "
+            "expected rising percentages from 1 that end at 100, at least one below it, "
+            "e.g. [5, 25, 50, 100], "
             f"got {raw!r}",
         )
     canary = Canary(

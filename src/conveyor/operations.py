@@ -442,6 +442,8 @@ class Move:
             f"{self.kind.capitalize()} {self.release.version} → {self.env.name} "
             f"({record_id}, by {self.who})"
         )
+        for note in self.planned.notes:
+            self.out.say(f"  note: {note}")
         self.session.ledger.write(record)
         return record
 
@@ -558,6 +560,7 @@ class Move:
                 self.out,
                 on_window=judged,
                 poll_request=steering.request_poller(self.session, record),
+                save=ledger.write,
                 **common,
             )
         else:

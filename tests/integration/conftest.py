@@ -304,6 +304,9 @@ def test_releases(
         releases.make("9.0.1+notready", fault="not-ready")
         releases.make("9.0.2+crash", fault="crash")
         releases.make("9.0.3+failsoon", fault="fail-after-ready=4")
+        # Bad only under real traffic (canary tests): a share of 500s, or slow answers.
+        releases.make("9.1.0+failshare", fault="fail-ratio=0.3")
+        releases.make("9.1.1+slow", fault="slow=300")
         return {version: os.fspath(folder) for version, folder in releases.made.items()}
 
     made = _once(shared_folder, "releases", make_all)
