@@ -117,6 +117,20 @@ class ReleaseRecord:
     def container(self, host: str, service: str) -> str | None:
         return self.containers.get(host, {}).get(service)
 
+    def canary_summary(self) -> str:
+        """``25% pass, 50% pass → promoted`` for a canary rollout; empty otherwise."""
+        canary: Any = self.canary  # read back from JSON: a hostile event may hold anything
+        if not isinstance(canary, dict) or not canary:
+            return ""
+        windows = [w for w in canary.get("windows") or [] if isinstance(w, dict)]
+        steps = ", ".join(
+            f"{w.get('percent')}% {w.get('outcome')}"
+            + (f" [{w.get('rule')}]" if w.get("outcome") != "pass" else "")
+            for w in windows
+        )
+        state = canary.get("state")
+        return f"{steps} → {state}" if steps else str(state or "")
+
     def migration_summary(self) -> str:
         """``api: b → c ran c (expand); backup r0004-api`` when this record changed a schema."""
         parts = []

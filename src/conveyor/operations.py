@@ -797,6 +797,12 @@ def _router_state(host: HostState) -> str:
     return f"DOWN ({host.router}{': ' + host.error if host.error else ''})"
 
 
+def rollout_in_progress(state: EnvironmentState) -> ReleaseRecord | None:
+    """The canary record still running, if any (its process alive or not)."""
+    running = [r for r in state.records if r.outcome == terms.RUNNING and r.canary]
+    return running[-1] if running else None
+
+
 def render_status(state: EnvironmentState, session_url: str) -> list[str]:
     live = state.live_record()
     lines = [
@@ -810,6 +816,15 @@ def render_status(state: EnvironmentState, session_url: str) -> list[str]:
     lines.append(f"  public route: {session_url}")
     for host in state.hosts:
         lines.append(f"  host {host.name}: router {_router_state(host)}")
+        split = {s: w for s, w in host.weights.items() if len(w) > 1}
+        if split:
+            lines.append(
+                "    canary split (read from the router): "
+                + "; ".join(
+                    f"{service} " + " / ".join(f"{c} {w}%" for c, w in sorted(weights.items()))
+                    for service, weights in sorted(split.items())
+                )
+            )
         for container in reversed(host.containers):
             role = host.role(container, live).replace("leftover", "LEFTOVER")
             lines.append(
@@ -819,6 +834,13 @@ def render_status(state: EnvironmentState, session_url: str) -> list[str]:
                 + (f" ({container.health})" if container.health and container.running else "")
             )
     lines.append("  lock: " + ("free" if state.lock is None else state.lock.summary(state.env)))
+    rolling = rollout_in_progress(state)
+    if rolling is not None:
+        lines.append(
+            f"  canary rollout: {rolling.id} ({rolling.version}) "
+            f"{rolling.canary.get('state')} at {rolling.canary.get('percent', 0)}% — "
+            f"`invoke rollout --env {state.env}` shows every verdict"
+        )
     for record in state.interrupted():
         verdict = "verified, drain cut short" if record.verified else "never verified"
         lines.append(
@@ -908,6 +930,8 @@ def show_history(config: Config, env_name: str, *, as_json: bool, limit: int = 5
         )
         if migrated:
             console.say(f"{'':<6} {migrated}")
+        if r.canary_summary():
+            console.say(f"{'':<6} canary: {r.canary_summary()}")
 
 
 def unlock(

@@ -491,7 +491,7 @@ generated {_e(_utc(generated))}</p>
 <h2>Releases</h2>
 <table id="releases"><thead><tr><th>id</th><th>kind</th><th>version</th><th>outcome</th>
 <th>by</th><th>approved by</th><th>started</th><th class="num">took</th><th>schema</th>
-<th>detail</th></tr>
+<th>canary steps</th><th>detail</th></tr>
 </thead><tbody>{release_rows}</tbody></table>
 <h2>How these are measured</h2>
 <dl class="defs">{_definitions()}</dl>
@@ -514,7 +514,7 @@ def _release_row(r: ReleaseRecord) -> str:
         f'<td>{_e(r.version)}</td><td class="{_e(r.outcome)}">{_e(r.outcome)}</td>'
         f"<td>{_e(r.who)}</td><td>{_e(approver)}</td><td>{_e(_utc(r.started))}</td>"
         f'<td class="num">{_e(took)}</td><td class="schema">{_e(r.migration_summary())}</td>'
-        f"<td>{_e(detail[:160])}</td></tr>"
+        f'<td class="canary">{_e(r.canary_summary())}</td><td>{_e(detail[:160])}</td></tr>'
     )
 
 

@@ -23,12 +23,6 @@ from conveyor.session import Session
 from conveyor.steering import PROMOTE, write_request
 
 
-def in_progress(state: EnvironmentState) -> ReleaseRecord | None:
-    """The canary record still running, if any (its process alive or not)."""
-    running = [r for r in state.records if r.outcome == terms.RUNNING and r.canary]
-    return running[-1] if running else None
-
-
 def describe(state: EnvironmentState) -> list[str]:
     """``invoke rollout``: the live weights read back from every router, and the rollout's
     state with each window's verdict (the one running, else the latest)."""
@@ -42,7 +36,9 @@ def describe(state: EnvironmentState) -> list[str]:
             for service, ws in sorted(host.weights.items())
         )
         lines.append(f"{host.name}: weights {weights or 'none in service'}")
-    record = in_progress(state) or next((r for r in reversed(state.records) if r.canary), None)
+    record = operations.rollout_in_progress(state) or next(
+        (r for r in reversed(state.records) if r.canary), None
+    )
     if record is None:
         lines.append("no canary rollout on record")
         return lines
@@ -71,7 +67,7 @@ def show(config: Config, env_name: str, *, as_json: bool, out: Console = console
     session = Session(config, env_name, out)
     state = session.observe()
     if as_json:
-        record = in_progress(state)
+        record = operations.rollout_in_progress(state)
         print(
             json.dumps(
                 {
@@ -99,7 +95,7 @@ def steer(
     """Abort or promote the rollout in progress; returns what happened, in words."""
     session = Session(config, env_name, out)
     state = session.observe()
-    record = in_progress(state)
+    record = operations.rollout_in_progress(state)
     holder_alive = state.lock is not None and state.lock.stale is None
     if record is None:
         if action == PROMOTE:
