@@ -298,7 +298,8 @@ class Synthetic:
         self._thread.join(5)
 
     def _loop(self) -> None:
-        pause = 1.0 / self.env.canary.synthetic
+        # N per second to each service on each host.
+        pause = 1.0 / (self.env.canary.synthetic * len(self.env.services) * len(self.targets))
         while not self._stop.is_set():
             for target in self.targets:
                 for service in self.env.services.values():
