@@ -179,6 +179,51 @@ def recover(c: Context, env: str, dry_run: bool = False, lock_wait: str | None =
 
 
 @task(help={"env": "environment", "json": "machine-readable output"})
+def flags(c: Context, env: str, json: bool = False) -> None:
+    """List an environment's feature flags: state, variants, who gets the on-variant."""
+    _conveyor("flags", "--env", env, _flag(json, "--json"))
+
+
+@task(
+    help={
+        "env": "environment",
+        "name": "the flag",
+        "on": "everyone gets the on-variant",
+        "off": "nobody gets the on-variant",
+        "percent": "N% of people get it",
+        "image": "the image whose flags hold NAME (default: found)",
+        "dry_run": "say what changes, change nothing",
+        "lock_wait": "seconds to wait for another deploy's lock (default: fail at once)",
+    }
+)
+def flag_set(
+    c: Context,
+    env: str,
+    name: str,
+    *,
+    on: bool = False,
+    off: bool = False,
+    percent: str | None = None,
+    image: str | None = None,
+    dry_run: bool = False,
+    lock_wait: str | None = None,
+) -> None:
+    """Turn a flag on, off or on for a percentage of people, without a deploy (audited)."""
+    _conveyor(
+        "flag-set",
+        "--env",
+        env,
+        name,
+        _flag(on, "--on"),
+        _flag(off, "--off"),
+        *_option("--percent", percent),
+        *_option("--image", image),
+        _flag(dry_run, "--dry-run"),
+        *_option("--lock-wait", lock_wait),
+    )
+
+
+@task(help={"env": "environment", "json": "machine-readable output"})
 def rollout(c: Context, env: str, json: bool = False) -> None:
     """Show a canary rollout: the live weights read from each router, its step, every verdict."""
     _conveyor("rollout", "--env", env, _flag(json, "--json"))

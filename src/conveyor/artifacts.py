@@ -36,7 +36,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from conveyor import tools, versioning
+from conveyor import flags, tools, versioning
 from conveyor.config import Config
 from conveyor.errors import ArtifactError
 from conveyor.versioning import ReleaseVersion
@@ -379,6 +379,7 @@ def build(config: Config, *, only: str | None = None, say: Callable[[str], None]
     if only in (None, "frontend"):
         say("  frontend: bundle, SBOM")
         build_frontend(ctx)
+    store_flags(config, out, say)
     names = [
         p.name
         for p in out.iterdir()
@@ -405,6 +406,17 @@ def build(config: Config, *, only: str | None = None, say: Callable[[str], None]
         say(f"  {meta['sha256'][:12]}  {meta['size']:>9}  {name}")
     say(f"Artifacts in {out.relative_to(root) if out.is_relative_to(root) else out}")
     return out
+
+
+def store_flags(config: Config, out: Path, say: Callable[[str], None]) -> None:
+    """Each image's flag definitions, validated (a bad file stops the build with its key
+    path), stored beside the other artifacts so the manifest seals them with the release."""
+    for image in config.images.values():
+        if not image.flags:
+            continue
+        definitions = flags.load(config.root / image.flags)
+        (out / flags.dist_name(image.name)).write_bytes(flags.dumps(definitions))
+        say(f"  flags: {image.flags} ({len(definitions.get('flags', {}))} flags, valid)")
 
 
 def verify(folder: Path) -> dict[str, Any]:

@@ -186,6 +186,30 @@ def cmd_rollout_abort(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_flags(args: argparse.Namespace) -> int:
+    from conveyor import flagops  # noqa: PLC0415
+
+    flagops.show(_config(args), args.env, as_json=args.json)
+    return 0
+
+
+def cmd_flag_set(args: argparse.Namespace) -> int:
+    from conveyor import flagops  # noqa: PLC0415
+
+    flagops.set_flag(
+        _config(args),
+        args.env,
+        args.name,
+        on=args.on,
+        off=args.off,
+        percent=args.percent,
+        image=args.image,
+        dry_run=args.dry_run,
+        lock_wait=args.lock_wait,
+    )
+    return 0
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from conveyor import operations  # noqa: PLC0415
 
@@ -402,6 +426,30 @@ def _add_deploy_commands(sub: Subparsers) -> None:
     rec.add_argument("--dry-run", action="store_true", help="say what it would do, change nothing")
     rec.add_argument("--lock-wait", type=float, default=0.0, metavar="SECONDS")
     _add_rollout_commands(sub)
+    _add_flag_commands(sub)
+
+
+def _add_flag_commands(sub: Subparsers) -> None:
+    """Feature flags: see them, change one without a deploy."""
+    show = _command(
+        sub, "flags", cmd_flags, "List an environment's feature flags: variants and percentages."
+    )
+    show.add_argument("--env", required=True)
+    show.add_argument("--json", action="store_true")
+    change = _command(
+        sub,
+        "flag-set",
+        cmd_flag_set,
+        "Turn a flag on, off or on for a percentage of people, without a deploy (audited).",
+    )
+    change.add_argument("--env", required=True)
+    change.add_argument("name", metavar="NAME", help="the flag")
+    change.add_argument("--on", action="store_true", help="everyone gets the on-variant")
+    change.add_argument("--off", action="store_true", help="nobody gets the on-variant")
+    change.add_argument("--percent", type=int, metavar="N", help="N%% of people get it")
+    change.add_argument("--image", help="the image whose flags hold NAME (default: found)")
+    change.add_argument("--dry-run", action="store_true", help="say what changes, change nothing")
+    change.add_argument("--lock-wait", type=float, default=0.0, metavar="SECONDS")
 
 
 def _add_rollout_commands(sub: Subparsers) -> None:

@@ -147,6 +147,8 @@ class Service:
     volumes: dict[str, str] = field(default_factory=dict)
     # Present when the service's image declares a migration command.
     migrations: Migrations | None = None
+    # The service's image has feature flags: its containers get the environment's flag file.
+    flags: bool = False
 
 
 HOST_ACCESS = ("auto", "direct", "exec")
@@ -318,6 +320,10 @@ class ImageSpec:
     # The app's migration command (conveyor's protocol: plan, expand, contract, current, sql);
     # empty when the image has no database schema to change.
     migrate: str = ""
+    # The app's feature-flag definitions (flagd's format), relative to deploy.toml: validated at
+    # build, versioned with each release, and each environment's current state mounted
+    # read-only into the image's containers. Empty: the image has no flags.
+    flags: str = ""
 
 
 @dataclass(frozen=True)
@@ -550,6 +556,7 @@ def _load_service(name: str, table: TomlTable, images: Mapping[str, ImageSpec]) 
         secrets=_load_secrets(table),
         volumes=table.strings("volumes", {}),
         migrations=_load_migrations(table, images[image]),
+        flags=bool(images[image].flags),
     )
     table.finish()
     return service
@@ -885,6 +892,7 @@ def _load_images(root: TomlTable) -> dict[str, ImageSpec]:
             kind=table.string("kind", choices=("python-service", "static-site", "router")),
             title=table.string("title", name),
             migrate=table.string("migrate", ImageSpec.migrate),
+            flags=table.string("flags", ImageSpec.flags),
         )
         table.finish()
     return images

@@ -64,6 +64,7 @@ class Container(Protocol):
     def put_archive(self, path: str, data: bytes) -> bool: ...
     def get_archive(self, path: str) -> tuple[Iterable[bytes], dict[str, Any]]: ...
     def remove(self, *, force: bool = ..., v: bool = ...) -> None: ...
+    def wait(self, *, timeout: float = ...) -> dict[str, Any]: ...
 
 
 def service_container_name(env: str, service: str, color: str, release: str) -> str:
@@ -82,6 +83,9 @@ def container_fingerprint(service: Service, color: str) -> str:
     # does (MIGRATE_ON_START=0), and a service without them keeps its old fingerprint.
     if described.pop("migrations") is not None:
         described["schema_managed"] = True
+    # Likewise the flag volume: only services with flags carry it in their fingerprint.
+    if described.pop("flags"):
+        described["flags"] = True
     declared = json.dumps({"service": described, "color": color}, sort_keys=True, default=str)
     return hashlib.sha256(declared.encode()).hexdigest()[:16]
 

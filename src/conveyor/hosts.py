@@ -13,7 +13,7 @@ from typing import Any
 
 import docker.errors
 
-from conveyor import engine, health, images, router, secretfiles, state
+from conveyor import engine, flagstate, health, images, router, secretfiles, state
 from conveyor.config import Config, Environment, Host, Service
 from conveyor.console import Console
 from conveyor.containers import (
@@ -237,6 +237,8 @@ class HostTarget:
         if service.migrations is not None:
             # The release's migration phase ran them once; a starting color must not race it.
             env["MIGRATE_ON_START"] = "0"
+        if service.flags:
+            env["FLAGS_FILE"] = flagstate.container_file(service.image)
         return env
 
     def healthcheck(self, service: Service, color: str) -> dict[str, Any]:
@@ -255,6 +257,13 @@ class HostTarget:
             "start_period": int(service.health.start_period * seconds),
         }
 
+    def volumes(self, service: Service) -> dict[str, dict[str, str]]:
+        """The service's own volumes, and the environment's flags read-only when it has any."""
+        mounts = {vol: {"bind": path, "mode": "rw"} for vol, path in service.volumes.items()}
+        if service.flags:
+            mounts[flagstate.volume_name(self.env.name)] = {"bind": flagstate.MOUNT, "mode": "ro"}
+        return mounts
+
     def create_service_container(
         self, service: Service, color: str, release: str, version: str, image_id: str
     ) -> Container:
@@ -267,7 +276,7 @@ class HostTarget:
             network_mode="host",
             environment=self.container_env(service, color),
             labels=service_labels(self.env.name, service, color, release, version),
-            volumes={vol: {"bind": path, "mode": "rw"} for vol, path in service.volumes.items()},
+            volumes=self.volumes(service),
             healthcheck=self.healthcheck(service, color),
             restart_policy={"Name": "unless-stopped"},
             stop_signal="SIGTERM",

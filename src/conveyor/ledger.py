@@ -96,6 +96,9 @@ class ReleaseRecord:
     # "state" (starting, stepping, promoting, promoted, aborted), "windows" (every verdict
     # with its numbers), "reason", "promoted_by"}.
     canary: dict[str, Any] = field(default_factory=dict)
+    # With feature flags: {"definitions": {image: flagd definitions built with the release},
+    # "state": {image: the flag file this deploy wrote, the environment's percentages kept}}.
+    flags: dict[str, Any] = field(default_factory=dict)
 
     @property
     def duration(self) -> float | None:

@@ -22,6 +22,8 @@ import docker.errors
 from conveyor import (
     approvals,
     backups,
+    flags,
+    flagstate,
     notify,
     oneoff,
     recovery,
@@ -37,7 +39,7 @@ from conveyor.bluegreen import BlueGreen, Execution, PhaseFailed, deploy_failed
 from conveyor.canary import CanaryRollout
 from conveyor.config import Config
 from conveyor.console import Console, console
-from conveyor.errors import DeployFailed, LockHeld, UsageError
+from conveyor.errors import ConveyorError, DeployFailed, LockHeld, UsageError
 from conveyor.hosts import HostTarget
 from conveyor.ledger import ReleaseRecord
 from conveyor.lockinfo import LockInfo
@@ -333,6 +335,7 @@ def _move(
         record.phases["lock"] = round(lock_seconds, 3)
         announce.started(record)
         move.change_schema(record, announce)
+        move.carry_flags(record)
         execution = move.execute(state, record, lock, announce)
         return move.finish(execution, state, announce)
     finally:
@@ -372,6 +375,8 @@ class Move:
         self.out = out
         self.who = ledger_mod.who()
         self.ports = {t.name: t.ports for t in session.targets}
+        # The flag files before this run wrote its own (put back if it fails).
+        self.flags_before: dict[str, flags.Definitions] = {}
 
     def plan(self, state: EnvironmentState, record_id: str) -> DeployPlan:
         return plan_move(
@@ -488,6 +493,41 @@ class Move:
                 f"{failure.reason} — {serving}; no new color was started"
             ) from None
 
+    def carry_flags(self, record: ReleaseRecord) -> None:
+        """Before any new color starts, every host's flag files for this release: a deploy's
+        definitions with the environment's current percentages kept, a rollback's the ones
+        that went with the release it returns to. A failed run puts the old files back."""
+        images = flagstate.images_with_flags(self.env.services.values())
+        if not images:
+            return
+        targets = self.session.targets
+        current = flagstate.read_all(targets[:1], images)[targets[0].name]
+        self.flags_before = {image: d for image, d in current.items() if d is not None}
+        if self.returning_to is not None:
+            wanted = flagstate.state_for(
+                self.returning_to.id, self.returning_to.flags, self.session.ledger.audit_events()
+            )
+        else:
+            wanted = {
+                image: flags.merge(definitions, current.get(image))
+                for image, definitions in self.release.flags.items()
+            }
+        if not wanted:
+            return
+        flagstate.write_all(targets, wanted)
+        record.flags = {"definitions": self.release.flags, "state": wanted}
+        self.session.ledger.write(record)
+        for image, definitions in sorted(wanted.items()):
+            self.out.say(f"  flags ({image}): " + "; ".join(flags.describe(definitions)))
+
+    def restore_flags(self) -> None:
+        """After a failed run: the flag files the environment had before it."""
+        if self.flags_before:
+            try:
+                flagstate.write_all(self.session.targets, self.flags_before)
+            except ConveyorError as exc:
+                self.out.warn(f"could not put the previous flags back: {exc}")
+
     def _ledger_schema(self, service: str) -> str | None:
         """The revision the ledger last saw ``service``'s database at, if it is sure."""
         ledger = self.session.ledger
@@ -575,6 +615,7 @@ class Move:
             record.ended = time.time()
             record.phases.update({k: round(v, 3) for k, v in executor.timings.items()})
             ledger.write(record)
+            self.restore_flags()
             serving = (
                 f"{self.previous.version} ({self.previous.id}) is still serving"
                 if self.previous
@@ -632,7 +673,10 @@ def take_lock(
 def converge(session: Session, out: Console, *, by: str) -> EnvironmentState:
     """Holding the lock: settle dead runs, ensure routers, put them on the verified release."""
     state = session.observe(holding_lock=True)
+    died = [r for r in state.records if r.outcome == terms.RUNNING]
     actions = recovery.settle_interrupted(session.ledger, state.records, by)
+    if died:
+        actions += restore_live_flags(session, state)
     longest = max(
         (s.migrations.timeout for s in session.env.services.values() if s.migrations),
         default=60.0,
@@ -669,6 +713,19 @@ def converge(session: Session, out: Console, *, by: str) -> EnvironmentState:
         for action in actions:
             out.say(f"  recovered: {action}")
     return state
+
+
+def restore_live_flags(session: Session, state: EnvironmentState) -> list[str]:
+    """After a run died: the flag files that go with the live release (a dead deploy may have
+    written its own before it could switch)."""
+    live = state.live_record()
+    if live is None or not flagstate.images_with_flags(session.env.services.values()):
+        return []
+    wanted = flagstate.state_for(live.id, live.flags, session.ledger.audit_events())
+    if not wanted:
+        return []
+    flagstate.write_all(session.targets, wanted)
+    return [f"flags of {live.id} ({live.version}) put back: {', '.join(sorted(wanted))}"]
 
 
 def recover(

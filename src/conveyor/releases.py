@@ -11,9 +11,10 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
-from conveyor import artifacts, images
+from conveyor import artifacts, flags, images
 from conveyor.config import Config, Environment
 from conveyor.errors import ArtifactError
 from conveyor.ledger import ReleaseRecord
@@ -46,6 +47,8 @@ class Release:
     # Per service, the migration chain its image carries, base first: (revision, kind) pairs,
     # from the build's preview or the record that deployed it; absent when unknown.
     chains: dict[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)
+    # Per image with feature flags, the definitions built with this release (flagd's format).
+    flags: dict[str, flags.Definitions] = field(default_factory=dict)
 
     def digests(self) -> dict[str, str]:
         return {name: img.image_id for name, img in self.images.items()}
@@ -133,7 +136,22 @@ def release_from_dist(config: Config, env: Environment, version: str | None) -> 
         scan=scan,
         commit_time=manifest.get("source_date_epoch"),
         chains=chains,
+        flags=_flag_definitions(folder, env),
     )
+
+
+def _flag_definitions(folder: Path, env: Environment) -> dict[str, flags.Definitions]:
+    """The flag files the build stored (checked against the manifest already), per image."""
+    found = {}
+    for image in sorted({s.image for s in env.services.values() if s.flags}):
+        path = folder / flags.dist_name(image)
+        if not path.is_file():
+            raise ArtifactError(
+                f"{folder.name} has no {path.name}, though image '{image}' declares flags — "
+                "run `nox -s build`"
+            )
+        found[image] = flags.load(path)
+    return found
 
 
 def release_from_record(record: ReleaseRecord, *, source: str | None = None) -> Release:
@@ -159,4 +177,5 @@ def release_from_record(record: ReleaseRecord, *, source: str | None = None) -> 
             for name, entry in record.schema.items()
             if entry.get("chain")
         },
+        flags=dict(record.flags.get("definitions") or {}),
     )

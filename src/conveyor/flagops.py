@@ -1,0 +1,141 @@
+"""``invoke flags`` and ``invoke flag-set``: see and change an environment's flags, no deploy.
+
+A change is validated before anything is written, made under the environment's lock (two
+changes never interleave, and never mix with a deploy), written to every host by rename, and
+recorded in the audit trail with who, when, the old and new percentage, the live release it
+went with and the whole new file — what a rollback to that release puts back.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from conveyor import flags, flagstate
+from conveyor.config import Config
+from conveyor.console import Console, console
+from conveyor.errors import UsageError
+from conveyor.flags import Definitions, FlagError
+from conveyor.ledger import who
+from conveyor.operations import take_lock
+from conveyor.session import Session
+
+
+def _images(session: Session, image: str | None) -> list[str]:
+    images = flagstate.images_with_flags(session.env.services.values())
+    if not images:
+        raise UsageError(
+            f"{session.env.name}: no service's image declares flags "
+            '(add `flags = "path/to/flags.json"` to its [images.X] table)'
+        )
+    if image is not None and image not in images:
+        raise UsageError(
+            f"image {image!r} has no flags here (images with flags: {', '.join(images)})"
+        )
+    return [image] if image else images
+
+
+def current(session: Session, images: list[str]) -> dict[str, dict[str, Definitions | None]]:
+    """Per host, per image: what the services read now."""
+    return flagstate.read_all(session.targets, images)
+
+
+def show(config: Config, env_name: str, *, as_json: bool, out: Console = console) -> None:
+    session = Session(config, env_name, out)
+    images = _images(session, None)
+    found = current(session, images)
+    if as_json:
+        print(json.dumps({"environment": env_name, "hosts": found}, indent=2, sort_keys=True))
+        return
+    primary = session.targets[0].name
+    for image in images:
+        definitions = found[primary][image]
+        out.say(f"{env_name} {image} flags" + ("" if definitions else ": none written yet"))
+        for line in flags.describe(definitions) if definitions else []:
+            out.say(f"  {line}")
+        apart = [h for h, by_image in found.items() if by_image[image] != definitions]
+        if apart:
+            out.warn(
+                f"{', '.join(apart)} differ from {primary}: the next deploy or flag-set "
+                "writes every host"
+            )
+
+
+def set_flag(
+    config: Config,
+    env_name: str,
+    name: str,
+    *,
+    on: bool = False,
+    off: bool = False,
+    percent: int | None = None,
+    image: str | None = None,
+    dry_run: bool = False,
+    lock_wait: float = 0.0,
+    out: Console = console,
+) -> dict[str, Any]:
+    """Give flag ``name`` to a percentage of people (--on: 100, --off: 0); returns the change."""
+    value = _wanted(on, off, percent)
+    session = Session(config, env_name, out)
+    chosen = _flag_image(session, _images(session, image), name)
+    if dry_run:
+        before = flagstate.read(session.targets[0], chosen)
+        change = _change(before, chosen, name, value, env_name)
+        out.say(f"Dry run — nothing will be changed: {_describe(env_name, change)}")
+        return change
+    session.ensure_router_images()
+    lock = take_lock(session, "-", f"flag-set {name}", lock_wait, out)
+    try:
+        before = flagstate.read(session.targets[0], chosen)
+        change = _change(before, chosen, name, value, env_name)
+        lock.ensure_ours()
+        flagstate.write_all(session.targets, {chosen: change["state"]})
+        live = session.observe(holding_lock=True).live_record()
+        session.ledger.audit(
+            "flag-set",
+            image=chosen,
+            flag=name,
+            old=change["old"],
+            new=change["new"],
+            record=live.id if live else None,
+            state=change["state"],
+        )
+    finally:
+        lock.release()
+    out.say(f"✓ {_describe(env_name, change)} (by {who()}; services read it within 2 s)")
+    return change
+
+
+def _wanted(on: bool, off: bool, percent: int | None) -> int:
+    chosen = [x for x in (on, off, percent is not None) if x]
+    if len(chosen) != 1:
+        raise UsageError("say one of --on, --off or --percent N")
+    return 100 if on else 0 if off else int(percent or 0)
+
+
+def _flag_image(session: Session, images: list[str], name: str) -> str:
+    """The image whose flags hold ``name`` (on the primary host, else in no image)."""
+    for image in images:
+        definitions = flagstate.read(session.targets[0], image)
+        if definitions and name in definitions.get("flags", {}):
+            return image
+    raise FlagError(
+        f"{session.env.name}: no flag named {name!r} in the flags of {', '.join(images)} — "
+        f"`invoke flags --env {session.env.name}` lists them"
+    )
+
+
+def _change(
+    before: Definitions | None, image: str, name: str, value: int, env_name: str
+) -> dict[str, Any]:
+    if before is None:
+        raise FlagError(f"{env_name}: no {image} flags written yet — deploy a release first")
+    old = flags.percent(before["flags"][name])
+    state = flags.with_percent(before, name, value, f"{env_name} {image} flags")
+    return {"image": image, "flag": name, "old": old, "new": value, "state": state}
+
+
+def _describe(env_name: str, change: dict[str, Any]) -> str:
+    return (
+        f"{env_name}: {change['flag']} ({change['image']}) {change['old']}% → {change['new']}% on"
+    )

@@ -1,0 +1,120 @@
+"""An environment's current feature flags: one file per image in a volume on every host.
+
+Service containers of an image with flags mount the volume read-only at ``/flags`` and read
+``FLAGS_FILE=/flags/<image>.json``. A write never shows a half-written file: the new content
+goes in under a temporary name through the engine's archive API, and a short-lived helper
+container renames it over the old one (Docker 20.10 cannot mount a single file of a volume, so
+the app watches the file in the mounted folder). Reads go through a created, never started,
+helper container, which works on remote engines alike.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
+
+import docker.errors
+
+from conveyor import flags, state
+from conveyor.config import Service
+from conveyor.containers import Container
+from conveyor.flags import Definitions, FlagError
+
+if TYPE_CHECKING:
+    # hosts.py mounts the flag volume (it imports this module's names).
+    from conveyor.hosts import HostTarget
+
+MOUNT = "/flags"
+ROLE = "flags"
+
+
+def volume_name(env: str) -> str:
+    return f"conveyor-{env}-flags"
+
+
+def container_file(image: str) -> str:
+    """Where a service container finds its image's flags (``FLAGS_FILE``)."""
+    return f"{MOUNT}/{image}.json"
+
+
+def _helper(target: HostTarget, command: list[str]) -> Container:
+    if target.router_image is None:
+        raise FlagError(f"{target.name}: the router image (the flag helper's) is not known yet")
+    helper: Container = target.client.containers.create(
+        target.router_image,
+        command,
+        user="0",
+        network_mode="none",
+        labels={"conveyor.env": target.env.name, "conveyor.role": ROLE},
+        volumes={volume_name(target.env.name): {"bind": MOUNT, "mode": "rw"}},
+    )
+    return helper
+
+
+def read(target: HostTarget, image: str) -> Definitions | None:
+    """The image's current flags on one host; None when none were ever written there."""
+    helper = _helper(target, ["true"])
+    try:
+        raw = state.get_file(helper, container_file(image))
+    finally:
+        with contextlib.suppress(docker.errors.DockerException):
+            helper.remove(force=True)
+    if raw is None:
+        return None
+    return flags.parse(raw, f"{target.name}:{volume_name(target.env.name)}/{image}.json")
+
+
+def write(target: HostTarget, image: str, definitions: Definitions) -> None:
+    """Replace the image's flag file on one host: upload under a temporary name, rename."""
+    flags.validate(definitions, f"{image} flags")
+    incoming = f".incoming-{image}-{time.time_ns()}.json"
+    helper = _helper(target, ["mv", "-f", f"{MOUNT}/{incoming}", container_file(image)])
+    try:
+        state.put_file(helper, MOUNT, incoming, flags.dumps(definitions))
+        helper.start()
+        result = helper.wait(timeout=30)
+        if result.get("StatusCode") != 0:
+            logs = helper.logs(tail=3).decode(errors="replace").strip()
+            raise FlagError(f"{target.name}: could not replace {image}.json ({logs[-200:]})")
+    finally:
+        with contextlib.suppress(docker.errors.DockerException):
+            helper.remove(force=True)
+
+
+def read_all(
+    targets: Iterable[HostTarget], images: Iterable[str]
+) -> dict[str, dict[str, Definitions | None]]:
+    """Per host, per image, the current flags."""
+    names = list(images)
+    return {t.name: {image: read(t, image) for image in names} for t in targets}
+
+
+def write_all(targets: Iterable[HostTarget], states: Mapping[str, Definitions]) -> None:
+    """Every host gets the same flag files (an abort on one would leave hosts apart)."""
+    for target in targets:
+        for image, definitions in states.items():
+            write(target, image, definitions)
+
+
+def images_with_flags(services: Iterable[Service]) -> list[str]:
+    """The images, among an environment's services', that declare flags."""
+    return sorted({s.image for s in services if s.flags})
+
+
+def state_for(
+    record_id: str, recorded: Mapping[str, object], events: Iterable[Mapping[str, object]]
+) -> dict[str, Definitions]:
+    """The flag files that went with a release: its deploy's, then every ``flag-set`` made
+    while it was live (the latest per image wins)."""
+    found: dict[str, Definitions] = {}
+    written = recorded.get("state")
+    if isinstance(written, Mapping):
+        found.update({str(k): dict(v) for k, v in written.items() if isinstance(v, Mapping)})
+    for event in events:
+        if event.get("kind") == "flag-set" and event.get("record") == record_id:
+            image, definitions = event.get("image"), event.get("state")
+            if isinstance(image, str) and isinstance(definitions, Mapping):
+                found[image] = dict(definitions)
+    return found
