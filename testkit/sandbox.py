@@ -82,6 +82,7 @@ def environment_toml(
     api_secrets: str | None = None,
     canary: str | None = None,
     analysis: str | None = None,
+    flags: bool = False,
 ) -> str:
     """A deploy.toml for one sandbox environment with the reference api and web services.
 
@@ -101,7 +102,7 @@ def environment_toml(
     strategy = f'strategy = "canary"\ncanary = {canary}\n' if canary is not None else ""
     analysis_table = f"\n[analysis]\n{analysis}\n" if analysis is not None else ""
     return (
-        project_toml(dist, docker_dir, migrate=migrations is not None)
+        project_toml(dist, docker_dir, migrate=migrations is not None, flags=flags)
         + analysis_table
         + f"""
 [environments.{name}]
@@ -141,9 +142,17 @@ health = {{ path = "/readyz", interval = 1, timeout = 5, retries = 3 }}
 MIGRATE_COMMAND = "python3 -m refapi migrate"
 
 
-def project_toml(dist: Path, docker_dir: Path, *, migrate: bool = False) -> str:
+# The reference API's flag definitions: derived releases carry them (flags-api.json in dist).
+FLAGS_FILE = Path(__file__).resolve().parents[1] / "backend" / "flags.json"
+
+
+def project_toml(
+    dist: Path, docker_dir: Path, *, migrate: bool = False, flags: bool = False
+) -> str:
     """The project part of a sandbox deploy.toml: its own dist folder and image names."""
     migrate_line = f'migrate = "{MIGRATE_COMMAND}"' if migrate else ""
+    if flags:
+        migrate_line += f'\nflags = "{FLAGS_FILE}"'
     return f"""
 [project]
 name = "conveyor-sandbox"
@@ -259,6 +268,10 @@ def derive_release(
     folder = dist / version
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "NOTES.txt").write_text(f"sandbox release {version} fault={fault}\n")
+    listed = ["NOTES.txt"]
+    if FLAGS_FILE.is_file():
+        (folder / "flags-api.json").write_bytes(FLAGS_FILE.read_bytes())
+        listed.append("flags-api.json")
     artifacts.write_manifest(
         folder,
         {
@@ -271,7 +284,7 @@ def derive_release(
             "dirty": False,
             "build_time": "2026-01-01T00:00:00Z",
             "source_date_epoch": 1767225600,
-            "files": artifacts.describe_files(folder, ["NOTES.txt"]),
+            "files": artifacts.describe_files(folder, listed),
             "images": entries,
         },
     )

@@ -42,6 +42,12 @@ def cmd_config_check(args: argparse.Namespace) -> int:
         env = cfg.environment(name)
         hosts = ", ".join(f"{h.name} ({h.docker})" for h in env.hosts)
         console.say(f"{name}: services {', '.join(env.services)}; hosts {hosts}")
+    for image in cfg.images.values():
+        if image.flags:
+            from conveyor import flags  # noqa: PLC0415
+
+            definitions = flags.load(cfg.root / image.flags)
+            console.say(f"{image.flags}: {len(definitions['flags'])} flags, valid")
     console.say(f"{cfg.path.name}: valid")
     return 0
 

@@ -20,6 +20,8 @@ class Probe:
     status: int | None
     body: dict[str, Any] | None
     error: str | None = None
+    # The body as text (a metrics page is not JSON).
+    text: str = ""
 
     @property
     def ok(self) -> bool:
@@ -54,7 +56,8 @@ def probe(
         body = json.loads(raw) if raw else None
     except ValueError:
         body = None
-    return Probe(response.status, body if isinstance(body, dict) else None)
+    text = raw.decode(errors="replace")
+    return Probe(response.status, body if isinstance(body, dict) else None, text=text)
 
 
 def wait_until(
@@ -122,4 +125,6 @@ def probe_via_exec(
         body = json.loads(answer["body"]) if answer["body"] else None
     except ValueError:
         body = None
-    return Probe(int(answer["status"]), body if isinstance(body, dict) else None)
+    return Probe(
+        int(answer["status"]), body if isinstance(body, dict) else None, text=str(answer["body"])
+    )
