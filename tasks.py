@@ -223,6 +223,42 @@ def flag_set(
     )
 
 
+@task(
+    help={
+        "env": "environment",
+        "name": "the flag",
+        "stages": "percentages in turn (default: 1,5,25,50,100)",
+        "hold": "seconds each stage is held and judged (default: 600)",
+        "abort": "ask the running ramp to stop (back to where it began)",
+        "dry_run": "say what it would do, change nothing",
+        "lock_wait": "seconds to wait for another deploy's lock (default: fail at once)",
+    }
+)
+def flag_ramp(
+    c: Context,
+    env: str,
+    name: str,
+    *,
+    stages: str | None = None,
+    hold: str | None = None,
+    abort: bool = False,
+    dry_run: bool = False,
+    lock_wait: str | None = None,
+) -> None:
+    """Raise a flag's share in stages, each held and judged on vs off; off at once on errors."""
+    _conveyor(
+        "flag-ramp",
+        "--env",
+        env,
+        name,
+        *_option("--stages", stages),
+        *_option("--hold", hold),
+        _flag(abort, "--abort"),
+        _flag(dry_run, "--dry-run"),
+        *_option("--lock-wait", lock_wait),
+    )
+
+
 @task(help={"env": "environment", "json": "machine-readable output"})
 def rollout(c: Context, env: str, json: bool = False) -> None:
     """Show a canary rollout: the live weights read from each router, its step, every verdict."""

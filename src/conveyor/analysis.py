@@ -215,8 +215,12 @@ class ServiceJudgement:
 class Window:
     """The canary and stable tallies of one step's window, judged as samples arrive."""
 
-    def __init__(self, settings: Analysis, percent: int, services: Iterable[str]) -> None:
+    def __init__(
+        self, settings: Analysis, percent: int, services: Iterable[str], *, latency: bool = True
+    ) -> None:
         self.settings = settings
+        # False where only counts are measured (a flag ramp's per-variant counters).
+        self.latency = latency
         self.percent = percent
         self.services = list(services)
         self.tallies: dict[tuple[str, Side], Tally] = {
@@ -278,6 +282,8 @@ class Window:
     def _latency(self, service: str) -> ServiceJudgement | None:
         canary, stable = self.tallies[(service, "canary")], self.tallies[(service, "stable")]
         s = self.settings
+        if not self.latency:
+            return None
         if min(canary.latency_count, stable.latency_count) < s.min_requests:
             return None
         slow, base = canary.mean_ms or 0.0, stable.mean_ms or 0.0
@@ -309,7 +315,7 @@ class Window:
         canary, stable = self.tallies[(service, "canary")], self.tallies[(service, "stable")]
         floor = self.settings.min_requests
         if canary.requests >= floor and stable.requests >= floor:
-            if min(canary.latency_count, stable.latency_count) < floor:
+            if self.latency and min(canary.latency_count, stable.latency_count) < floor:
                 return ServiceJudgement(
                     "inconclusive",
                     "latency-unmeasured",

@@ -216,6 +216,22 @@ def cmd_flag_set(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_flag_ramp(args: argparse.Namespace) -> int:
+    from conveyor import flagramp  # noqa: PLC0415
+
+    flagramp.ramp(
+        _config(args),
+        args.env,
+        args.name,
+        stages=args.stages,
+        hold=args.hold,
+        dry_run=args.dry_run,
+        abort=args.abort,
+        lock_wait=args.lock_wait,
+    )
+    return 0
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from conveyor import operations  # noqa: PLC0415
 
@@ -456,6 +472,23 @@ def _add_flag_commands(sub: Subparsers) -> None:
     change.add_argument("--image", help="the image whose flags hold NAME (default: found)")
     change.add_argument("--dry-run", action="store_true", help="say what changes, change nothing")
     change.add_argument("--lock-wait", type=float, default=0.0, metavar="SECONDS")
+    ramp = _command(
+        sub,
+        "flag-ramp",
+        cmd_flag_ramp,
+        "Raise a flag's share in stages, each held and judged on vs off; off at once on errors.",
+    )
+    ramp.add_argument("--env", required=True)
+    ramp.add_argument("name", metavar="NAME", help="the flag")
+    ramp.add_argument(
+        "--stages", default="1,5,25,50,100", help="percentages in turn (default: 1,5,25,50,100)"
+    )
+    ramp.add_argument(
+        "--hold", type=float, default=600.0, metavar="SECONDS", help="each stage (default: 600)"
+    )
+    ramp.add_argument("--abort", action="store_true", help="ask the running ramp to stop")
+    ramp.add_argument("--dry-run", action="store_true", help="say what it would do, change nothing")
+    ramp.add_argument("--lock-wait", type=float, default=0.0, metavar="SECONDS")
 
 
 def _add_rollout_commands(sub: Subparsers) -> None:

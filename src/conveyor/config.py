@@ -228,6 +228,7 @@ NOTIFY_EVENTS = (
     "approval-needed",
     "canary-window",
     "canary-aborted",
+    "flag-killed",
 )
 
 

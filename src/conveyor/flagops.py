@@ -77,7 +77,7 @@ def set_flag(
     """Give flag ``name`` to a percentage of people (--on: 100, --off: 0); returns the change."""
     value = _wanted(on, off, percent)
     session = Session(config, env_name, out)
-    chosen = _flag_image(session, _images(session, image), name)
+    chosen = flag_image(session, name, image)
     if dry_run:
         before = flagstate.read(session.targets[0], chosen)
         change = _change(before, chosen, name, value, env_name)
@@ -86,23 +86,37 @@ def set_flag(
     session.ensure_router_images()
     lock = take_lock(session, "-", f"flag-set {name}", lock_wait, out)
     try:
-        before = flagstate.read(session.targets[0], chosen)
-        change = _change(before, chosen, name, value, env_name)
+        from conveyor.flagramp import settle_dead_ramps  # noqa: PLC0415 (flagramp uses this module)
+
+        settle_dead_ramps(session, f"flag-set {name}", out)
         lock.ensure_ours()
-        flagstate.write_all(session.targets, {chosen: change["state"]})
-        live = session.observe(holding_lock=True).live_record()
-        session.ledger.audit(
-            "flag-set",
-            image=chosen,
-            flag=name,
-            old=change["old"],
-            new=change["new"],
-            record=live.id if live else None,
-            state=change["state"],
-        )
+        change = write_change(session, chosen, name, value)
     finally:
         lock.release()
     out.say(f"✓ {_describe(env_name, change)} (by {who()}; services read it within 2 s)")
+    return change
+
+
+def write_change(
+    session: Session, image: str, name: str, value: int, *, ramp: str | None = None, why: str = ""
+) -> dict[str, Any]:
+    """Holding the lock: the flag at ``value`` percent on every host, in the audit trail with
+    the old and new share, the live release it goes with and the whole new file."""
+    before = flagstate.read(session.targets[0], image)
+    change = _change(before, image, name, value, session.env.name)
+    flagstate.write_all(session.targets, {image: change["state"]})
+    live = session.observe(holding_lock=True).live_record()
+    session.ledger.audit(
+        "flag-set",
+        image=image,
+        flag=name,
+        old=change["old"],
+        new=change["new"],
+        record=live.id if live else None,
+        state=change["state"],
+        ramp=ramp,
+        why=why,
+    )
     return change
 
 
@@ -113,12 +127,13 @@ def _wanted(on: bool, off: bool, percent: int | None) -> int:
     return 100 if on else 0 if off else int(percent or 0)
 
 
-def _flag_image(session: Session, images: list[str], name: str) -> str:
-    """The image whose flags hold ``name`` (on the primary host, else in no image)."""
-    for image in images:
-        definitions = flagstate.read(session.targets[0], image)
+def flag_image(session: Session, name: str, image: str | None = None) -> str:
+    """The image whose flags hold ``name`` (on the primary host), or a line saying none does."""
+    images = _images(session, image)
+    for candidate in images:
+        definitions = flagstate.read(session.targets[0], candidate)
         if definitions and name in definitions.get("flags", {}):
-            return image
+            return candidate
     raise FlagError(
         f"{session.env.name}: no flag named {name!r} in the flags of {', '.join(images)} — "
         f"`invoke flags --env {session.env.name}` lists them"

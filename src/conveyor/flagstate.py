@@ -107,14 +107,25 @@ def state_for(
     record_id: str, recorded: Mapping[str, object], events: Iterable[Mapping[str, object]]
 ) -> dict[str, Definitions]:
     """The flag files that went with a release: its deploy's, then every ``flag-set`` made
-    while it was live (the latest per image wins)."""
+    while it was live (the latest per image wins) — except that a flag a ramp killed stays
+    off until a person sets it again (DECISIONS)."""
     found: dict[str, Definitions] = {}
     written = recorded.get("state")
     if isinstance(written, Mapping):
         found.update({str(k): dict(v) for k, v in written.items() if isinstance(v, Mapping)})
+    killed: dict[str, str] = {}  # flag -> image, off until a person turns it on again
     for event in events:
-        if event.get("kind") == "flag-set" and event.get("record") == record_id:
-            image, definitions = event.get("image"), event.get("state")
-            if isinstance(image, str) and isinstance(definitions, Mapping):
-                found[image] = dict(definitions)
+        kind, image = event.get("kind"), event.get("image")
+        if kind == "flag-killed" and isinstance(image, str):
+            killed[str(event.get("flag"))] = image
+        if kind != "flag-set":
+            continue
+        if not event.get("ramp"):
+            killed.pop(str(event.get("flag")), None)
+        definitions = event.get("state")
+        if event.get("record") == record_id and isinstance(definitions, Mapping):
+            found[str(image)] = dict(definitions)
+    for flag, image in killed.items():
+        if flag in found.get(image, {}).get("flags", {}):
+            found[image] = flags.with_percent(found[image], flag, 0, f"{image} flags")
     return found

@@ -45,6 +45,7 @@ LEVELS = {
     "approval-needed": "warning",
     "canary-window": "info",
     "canary-aborted": "failure",
+    "flag-killed": "failure",
 }
 
 
@@ -323,6 +324,12 @@ class Announcer:
             ]
         )
         self.notifier.send(Message(event=event, title=title, body=body))
+
+    def flag_killed(self, environment: str, flag: str, verdict: Verdict) -> None:
+        """A ramp turned a flag off: its on-variant failed against its off-variant."""
+        title = f"{environment}: flag {flag} turned off at {verdict.percent}% (errors)"
+        body = f"environment: {environment}\nflag: {flag}\nverdict: {verdict.line()}"
+        self.notifier.send(Message(event="flag-killed", title=title, body=body))
 
     def approval_needed(self, release: Release, key: str) -> None:
         self.notifier.send(approval_message(self.env.name, release, key, who()))

@@ -927,13 +927,28 @@ def show_status(config: Config, env_name: str, *, as_json: bool, stats: bool = F
     state.forged = list(session.ledger.forged)
     schemas = schemaphase.live_schema(state.records, events)
     warmth = warm.describe(session, state, stats=stats)
+    flag_files = flag_glance(session)
     if as_json:
-        extra = {"schema": schemas, "warm": warmth}
+        extra = {"schema": schemas, "warm": warmth, "flags": flag_files}
         print(json.dumps(state.as_dict() | extra, indent=2, default=str))
         return
     lines = render_status(state, session.public_url()) + schema_lines(session.env, schemas)
+    for image, definitions in sorted(flag_files.items()):
+        shown = flags.describe(definitions) if isinstance(definitions, dict) else [definitions]
+        lines.append(f"  flags ({image}): " + "; ".join(shown))
     for line in lines + warm.lines(warmth):
         console.say(line)
+
+
+def flag_glance(session: Session) -> dict[str, Any]:
+    """The primary host's flag files for ``status`` (a broken one is named, not fatal)."""
+    found: dict[str, Any] = {}
+    for image in flagstate.images_with_flags(session.env.services.values()):
+        try:
+            found[image] = flagstate.read(session.primary, image) or "none written yet"
+        except ConveyorError as exc:
+            found[image] = f"unreadable: {exc}"
+    return found
 
 
 def schema_lines(env: Any, schemas: dict[str, dict[str, Any]]) -> list[str]:

@@ -31,6 +31,8 @@ class Session:
         self.targets = connect_hosts(config, self.env)
         self.primary = self.targets[0]
         self.router_image: str | None = self._existing_router_image()
+        for target in self.targets:  # read-only commands' helpers (flags) need it too
+            target.router_image = target.router_image or self.router_image
         self.store = StateStore(self.primary.client, self.env.name, self.router_image)
         self.ledger = Ledger(self.store)
 

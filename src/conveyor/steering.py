@@ -24,15 +24,27 @@ REQUESTS_DIR = "rollout"
 
 def write_request(session: Session, record: ReleaseRecord, action: str) -> None:
     """Ask the rollout of ``record`` to abort or promote (answered between samples)."""
+    write_request_for(session, record.id, action, started=record.started)
+    session.ledger.audit(f"rollout-{action}-requested", record=record.id, version=record.version)
+
+
+def write_request_for(session: Session, target: str, action: str, *, started: float) -> None:
+    """Ask whatever runs as ``target`` (a rollout's record, a flag ramp's id) to ``action``."""
     by = ledger_mod.who()
-    payload = {"record": record.id, "action": action, "by": by, "at": time.time()}
+    payload = {"record": target, "action": action, "by": by, "at": max(time.time(), started)}
     name = f"{time.time_ns():020d}-{action}.json"
     session.store.write(f"{REQUESTS_DIR}/{name}", json.dumps(payload).encode())
-    session.ledger.audit(f"rollout-{action}-requested", record=record.id, version=record.version)
 
 
 def request_poller(session: Session, record: ReleaseRecord) -> Callable[[], tuple[str, str] | None]:
     """For the stepper: a function returning the first request naming ``record``, if any."""
+    return poller_for(session, record.id, record.started)
+
+
+def poller_for(
+    session: Session, target: str, started: float
+) -> Callable[[], tuple[str, str] | None]:
+    """A function returning the first request naming ``target`` made since ``started``."""
 
     def poll() -> tuple[str, str] | None:
         for _path, raw in sorted(session.store.read_tree(REQUESTS_DIR).items()):
@@ -40,8 +52,8 @@ def request_poller(session: Session, record: ReleaseRecord) -> Callable[[], tupl
                 payload = json.loads(raw)
             except ValueError:
                 continue
-            fresh = float(payload.get("at") or 0) >= record.started
-            if payload.get("record") == record.id and payload.get("action") in ACTIONS and fresh:
+            fresh = float(payload.get("at") or 0) >= started
+            if payload.get("record") == target and payload.get("action") in ACTIONS and fresh:
                 return str(payload["action"]), str(payload.get("by") or "?")
         return None
 
