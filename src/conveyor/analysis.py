@@ -1,9 +1,10 @@
 """Judge a canary against the stable color, from the routers' own counters.
 
 Requests and errors come from ``show stat`` deltas per server (responses, 5xx, connection and
-response errors: a request HAProxy retried elsewhere still counts against the server that
-failed it). Latency comes from the router's per-request log, because ``show stat``'s ``rtime``
-averages the last 1024 requests and says nothing about a 5% canary's last few seconds.
+response errors, and retried connection attempts: a request HAProxy retried on the other color
+still counts against the server that failed it). Latency comes from the router's per-request
+log, because ``show stat``'s ``rtime`` averages the last 1024 requests and says nothing about a
+5% canary's last few seconds.
 
 A window compares the canary with the stable color over the same seconds. Too little traffic
 never passes; clear evidence fails at once, between samples (a one-sided binomial test on the
@@ -44,6 +45,9 @@ class Counters:
     http_5xx: int = 0
     conn_errors: int = 0
     resp_errors: int = 0
+    # Connection attempts retried elsewhere (``wretr``): with ``retries``/``redispatch`` a
+    # server refusing connections shows here, not in ``econ``, and the user never saw it.
+    retries: int = 0
 
 
 def _number(row: Mapping[str, str], key: str) -> int:
@@ -69,6 +73,7 @@ def read_counters(stat_csv: str, services: Iterable[str]) -> dict[tuple[str, str
             http_5xx=_number(row, "hrsp_5xx"),
             conn_errors=_number(row, "econ"),
             resp_errors=_number(row, "eresp"),
+            retries=_number(row, "wretr"),
         )
     return found
 
@@ -120,10 +125,12 @@ def delta(before: Counters, after: Counters) -> Tally:
         "5xx": after.http_5xx - before.http_5xx,
         "econ": after.conn_errors - before.conn_errors,
         "eresp": after.resp_errors - before.resp_errors,
+        "wretr": after.retries - before.retries,
     }
     if any(value < 0 for value in steps.values()):
         raise MeasurementError("the router's counters went back (it restarted mid-window)")
-    failed = steps["econ"] + steps["eresp"]
+    # A retried attempt is a failure of this server's, though another one then answered.
+    failed = steps["econ"] + steps["eresp"] + steps["wretr"]
     return Tally(requests=steps["responses"] + failed, errors=steps["5xx"] + failed)
 
 
@@ -288,12 +295,12 @@ class Window:
             return None
         slow, base = canary.mean_ms or 0.0, stable.mean_ms or 0.0
         if slow > base * s.max_latency_ratio and slow - base > s.latency_slack_ms:
-            ratio = slow / base if base else math.inf
+            ratio = f"{slow / base:.1f}x" if base else "from 0 ms"
             return ServiceJudgement(
                 "fail",
                 "latency",
                 f"{service}: canary {slow:.0f} ms mean against stable {base:.0f} ms "
-                f"({ratio:.1f}x > {s.max_latency_ratio:g}x and +{slow - base:.0f} ms > "
+                f"({ratio} > {s.max_latency_ratio:g}x and +{slow - base:.0f} ms > "
                 f"{s.latency_slack_ms:g} ms; {canary.latency_count} and "
                 f"{stable.latency_count} timed requests)",
             )
