@@ -219,6 +219,7 @@ def serve(settings: Settings) -> int:
     from refapi.app import create_app  # noqa: PLC0415
     from refapi.database import create_engine  # noqa: PLC0415
 
+    _log_to_stderr()
     config = uvicorn.Config(
         create_app(settings, create_engine(settings.database_url)),
         host=settings.host,
@@ -244,6 +245,19 @@ def serve(settings: Settings) -> int:
         sys.stderr.flush()
         os._exit(code)
     return code
+
+
+def _log_to_stderr() -> None:
+    """refapi's own log lines (the flag file watcher's) go to stderr as written, one a line,
+    like its other messages; uvicorn configures only its own loggers."""
+    import logging  # noqa: PLC0415
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger = logging.getLogger("refapi")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
 
 
 def _fail(message: str, code: int) -> int:

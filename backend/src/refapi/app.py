@@ -1,4 +1,5 @@
-"""The FastAPI application: health probes, version, notes, and injected faults."""
+"""The FastAPI application: health probes, version, notes, feature flags and their metrics,
+and injected faults."""
 
 from __future__ import annotations
 
@@ -16,29 +17,43 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import sessionmaker
 
-from refapi import migrations, notes, schema
+from refapi import flags, migrations, notes, schema
 from refapi.database import describe_failure
+from refapi.metrics import CountByVariant
 from refapi.settings import Fault, Settings
 
 # What a deploy tool and Docker poll; faults that mimic a bad release under traffic spare
 # them, so the release passes readiness and smoke checks and only its traffic shows it.
 PROBE_PATHS = frozenset({"/healthz", "/readyz"})
+# Neither counted by flag variant nor given a session cookie: nobody's traffic.
+UNCOUNTED_PATHS = PROBE_PATHS | {"/metrics"}
 
 
 def create_app(settings: Settings, engine: Engine) -> FastAPI:
     chain = migrations.load_chain()
     identity = {"version": settings.version, "commit": settings.commit}
+    feature_flags = flags.FeatureFlags(settings.flags_file, fault=settings.fault)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.started_at = time.monotonic()
-        yield
-        engine.dispose()
+        feature_flags.start()
+        try:
+            yield
+        finally:
+            feature_flags.stop()
+            engine.dispose()
 
     app = FastAPI(title="refapi", version=settings.version, lifespan=lifespan)
     # expire_on_commit=False: a note just written is returned without a second query.
     app.state.sessions = sessionmaker(engine, expire_on_commit=False)
+    app.state.flags = feature_flags
     app.include_router(notes.router)
+    app.include_router(flags.router)
+    # Innermost first: the counter sees an endpoint's exception before the error page does,
+    # and the targeting key is known before any flag is evaluated.
+    app.add_middleware(CountByVariant, counters=feature_flags.counters, uncounted=UNCOUNTED_PATHS)
+    app.add_middleware(flags.TargetingKeys, exempt=UNCOUNTED_PATHS)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

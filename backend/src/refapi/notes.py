@@ -11,9 +11,17 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from refapi.flags import NEW_NOTES_VIEW, flags_of
 from refapi.models import NOTE_TEXT_MAX, Note
 
-router = APIRouter(prefix="/api/notes", tags=["notes"])
+
+def _notes_view(request: Request) -> bool:
+    # The web UI's new notes view reads and writes through these endpoints: evaluating its
+    # flag here counts their traffic (and errors) by variant, which a guarded ramp compares.
+    return flags_of(request).evaluate(request, NEW_NOTES_VIEW)
+
+
+router = APIRouter(prefix="/api/notes", tags=["notes"], dependencies=[Depends(_notes_view)])
 
 
 def _assume_utc(moment: datetime) -> datetime:

@@ -8,6 +8,9 @@ convention of the official database images), which wins over NAME. A deploy tool
 secrets out of `docker inspect` writes that file right after the container starts, so a
 missing file is waited for, up to SECRET_FILE_WAIT seconds (default 300; 0 waits not at all).
 
+FLAGS_FILE names the flagd flag definitions to evaluate and watch (refapi.flagfile); unset,
+refapi evaluates the definitions packaged with it (backend/flags.json).
+
 The migration runner's limits (see refapi.migrations) come from MIGRATE_* variables:
 MIGRATE_LOCK_TIMEOUT and MIGRATE_STATEMENT_TIMEOUT (seconds, PostgreSQL only; a statement
 timeout of 0 means none), MIGRATE_LOCK_RETRIES, and MIGRATE_RUNNER_WAIT (seconds a second
@@ -24,6 +27,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
+from pathlib import Path
 from typing import Literal, get_args
 
 from sqlalchemy.engine import URL, make_url
@@ -31,7 +35,9 @@ from sqlalchemy.exc import ArgumentError
 
 from refapi.errors import ConfigError
 
-FaultKind = Literal["none", "not-ready", "crash", "fail-after-ready", "fail-ratio", "slow"]
+FaultKind = Literal[
+    "none", "not-ready", "crash", "fail-after-ready", "fail-ratio", "slow", "flag-on-fails"
+]
 FAULT_NAMES: tuple[FaultKind, ...] = get_args(FaultKind)
 SUPPORTED_BACKENDS = ("sqlite", "postgresql")
 _TRUE = frozenset({"1", "true", "yes", "on"})
@@ -82,8 +88,10 @@ FAULT_USAGE = _fault_usage()
 
 @dataclass(frozen=True)
 class Fault:
-    """A deliberate misbehaviour, so the deploy tool can prove it rolls back bad releases
-    and canary tests can watch a release that fails a share of requests or answers slowly.
+    """A deliberate misbehaviour, so the deploy tool can prove it rolls back bad releases,
+    canary tests can watch a release that fails a share of requests or answers slowly, and
+    flag ramps can watch a feature that fails (flag-on-fails: every request served the
+    new-notes-view flag's on-variant answers 500, while the off-variant stays healthy).
 
     ``argument`` is the fault's value as FAULT_ARGUMENTS describes it: seconds for
     fail-after-ready, the failing share for fail-ratio, milliseconds for slow.
@@ -148,6 +156,7 @@ class Settings:
     access_log: bool = False
     fault: Fault = field(default_factory=Fault)
     migration: MigrationSettings = field(default_factory=MigrationSettings)
+    flags_file: Path | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
@@ -173,6 +182,7 @@ class Settings:
             access_log=_flag("ACCESS_LOG", get("ACCESS_LOG", "0")),
             fault=Fault.parse(get("REFAPI_FAULT", "none")),
             migration=_migration_settings(get),
+            flags_file=_optional_path(environ.get("FLAGS_FILE", "")),
         )
 
 
@@ -239,6 +249,10 @@ def read_secret_file(variable: str, path: str, *, wait: float, poll: float = 0.0
     if not value:
         raise ConfigError(f"{variable}={path} is empty")
     return value
+
+
+def _optional_path(raw: str) -> Path | None:
+    return Path(raw.strip()) if raw.strip() else None
 
 
 def _seconds(name: str, raw: str, default: float) -> float:

@@ -155,7 +155,8 @@ def test_an_unknown_fault_exits_2_with_one_line(start_refapi: Start) -> None:
     assert server.wait_for_exit() == 2
     assert server.stderr.splitlines() == [
         "refapi: REFAPI_FAULT='explode' is not a known fault; "
-        "expected none, not-ready, crash, fail-after-ready=N, fail-ratio=R or slow=MS"
+        "expected none, not-ready, crash, fail-after-ready=N, fail-ratio=R, slow=MS "
+        "or flag-on-fails"
     ]
 
 

@@ -43,6 +43,37 @@ def test_the_wheel_contains_env_and_every_revision(wheel: Path) -> None:
         assert f"refapi/migrations/versions/{revision.name}" in names
 
 
+def test_the_wheel_carries_the_flag_definitions_and_serves_them(
+    wheel: Path, tmp_path: Path
+) -> None:
+    with zipfile.ZipFile(wheel) as archive:
+        assert archive.read("refapi/flags.json") == (BACKEND / "flags.json").read_bytes()
+        archive.extractall(tmp_path / "site")
+    # Read from the package itself, not from a source tree next to it.
+    probe = (
+        "import refapi.flagfile as f; print(f.__file__); "
+        "print((f.resources.files('refapi') / 'flags.json').is_file()); "
+        "print(f.parse(f.packaged_definitions(), 'packaged').variants)"
+    )
+
+    result = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(tmp_path / "site")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        str(tmp_path / "site/refapi/flagfile.py"),
+        "True",
+        "{'new-notes-view': ('on', 'off')}",
+    ]
+
+
 def test_the_unpacked_wheel_migrates_from_any_directory(wheel: Path, tmp_path: Path) -> None:
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)

@@ -110,9 +110,10 @@ def test_warm_loads_what_serving_needs_without_listening() -> None:
     probe = (
         "import sys; from refapi.__main__ import main; rc = main(['warm']); "
         "print(rc, 'uvicorn.protocols.http.h11_impl' in sys.modules, "
-        "'alembic.runtime.migration' in sys.modules, 'refapi.app' in sys.modules)"
+        "'alembic.runtime.migration' in sys.modules, 'refapi.app' in sys.modules, "
+        "'openfeature.contrib.tools.flagd.core.targeting.custom_ops' in sys.modules)"
     )
     result = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
     )
-    assert result.stdout.split() == ["0", "True", "True", "True"], result.stderr
+    assert result.stdout.split() == ["0", "True", "True", "True", "True"], result.stderr

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from importlib import metadata
+from pathlib import Path
 
 import pytest
 
@@ -19,6 +20,7 @@ def test_defaults_when_nothing_is_set() -> None:
     assert settings.migrate_on_start is True
     assert settings.access_log is False
     assert settings.fault == Fault("none")
+    assert settings.flags_file is None
 
 
 def test_every_variable_is_read() -> None:
@@ -32,6 +34,7 @@ def test_every_variable_is_read() -> None:
             "MIGRATE_ON_START": "0",
             "ACCESS_LOG": "1",
             "REFAPI_FAULT": "not-ready",
+            "FLAGS_FILE": "/flags/api.json",
         }
     )
 
@@ -41,14 +44,18 @@ def test_every_variable_is_read() -> None:
     assert settings.migrate_on_start is False
     assert settings.access_log is True
     assert settings.fault == Fault("not-ready")
+    assert settings.flags_file == Path("/flags/api.json")
 
 
 def test_empty_variables_fall_back_to_defaults() -> None:
-    settings = Settings.from_env({"PORT": "", "APP_VERSION": "", "GIT_COMMIT": " "})
+    settings = Settings.from_env(
+        {"PORT": "", "APP_VERSION": "", "GIT_COMMIT": " ", "FLAGS_FILE": " "}
+    )
 
     assert settings.port == 8000
     assert settings.version == metadata.version("refapi")
     assert settings.commit == "unknown"
+    assert settings.flags_file is None
 
 
 @pytest.mark.parametrize("scheme", ["postgresql", "postgres", "postgresql+psycopg"])
@@ -104,6 +111,7 @@ def test_a_bad_flag_is_rejected_by_name() -> None:
         ("slow=200", Fault("slow", 200.0)),
         ("slow=0.5", Fault("slow", 0.5)),
         ("slow=60000", Fault("slow", 60000.0)),
+        ("flag-on-fails", Fault("flag-on-fails")),
     ],
 )
 def test_faults_parse(raw: str, expected: Fault) -> None:
@@ -135,6 +143,8 @@ def test_faults_parse(raw: str, expected: Fault) -> None:
         ("slow=60001", r"MS must be a number of milliseconds in \(0, 60000\]"),
         ("slow=200ms", r"MS must be a number of milliseconds in \(0, 60000\]"),
         ("slow=inf", r"MS must be a number of milliseconds in \(0, 60000\]"),
+        ("flag-on-fails=1", r"is not a known fault \(did you mean 'flag-on-fails'\?\)"),
+        ("flag-on-fail", r"is not a known fault \(did you mean 'flag-on-fails'\?\)"),
     ],
 )
 def test_bad_faults_are_rejected(raw: str, message: str) -> None:
@@ -156,5 +166,6 @@ def test_an_unknown_fault_lists_every_fault_with_its_value() -> None:
         Fault.parse("boom")
 
     assert str(caught.value).endswith(
-        "expected none, not-ready, crash, fail-after-ready=N, fail-ratio=R or slow=MS"
+        "expected none, not-ready, crash, fail-after-ready=N, fail-ratio=R, slow=MS "
+        "or flag-on-fails"
     )
