@@ -12,6 +12,23 @@ describe("api client", () => {
     expect(fetch).toHaveBeenCalledTimes(1);
   });
 
+  it("gets the caller's flags from /api/flags", async () => {
+    const flags = { flags: { "new-notes-view": true }, key: "ada" };
+    const api = createApiClient({
+      fetch: routedFetch([{ method: "GET", url: "/api/flags", respond: () => jsonResponse(flags) }]),
+    });
+    await expect(api.getFlags()).resolves.toEqual(flags);
+  });
+
+  it.each([
+    { flags: { "new-notes-view": "yes" }, key: "ada" },
+    { flags: ["new-notes-view"], key: "ada" },
+    { flags: {} },
+  ])("rejects a flags answer of the wrong shape: %j", async (answer) => {
+    const fetch = vi.fn<FetchFn>().mockImplementation(async () => jsonResponse(answer));
+    await expect(createApiClient({ fetch }).getFlags()).rejects.toThrow(/unexpected answer to GET \/api\/flags/);
+  });
+
   it("lists notes from /api/notes", async () => {
     const notes = [
       { id: 1, text: "one", created_at: "2024-01-01T00:00:00Z" },

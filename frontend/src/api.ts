@@ -11,7 +11,18 @@ export interface Note {
   id: number;
   text: string;
   created_at: string;
+  pinned?: boolean;
 }
+
+/** The caller's feature flags, as GET /api/flags answers them. */
+export interface Flags {
+  flags: Record<string, boolean>;
+  /** Who the flags were evaluated for (a user or session id): the same key, the same answer. */
+  key: string;
+}
+
+/** The flag that swaps today's notes list for the new notes view. */
+export const NEW_NOTES_VIEW = "new-notes-view";
 
 export type FetchFn = (input: string, init?: RequestInit) => Promise<Response>;
 
@@ -27,6 +38,7 @@ export class ApiError extends Error {
 }
 
 export interface ApiClient {
+  getFlags(): Promise<Flags>;
   getVersion(): Promise<ApiVersion>;
   listNotes(): Promise<Note[]>;
   createNote(text: string): Promise<Note>;
@@ -53,7 +65,17 @@ export function isNote(value: unknown): value is Note {
     isRecord(value) &&
     typeof value.id === "number" &&
     typeof value.text === "string" &&
-    typeof value.created_at === "string"
+    typeof value.created_at === "string" &&
+    (value.pinned === undefined || typeof value.pinned === "boolean")
+  );
+}
+
+export function isFlags(value: unknown): value is Flags {
+  return (
+    isRecord(value) &&
+    typeof value.key === "string" &&
+    isRecord(value.flags) &&
+    Object.values(value.flags).every((flag) => typeof flag === "boolean")
   );
 }
 
@@ -103,6 +125,11 @@ export function createApiClient(options: ApiClientOptions = {}): ApiClient {
   }
 
   return {
+    async getFlags() {
+      const data = await request("GET", "/api/flags");
+      if (!isFlags(data)) throw new ApiError("The API sent an unexpected answer to GET /api/flags");
+      return data;
+    },
     async getVersion() {
       const data = await request("GET", "/api/version");
       if (!isApiVersion(data)) throw new ApiError("The API sent an unexpected answer to GET /api/version");

@@ -1,12 +1,15 @@
-import { ApiError, type ApiClient } from "./api";
+import { ApiError, NEW_NOTES_VIEW, type ApiClient, type Flags } from "./api";
 import {
   appendNote,
+  applySearch,
   findElements,
   renderApiVersion,
   renderNotes,
   renderWebVersion,
+  setNotesView,
   showErrors,
   type AppElements,
+  type NotesView,
 } from "./render";
 
 export interface AppOptions {
@@ -16,7 +19,7 @@ export interface AppOptions {
 
 export interface App {
   elements: AppElements;
-  /** Settles when the first load of version and notes is over (never rejects). */
+  /** Settles when the first load of flags, version and notes is over (never rejects). */
   loaded: Promise<void>;
   /** Posts the form's text as a new note; what the submit handler runs. */
   submitNote(): Promise<void>;
@@ -27,6 +30,11 @@ function errorText(err: unknown): string {
   return `Unexpected error: ${err instanceof Error ? err.message : String(err)}`;
 }
 
+/** The notes view the flags ask for; without an answer, today's view. */
+export function notesViewFor(flags: Flags | null): NotesView {
+  return flags?.flags[NEW_NOTES_VIEW] === true ? "new" : "classic";
+}
+
 export function startApp(doc: Document, options: AppOptions): App {
   const els = findElements(doc);
   const { api } = options;
@@ -34,6 +42,11 @@ export function startApp(doc: Document, options: AppOptions): App {
 
   async function load(): Promise<void> {
     els.root.dataset.state = "loading";
+    // Flags first, alone: on a first visit its answer sets the session cookie, so the notes
+    // request that follows is evaluated (and counted) for the same person. Without flags the
+    // page still works, in today's view.
+    const flags = await api.getFlags().catch(() => null);
+    setNotesView(els, notesViewFor(flags));
     const [version, notes] = await Promise.allSettled([api.getVersion(), api.listNotes()]);
     const errors: string[] = [];
     if (version.status === "fulfilled") {
@@ -79,6 +92,7 @@ export function startApp(doc: Document, options: AppOptions): App {
     event.preventDefault();
     void submitNote();
   });
+  els.notesSearch.addEventListener("input", () => applySearch(els));
 
   return { elements: els, loaded: load(), submitNote };
 }
