@@ -145,8 +145,9 @@ def _change(
 ) -> dict[str, Any]:
     if before is None:
         raise FlagError(f"{env_name}: no {image} flags written yet — deploy a release first")
-    old = flags.percent(before["flags"][name])
+    # with_percent first: it names the known flags when ``name`` is not one of them.
     state = flags.with_percent(before, name, value, f"{env_name} {image} flags")
+    old = flags.percent(before["flags"][name])
     return {"image": image, "flag": name, "old": old, "new": value, "state": state}
 
 

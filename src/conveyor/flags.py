@@ -95,7 +95,7 @@ def _validate_flag(source: str, name: str, flag: Any, evaluators: Mapping[str, A
     if not isinstance(variants, Mapping) or not variants:
         raise FlagError(f"{where}.variants]: expected an object of at least one variant")
     default = flag.get("defaultVariant")
-    if default not in variants:
+    if not isinstance(default, str) or default not in variants:
         raise FlagError(
             f"{where}.defaultVariant]: {default!r} is not a variant "
             f"(variants: {', '.join(variants)})"
@@ -119,7 +119,7 @@ def _check_logic(
         return
     for operator, argument in node.items():
         if operator == "$ref":
-            if argument not in evaluators:
+            if not isinstance(argument, str) or argument not in evaluators:
                 raise FlagError(f"{where}.$ref]: no evaluator named {argument!r} in $evaluators")
             if argument in seen:
                 raise FlagError(f"{where}.$ref]: evaluator {argument!r} refers to itself")
@@ -136,7 +136,9 @@ def _check_fractional(where: str, argument: Any, variants: set[str]) -> None:
     if not isinstance(argument, list) or not argument:
         raise FlagError(f"{where}]: expected a list of [variant, weight] pairs")
     buckets = [a for a in argument if not isinstance(a, Mapping)]  # the first may be a key
-    for index, bucket in enumerate(buckets):
+    for index, bucket in enumerate(argument):  # the index in the file, key expression counted
+        if isinstance(bucket, Mapping):
+            continue
         if (
             not isinstance(bucket, list)
             or len(bucket) != 2
@@ -175,7 +177,9 @@ def percent(flag: Mapping[str, Any]) -> int | None:
     buckets = split_of(flag)
     if buckets is None:
         return None
-    return int(buckets[0][1]) if flag.get("state") == "ENABLED" else 0
+    if flag.get("state") == "ENABLED":
+        return int(buckets[0][1])
+    return FULL if flag.get("defaultVariant") == buckets[0][0] else 0
 
 
 def with_percent(definitions: Definitions, name: str, value: int, source: str) -> Definitions:

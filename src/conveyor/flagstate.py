@@ -108,24 +108,32 @@ def state_for(
 ) -> dict[str, Definitions]:
     """The flag files that went with a release: its deploy's, then every ``flag-set`` made
     while it was live (the latest per image wins) — except that a flag a ramp killed stays
-    off until a person sets it again (DECISIONS)."""
+    off until a person sets it again or starts a new ramp of it (DECISIONS)."""
     found: dict[str, Definitions] = {}
     written = recorded.get("state")
     if isinstance(written, Mapping):
         found.update({str(k): dict(v) for k, v in written.items() if isinstance(v, Mapping)})
-    killed: dict[str, str] = {}  # flag -> image, off until a person turns it on again
+    # (image, flag): off until a person turns it on again — by flag-set, or a new ramp
+    killed: set[tuple[str, str]] = set()
     for event in events:
         kind, image = event.get("kind"), event.get("image")
-        if kind == "flag-killed" and isinstance(image, str):
-            killed[str(event.get("flag"))] = image
+        if not isinstance(image, str):
+            continue
+        flag = str(event.get("flag"))
+        if kind == "flag-killed":
+            killed.add((image, flag))
+        elif kind == "flag-ramp-started":
+            killed.discard((image, flag))
         if kind != "flag-set":
             continue
         if not event.get("ramp"):
-            killed.pop(str(event.get("flag")), None)
+            killed.discard((image, flag))
         definitions = event.get("state")
         if event.get("record") == record_id and isinstance(definitions, Mapping):
-            found[str(image)] = dict(definitions)
-    for flag, image in killed.items():
-        if flag in found.get(image, {}).get("flags", {}):
+            found[image] = dict(definitions)
+    for image, flag in sorted(killed):
+        # A release whose flag was not rampable yet (no split to set to 0) keeps its own.
+        definition = found.get(image, {}).get("flags", {}).get(flag)
+        if isinstance(definition, Mapping) and flags.split_of(definition) is not None:
             found[image] = flags.with_percent(found[image], flag, 0, f"{image} flags")
     return found
