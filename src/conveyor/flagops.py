@@ -130,13 +130,15 @@ def _wanted(on: bool, off: bool, percent: int | None) -> int:
 def flag_image(session: Session, name: str, image: str | None = None) -> str:
     """The image whose flags hold ``name`` (on the primary host), or a line saying none does."""
     images = _images(session, image)
+    known: list[str] = []
     for candidate in images:
         definitions = flagstate.read(session.targets[0], candidate)
         if definitions and name in definitions.get("flags", {}):
             return candidate
+        known += sorted((definitions or {}).get("flags", {}))
     raise FlagError(
-        f"{session.env.name}: no flag named {name!r} in the flags of {', '.join(images)} — "
-        f"`invoke flags --env {session.env.name}` lists them"
+        f"{session.env.name}: no flag named {name!r} (flags of {', '.join(images)}: "
+        f"{', '.join(known) or 'none written yet'})"
     )
 
 
