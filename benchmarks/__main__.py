@@ -3,16 +3,19 @@
 ``python -m benchmarks soak [--cycles N]`` is separate: it runs for many minutes.
 ``python -m benchmarks migrations [--cycles N]`` is separate too: it builds its own releases
 and starts a PostgreSQL server (several minutes).
+``python -m benchmarks canary`` is separate too: bad releases shipped blue-green and canary
+under load, each row in its own environment (several minutes).
 """
 
 from __future__ import annotations
 
 import sys
 
-from benchmarks import deploy, images, migrations, soak
+from benchmarks import canary, deploy, images, migrations, soak
 
 BENCHMARKS = {"images": images.main, "deploy": deploy.main}
-SEPARATE = {"soak": soak.main, "migrations": migrations.main}  # each takes its own options
+# Each takes its own options.
+SEPARATE = {"soak": soak.main, "migrations": migrations.main, "canary": canary.main}
 
 
 def main(argv: list[str]) -> int:

@@ -32,16 +32,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import docker
-
-from benchmarks import report
-from conveyor import artifacts, config, engine, images, operations
+from benchmarks import environment, report
+from conveyor import engine, operations
 from conveyor.console import Console
 from conveyor.ledger import ReleaseRecord
 from testkit import sandbox
 from testkit.postgres import PostgresServer, PostgresUnavailable, postgres_server, server_bindir
 
-ROOT = Path(__file__).resolve().parent.parent
 VERIFY = 1.0
 DRAIN = 0.2
 SCHEMA_PHASES = ("backup", "migrate", "compat")
@@ -54,24 +51,18 @@ VARIANTS = (MIGRATING, BASELINE, UNCONFIGURED)
 
 
 @dataclass
-class Releases:
-    """The derived releases of one run (shared by both databases), and the tags to remove."""
+class Cycles:
+    """The releases of one run's cycles (shared by both databases), derived from one build."""
 
-    client: Any
-    base: dict[str, Any]
-    dist: Path
+    releases: environment.Releases
     head: str
     run: str = field(default_factory=lambda: secrets.token_hex(2))
-    tags: list[str] = field(default_factory=list)
 
     def version(self, kind: str, cycle: int) -> str:
         return f"{kind}{self.run}.{cycle}"
 
     def derive(self, kind: str, cycle: int, revisions: dict[str, str] | None = None) -> str:
-        version = self.version(kind, cycle)
-        sandbox.derive_release(self.client, self.base, self.dist, version, revisions=revisions)
-        self.tags += [f"{sandbox.PREFIX}/{name}:{version}" for name in ("api", "web")]
-        return version
+        return self.releases.derive(self.version(kind, cycle), revisions=revisions)
 
     def chain(self, count: int) -> dict[str, str]:
         """``count`` expand revisions on the image's head, each adding a column to notes."""
@@ -87,21 +78,13 @@ class Releases:
             down = revision
         return files
 
-    def remove(self) -> None:
-        for tag in self.tags:
-            with contextlib.suppress(docker.errors.ImageNotFound, docker.errors.APIError):
-                self.client.images.remove(tag)
 
-
-def prepare(client: Any, folder: Path, cycles: int) -> Releases:
+def prepare(client: Any, folder: Path, cycles: int) -> Cycles:
     """Build the repo's release as conveyor-test/… images, then derive every cycle's releases:
     ``bm<run>.<i>`` with revisions 1..i, ``bb<run>.<i>`` the same with a new version only,
     ``bp<run>.<i>`` with none (i = 0 is each environment's warm-up)."""
-    quiet = Console(quiet=True)
-    repo = sandbox.isolated(config.load(ROOT / "deploy.toml"), folder / "build" / "dist")
-    built_folder = artifacts.build(repo, say=lambda line: None)
-    built = images.build_images(repo, client, built_folder, push_to_registry=False, out=quiet)
-    made = Releases(client, built, folder / "dist", sandbox.schema_head(client, built["api"]["id"]))
+    built = environment.build(client, folder)
+    made = Cycles(built, sandbox.schema_head(client, built.base["api"]["id"]))
     for i in range(cycles + 1):
         if i:
             made.derive("bm", i, made.chain(i))
@@ -126,10 +109,10 @@ def sqlite_database() -> Database:
 
 def postgres_database(server: PostgresServer) -> Database:
     api, values = {}, {}
-    for environment in ("configured", "unconfigured"):
-        variable = f"CONVEYOR_BENCH_PG_URL_{environment.upper()}"
-        values[variable] = server.create_database(f"bench_{environment}_{secrets.token_hex(3)}")
-        api[environment] = {
+    for kind in ("configured", "unconfigured"):
+        variable = f"CONVEYOR_BENCH_PG_URL_{kind.upper()}"
+        values[variable] = server.create_database(f"bench_{kind}_{secrets.token_hex(3)}")
+        api[kind] = {
             "api_env": 'SECRET_FILE_WAIT = "30"',
             "api_secrets": f'DATABASE_URL = {{ from = "env:{variable}", as = "file" }}',
         }
@@ -151,28 +134,6 @@ def environment_variables(values: dict[str, str]) -> Iterator[None]:
                 os.environ[name] = value
 
 
-def write_environment(folder: Path, dist: Path, migrations: str | None, api: dict[str, str]) -> str:
-    name = sandbox.new_name()
-    path = folder / name / "deploy.toml"
-    path.parent.mkdir(parents=True)
-    path.write_text(
-        sandbox.environment_toml(
-            name,
-            sandbox.allocate_ports(sandbox.PORTS_NEEDED),
-            dist,
-            ROOT / "docker",
-            [{"name": "local", "docker": "local"}],
-            verify=VERIFY,
-            drain=DRAIN,
-            migrations=migrations,
-            api_env=api.get("api_env", 'DATABASE_URL = "sqlite:////data/refapi.db"'),
-            api_secrets=api.get("api_secrets"),
-        ),
-        encoding="utf-8",
-    )
-    return name
-
-
 def timing(record: ReleaseRecord) -> dict[str, Any]:
     """A ledger record's timings, read as `history --json` gives them (started, ended, phases)."""
     data = record.as_dict()
@@ -189,26 +150,41 @@ def timing(record: ReleaseRecord) -> dict[str, Any]:
     }
 
 
+def write_environment(
+    folder: Path, dist: Path, migrations: str | None, api: dict[str, str]
+) -> environment.BenchEnvironment:
+    return environment.write_environment(
+        folder,
+        dist,
+        verify=VERIFY,
+        drain=DRAIN,
+        migrations=migrations,
+        api_env=api.get("api_env", 'DATABASE_URL = "sqlite:////data/refapi.db"'),
+        api_secrets=api.get("api_secrets"),
+    )
+
+
 def measure(
-    client: Any, made: Releases, database: Database, folder: Path, cycles: int
+    client: Any, made: Cycles, database: Database, folder: Path, cycles: int
 ) -> dict[str, list[dict[str, Any]]]:
     """Both environments of one database, cycle by cycle (interleaved, so drift hits all)."""
     quiet = Console(quiet=True)
-    names = {
-        environment: write_environment(
+    envs = {
+        kind: write_environment(
             folder,
-            made.dist,
-            database.migrations if environment == "configured" else None,
-            database.api.get(environment, {}),
+            made.releases.dist,
+            database.migrations if kind == "configured" else None,
+            database.api.get(kind, {}),
         )
-        for environment in ("configured", "unconfigured")
+        for kind in ("configured", "unconfigured")
     }
-    configs = {env: config.load(folder / name / "deploy.toml") for env, name in names.items()}
+    names = {kind: bench.name for kind, bench in envs.items()}
+    configs = {kind: bench.config for kind, bench in envs.items()}
     runs: dict[str, list[dict[str, Any]]] = {variant: [] for variant in VARIANTS}
 
-    def deploy(environment: str, kind: str, cycle: int) -> dict[str, Any]:
+    def deploy(env: str, kind: str, cycle: int) -> dict[str, Any]:
         version = made.version(kind, cycle)
-        cfg, name = configs[environment], names[environment]
+        cfg, name = configs[env], names[env]
         operations.deploy(cfg, name, version=version, out=quiet)
         record = operations.history(cfg, name)[-1]
         assert record.version == version and record.outcome == "succeeded", record
@@ -278,7 +254,7 @@ def run(cycles: int) -> dict[str, Any]:
                     runs = measure(client, made, postgres_database(server), folder, cycles)
                 results["PostgreSQL"] = {"runs": runs, "summary": summarise(runs)}
         finally:
-            made.remove()
+            made.releases.remove()
     return results
 
 
