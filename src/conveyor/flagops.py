@@ -16,7 +16,7 @@ from conveyor.config import Config
 from conveyor.console import Console, console
 from conveyor.errors import UsageError
 from conveyor.flags import Definitions, FlagError
-from conveyor.ledger import who
+from conveyor.ledger import ReleaseRecord, who
 from conveyor.operations import take_lock
 from conveyor.session import Session
 
@@ -102,10 +102,10 @@ def write_change(
 ) -> dict[str, Any]:
     """Holding the lock: the flag at ``value`` percent on every host, in the audit trail with
     the old and new share, the live release it goes with and the whole new file."""
-    before = flagstate.read(session.targets[0], image)
+    live = session.observe(holding_lock=True).live_record()
+    before = last_good(session, image, live)
     change = _change(before, image, name, value, session.env.name)
     flagstate.write_all(session.targets, {image: change["state"]})
-    live = session.observe(holding_lock=True).live_record()
     session.ledger.audit(
         "flag-set",
         image=image,
@@ -120,6 +120,21 @@ def write_change(
     return change
 
 
+def last_good(session: Session, image: str, live: ReleaseRecord | None) -> Definitions | None:
+    """The image's flags on the primary host; when that file is unreadable (someone broke
+    it), the last ones the ledger knows for the live release, so a change can repair it."""
+    try:
+        return flagstate.read(session.targets[0], image)
+    except FlagError as exc:
+        if live is None:
+            raise
+        known = flagstate.state_for(live.id, live.flags, session.ledger.audit_events())
+        if image not in known:
+            raise
+        session.out.warn(f"{exc}; starting from the ledger's last flags for {live.id}")
+        return known[image]
+
+
 def _wanted(on: bool, off: bool, percent: int | None) -> int:
     chosen = [x for x in (on, off, percent is not None) if x]
     if len(chosen) != 1:
@@ -131,8 +146,9 @@ def flag_image(session: Session, name: str, image: str | None = None) -> str:
     """The image whose flags hold ``name`` (on the primary host), or a line saying none does."""
     images = _images(session, image)
     known: list[str] = []
+    live = session.observe().live_record()
     for candidate in images:
-        definitions = flagstate.read(session.targets[0], candidate)
+        definitions = last_good(session, candidate, live)
         if definitions and name in definitions.get("flags", {}):
             return candidate
         known += sorted((definitions or {}).get("flags", {}))
