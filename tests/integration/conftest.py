@@ -307,6 +307,8 @@ def test_releases(
         # Bad only under real traffic (canary tests): a share of 500s, or slow answers.
         releases.make("9.1.0+failshare", fault="fail-ratio=0.3")
         releases.make("9.1.1+slow", fault="slow=300")
+        # Healthy, except for whoever gets new-notes-view on (flag ramp tests).
+        releases.make("9.2.0+flagfails", fault="flag-on-fails")
         return {version: os.fspath(folder) for version, folder in releases.made.items()}
 
     made = _once(shared_folder, "releases", make_all)

@@ -157,3 +157,40 @@ def test_two_flag_changes_at_once_are_serialised_by_the_lock(make_environment: A
     assert moves in ([(0, 10), (10, 90)], [(0, 90), (90, 10)]), moves
     last = moves[1][1] if moves[0][0] == 0 and moves[1][0] == moves[0][1] else None
     assert percent_now(env) == last
+
+
+def notes_load(env: Any) -> KeepAliveLoad:
+    """Requests from ever new people (no cookie kept): each gets its own bucket of the flag."""
+    return KeepAliveLoad(
+        "127.0.0.1", env.public(), "/api/notes", connections=4, rate=200, max_seconds=90
+    )
+
+
+RAMP_ANALYSIS = "min_requests = 20\nmax_inconclusive = 2\nsample = 0.5"
+
+
+def test_a_ramp_whose_on_variant_fails_is_killed_and_a_healthy_one_reaches_100(
+    make_environment: Any,
+) -> None:
+    env = make_environment(ready=20, verify=1, flags=True, analysis=RAMP_ANALYSIS)
+    deploy(env, "9.2.0+flagfails")
+    ramp = ("flag-ramp", "--env", env.name, FLAG, "--stages", "25,50,100", "--hold", "6")
+    with notes_load(env) as load:
+        killed = env.cli(*ramp)
+    line = refused(killed)
+    assert "killed at 0%" in line and "[fail-fast]" in line, line
+    assert percent_now(env) == 0
+    # Only the on-variant's share failed, and only until the kill.
+    assert 0 < load.result.failures < 0.25 * 6 * 200 / 2, load.result.as_dict()
+    time.sleep(BOUND)
+    with notes_load(env) as load:
+        time.sleep(2)
+    assert load.result.failures == 0, load.result.as_dict()
+
+    deploy(env, "1.0.0")
+    with notes_load(env) as load:
+        done = ok(env.cli(*ramp))
+    assert "ramp of new-notes-view completed at 100%" in done.stdout, done.stdout
+    assert "50%: pass" in done.stdout, done.stdout
+    assert load.result.failures == 0, load.result.as_dict()
+    assert percent_now(env) == 100
