@@ -12,7 +12,7 @@ from __future__ import annotations
 import html
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -331,8 +331,14 @@ def _card(metric_id: str, label: str, shown: str, value: float | None, hint: str
     )
 
 
-def render(m: Metrics, *, generated: float | None = None) -> str:
-    """The whole page for one environment's metrics."""
+def render(
+    m: Metrics,
+    *,
+    generated: float | None = None,
+    flag_changes: Sequence[Mapping[str, Any]] = (),
+) -> str:
+    """The whole page for one environment's metrics (and its flag changes, from the audit
+    trail, shown beside the deploys)."""
     generated = time.time() if generated is None else generated
     return _page(
         m,
@@ -342,6 +348,32 @@ def render(m: Metrics, *, generated: float | None = None) -> str:
         phase_rows="".join(_phase_row(p) for p in m.phases),
         incidents="".join(_incident_row(i) for i in m.incidents),
         release_rows="".join(_release_row(r) for r in reversed(m.releases[-RECENT * 2 :])),
+        flag_rows="".join(_flag_row(e) for e in reversed(list(flag_changes)[-RECENT * 2 :])),
+    )
+
+
+FLAG_EVENTS = ("flag-set", "flag-killed")
+
+
+def _flag_row(event: Mapping[str, Any]) -> str:
+    """A flag change: when, which flag, the share before and after, who, with which release."""
+    killed = event.get("kind") == "flag-killed"
+    raw = event.get("verdict")
+    verdict: Mapping[str, Any] = raw if isinstance(raw, Mapping) else {}
+    change = (
+        f"killed at {verdict.get('percent')}%"
+        if killed
+        else f"{event.get('old')}% → {event.get('new')}%"
+    )
+    why = str(
+        verdict.get("reason")
+        or event.get("why")
+        or ("ramp " + str(event["ramp"]) if event.get("ramp") else "")
+    )
+    return (
+        f'<tr class="{"failed" if killed else ""}"><td>{_e(_utc(event.get("at")))}</td>'
+        f"<td>{_e(event.get('flag'))}</td><td>{_e(change)}</td><td>{_e(event.get('who'))}</td>"
+        f"<td>{_e(event.get('record') or '')}</td><td>{_e(why[:160])}</td></tr>"
     )
 
 
@@ -467,6 +499,7 @@ def _page(
     phase_rows: str,
     incidents: str,
     release_rows: str,
+    flag_rows: str = "",
 ) -> str:
     """The HTML document around the rendered parts."""
     return f"""<!doctype html>
@@ -493,6 +526,9 @@ generated {_e(_utc(generated))}</p>
 <th>by</th><th>approved by</th><th>started</th><th class="num">took</th><th>schema</th>
 <th>canary steps</th><th>detail</th></tr>
 </thead><tbody>{release_rows}</tbody></table>
+<h2>Flag changes</h2>
+<table id="flags"><thead><tr><th>when</th><th>flag</th><th>change</th><th>by</th>
+<th>live release</th><th>why</th></tr></thead><tbody>{flag_rows}</tbody></table>
 <h2>How these are measured</h2>
 <dl class="defs">{_definitions()}</dl>
 <pre id="render-check" hidden></pre>
@@ -542,6 +578,14 @@ def load_records(path: Path) -> list[ReleaseRecord]:
         raise UsageError(f"{path}: not a ledger export ({exc})") from None
 
 
+def flag_events(config: Config, env_name: str) -> list[dict[str, Any]]:
+    """The environment's flag changes and kills, oldest first, from its audit trail."""
+    from conveyor.session import Session  # noqa: PLC0415 (reads an engine)
+
+    events = Session(config, env_name).ledger.audit_events()
+    return [e for e in events if e.get("kind") in FLAG_EVENTS]
+
+
 def write(
     config: Config,
     env_name: str,
@@ -558,7 +602,8 @@ def write(
         from conveyor.operations import history  # noqa: PLC0415
 
         records = history(config, env_name)
-    page = render(metrics_mod.compute(env_name, records))
+    changes = [] if ledger_json else flag_events(config, env_name)
+    page = render(metrics_mod.compute(env_name, records), flag_changes=changes)
     if not output.is_absolute():
         output = config.root / output
     output.mkdir(parents=True, exist_ok=True)

@@ -693,3 +693,34 @@ def test_a_ramp_window_never_passes_on_too_little_traffic() -> None:
 def test_a_ramp_window_fails_at_the_end_on_a_higher_error_rate() -> None:
     verdict = _window(Tally(requests=100, errors=3), Tally(requests=900, errors=0)).final(10.0)
     assert (verdict.outcome, verdict.rule) == ("fail", "error-rate")
+
+
+def test_the_report_lists_flag_changes_and_kills_beside_the_deploys() -> None:
+    from conveyor import metrics, report
+
+    changes = [
+        {
+            "kind": "flag-set",
+            "at": 1767225600,
+            "flag": "new-notes-view",
+            "old": 0,
+            "new": 25,
+            "who": "ana@example.com",
+            "record": "r0003",
+            "why": "",
+        },
+        {
+            "kind": "flag-killed",
+            "at": 1767225700,
+            "flag": "new-notes-view",
+            "who": "ci",
+            "ramp": "ramp-1",
+            "verdict": {"percent": 25, "reason": "on 12/240 errors vs off 0/700"},
+        },
+    ]
+    page = report.render(metrics.compute("staging", []), generated=0, flag_changes=changes)
+    table = page.split('<table id="flags">')[1].split("</table>")[0]
+    rows = table.split("<tr")[2:]
+    assert len(rows) == 2
+    assert "killed at 25%" in rows[0] and "on 12/240 errors vs off 0/700" in rows[0]
+    assert "0% → 25%" in rows[1] and "ana@example.com" in rows[1] and "r0003" in rows[1]
