@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,7 @@ def environment(
             hosts,
             # As the quickstart's staging: the release's migrations run as a deploy phase.
             migrations='{ backup = "sqlite:/data/refapi.db", timeout = 120 }',
+            flags=True,
         )
     )
     yield name, ports, path
@@ -123,6 +125,15 @@ def test_deploy_with_invoke_then_use_the_web_ui(
     connection.close()
     page = rendered_page(url)
     assert "&lt;b&gt;shipped&lt;/b&gt; by conveyor" in page, "the note is shown, escaped"
+    assert 'data-view="classic"' in page, "the new notes view is dark at 0%"
+
+    # A flag turned on without a deploy: a new visitor sees the new notes view.
+    flipped = invoke(config, "flag-set", "--env", name, "new-notes-view", "--on")
+    assert flipped.returncode == 0, flipped.stdout + flipped.stderr
+    time.sleep(2.0)  # the services poll the flag file every 500 ms
+    page = rendered_page(url)
+    assert 'data-view="new"' in page, page[-2000:]
+    assert "&lt;b&gt;shipped&lt;/b&gt; by conveyor" in page
 
     status = invoke(config, "status", "--env", name, "--json")
     assert json.loads(status.stdout)["live_version"] == version
