@@ -204,3 +204,31 @@ def test_notification_config_is_validated_without_echoing_urls(
     with pytest.raises(ConfigError, match=message) as info:
         config_mod.parse({"notifications": table}, Path("deploy.toml"))
     assert TOKEN not in str(info.value)
+
+
+def test_canary_windows_and_a_flag_kill_are_announced_with_their_numbers() -> None:
+    from conveyor.analysis import Verdict
+
+    passed = Verdict("pass", "within-thresholds", 25, 30.0, "api: canary 0/120 errors")
+    failed = Verdict("fail", "fail-fast", 5, 1.5, "api: canary 12/60 errors against stable 0/900")
+    with recording_server() as hook:
+        announcer = notify.Announcer.__new__(notify.Announcer)
+        announcer.notifier = notify.Notifier(
+            targets=[notify.Target("t", f"json://127.0.0.1:{hook.port}/x")],
+            events=config_mod.NOTIFY_EVENTS,
+            timeout=5,
+            out=quiet_console()[0],
+        )
+        announcer.canary_window(record(), passed)
+        announcer.canary_window(record(), failed)
+        announcer.flag_killed("production", "new-notes-view", failed)
+        assert announcer.notifier.wait() == []
+    titles = [r.body["title"] for r in hook.requests]
+    assert titles == [
+        "production: canary of 1.4.0 at 25%: pass",
+        "production: canary of 1.4.0 at 5%: fail — aborting",
+        "production: flag new-notes-view turned off at 5% (errors)",
+    ]
+    assert [r.body["type"] for r in hook.requests] == ["info", "failure", "failure"]
+    assert "12/60 errors against stable 0/900" in hook.requests[1].body["message"]
+    assert "[fail-fast]" in hook.requests[2].body["message"]
