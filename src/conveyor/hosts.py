@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import docker.errors
+from docker.types import LogConfig
 
 from conveyor import engine, flagstate, health, images, router, secretfiles, state
 from conveyor.config import Config, Environment, Host, Service
@@ -27,6 +28,8 @@ from conveyor.containers import (
 )
 from conveyor.errors import ConveyorError, ImageError
 from conveyor.health import Probe
+
+ROUTER_LOG_LIMITS = {"max-size": "10m", "max-file": "2"}
 
 
 @dataclass
@@ -193,6 +196,9 @@ class HostTarget:
             network_mode="host",
             labels={"conveyor.env": self.env.name, "conveyor.role": ROLE_ROUTER},
             restart_policy={"Name": "unless-stopped"},
+            # Under a canary strategy HAProxy logs every request on stdout: bounded on disk,
+            # and bounded for the analysis, which reads the log since its last sample.
+            log_config=LogConfig(type="json-file", config=ROUTER_LOG_LIMITS),
         )
         self._router = container
         self.write_router_config(live)
