@@ -12,16 +12,26 @@ first variant owns the lowest buckets), which is what ``flag-set --percent`` and
 from __future__ import annotations
 
 import copy
+import functools
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
+
+# jsonschema ships no py.typed marker: its validator and errors are Any here.
+from jsonschema import Draft7Validator, ValidationError  # type: ignore[import-untyped]
+from jsonschema.exceptions import best_match, relevance  # type: ignore[import-untyped]
+from referencing import Registry
+from referencing.jsonschema import DRAFT7
 
 from conveyor.errors import ConveyorError
 
 STATES = ("ENABLED", "DISABLED")
 FULL = 100
-# The keys flagd's schema allows on a flag (https://flagd.dev/schema/v0/flags.json).
+# flagd's JSON schema, vendored unchanged (Apache-2.0; commit and update steps in its README).
+SCHEMA_FILES = ("flags.json", "targeting.json")
+# The keys conveyor allows on a flag: the properties of flagd's schema, which allows any others.
 FLAG_KEYS = ("state", "variants", "defaultVariant", "targeting", "metadata")
 TOP_KEYS = ("$schema", "flags", "$evaluators", "metadata")
 
@@ -65,8 +75,18 @@ def dumps(definitions: Definitions) -> bytes:
 
 
 def validate(data: Any, source: str) -> None:
-    """flagd's schema for what conveyor relies on, plus the references it does not check:
-    a default variant and every fractional variant must exist, every ``$ref`` must resolve."""
+    """flagd's JSON schema, plus what a schema cannot say: a default variant and every
+    fractional variant must exist, every ``$ref`` must name an evaluator, no evaluator cycles.
+
+    conveyor's own checks run first: where both would object (a state typo, a weight that is
+    not a whole number) theirs name the allowed values and the variants. The schema then
+    catches the rest of what flagd would refuse (mixed variant types, unknown JsonLogic
+    operators, malformed rules, metadata values)."""
+    _check_shape_and_references(data, source)
+    _check_schema(data, source)
+
+
+def _check_shape_and_references(data: Any, source: str) -> None:
     if not isinstance(data, Mapping):
         raise FlagError(f"{source}: expected an object with a 'flags' object")
     for key in data:
@@ -155,6 +175,155 @@ def _check_fractional(where: str, argument: Any, variants: set[str]) -> None:
             )
     if sum(b[1] for b in buckets) <= 0:
         raise FlagError(f"{where}]: the weights add up to 0")
+
+
+# A flag flagd's schema accepts: it stands in for every flag while the file's top level (and
+# the flags' names) are checked, because each flag is checked, and remembered, on its own.
+_ACCEPTED_FLAG = {"state": "DISABLED", "variants": {"off": False}}
+KeyPath = tuple[str | int, ...]
+
+
+@functools.cache
+def _validators() -> tuple[Any, Any]:
+    """Validators for a whole flag file and for one flag, against flagd's vendored schema.
+
+    Its ``$ref``s resolve among the vendored files only: the registry has no retrieval, so
+    nothing is ever fetched."""
+    folder = files("conveyor") / "schemas" / "flagd"
+    documents = [json.loads((folder / name).read_text(encoding="utf-8")) for name in SCHEMA_FILES]
+    registry: Registry[Any] = Registry().with_resources(
+        (document["$id"], DRAFT7.create_resource(document)) for document in documents
+    )
+    # Draft 7 ignores "$id" beside "$ref" (flags.json's root has both), so enter flags.json
+    # through its URI: its relative "./targeting.json" then resolves against that URI.
+    uri = documents[0]["$id"]
+    return (
+        Draft7Validator({"$ref": uri}, registry=registry),
+        Draft7Validator({"$ref": f"{uri}#/definitions/anyFlag"}, registry=registry),
+    )
+
+
+def _check_schema(data: Mapping[str, Any], source: str) -> None:
+    """The first problem flagd's schema finds, as one line with its key path. The hand checks
+    have passed, so ``data["flags"]`` is an object of objects."""
+    whole, _ = _validators()
+    flags = data["flags"]
+    problem = _problem(whole, {**data, "flags": dict.fromkeys(flags, _ACCEPTED_FLAG)})
+    for name, flag in flags.items() if problem is None else ():
+        found = _flag_problem(flag)
+        if found is not None:
+            problem = (("flags", name, *found[0]), found[1])
+            break
+    if problem is not None:
+        path, message = _key_path(problem[0]), problem[1]
+        raise FlagError(f"{source} [{path}]: {message}" if path else f"{source}: {message}")
+
+
+def _flag_problem(flag: Any) -> tuple[KeyPath, str] | None:
+    """One flag's problem, by its content: a ramp step or a merge revalidates the whole file to
+    change one flag, and flagd's schema costs some milliseconds per flag."""
+    try:
+        canonical = json.dumps(flag)
+    except (TypeError, ValueError):  # not JSON at all (a caller's own objects): check as is
+        return _problem(_validators()[1], flag)
+    return _canonical_flag_problem(canonical)
+
+
+@functools.lru_cache(maxsize=4096)
+def _canonical_flag_problem(canonical: str) -> tuple[KeyPath, str] | None:
+    return _problem(_validators()[1], json.loads(canonical))
+
+
+def _problem(validator: Any, instance: Any) -> tuple[KeyPath, str] | None:
+    error = best_match(validator.iter_errors(instance))
+    return None if error is None else _most_specific(error)
+
+
+def _most_specific(error: ValidationError) -> tuple[KeyPath, str]:
+    """The key path and message of the problem a person should fix.
+
+    flagd's four flag types (boolean, string, number, object variants) and its JsonLogic rules
+    are alternatives (``anyOf``/``oneOf``). Where they all fail, ``best_match`` often stops at
+    "<the whole flag> is not valid under any of the given schemas"; follow it down instead,
+    each time into the alternative with the fewest problems (the one the author meant), on a
+    tie the one that matched deepest, then the earliest."""
+    while True:
+        if _is_flag_types(error):
+            kinds = ", ".join(
+                f"{name}: {_json_type(value)}" for name, value in error.instance["variants"].items()
+            )
+            return (*error.absolute_path, "variants"), (
+                f"variants must all be booleans, all strings, all numbers or all objects ({kinds})"
+            )
+        if not error.context:
+            break
+        branches: dict[Any, list[Any]] = {}
+        for each in error.context:
+            branches.setdefault(each.relative_schema_path[0], []).append(each)
+        closest = min(branches.values(), key=lambda errors: (len(errors), -_depth(errors)))
+        error = max(closest, key=relevance)
+    path = tuple(error.absolute_path)
+    return path, _rule_hint(error, path) or error.message
+
+
+def _rule_hint(error: ValidationError, path: KeyPath) -> str | None:
+    """Say what is wrong with a JsonLogic rule that has a key no rule allows: jsonschema would
+    say it through whichever alternative came first ("does not match any of the regexes")."""
+    in_rules = "targeting" in path or (len(path) >= 2 and path[0] == "$evaluators")
+    if error.validator != "additionalProperties" or not in_rules:
+        return None
+    if not isinstance(error.instance, Mapping):
+        return None
+    if "$ref" in error.instance:
+        return (
+            'flagd\'s schema takes {"$ref": ...} as an operand, not as a whole rule: '
+            'e.g. {"if": [{"$ref": "beta"}, "on", "off"]}'
+        )
+    keys = ", ".join(repr(key) for key in error.instance)
+    return f"unexpected {keys}: a rule is an object with one operator flagd's JsonLogic knows"
+
+
+def _depth(errors: Iterable[Any]) -> int:
+    """How far into the instance the deepest of these errors (or their causes) reached."""
+    return max((max(len(e.absolute_path), _depth(e.context)) for e in errors), default=0)
+
+
+def _is_flag_types(error: ValidationError) -> bool:
+    """A flag (checked on its own) that fails flagd's four flag types only on the types of its
+    variants."""
+    return (
+        error.validator == "anyOf"
+        and not error.absolute_path
+        and isinstance(error.instance, Mapping)
+        and isinstance(error.instance.get("variants"), Mapping)
+        and all(_is_variant_type(e) for e in error.context)
+    )
+
+
+def _is_variant_type(error: ValidationError) -> bool:
+    path = list(error.absolute_path)
+    return len(path) == 2 and path[0] == "variants" and error.validator == "type"
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    for kind, name in ((bool, "boolean"), (str, "string"), ((int, float), "number"),
+                       (Mapping, "object"), (list, "array")):  # fmt: skip
+        if isinstance(value, kind):
+            return name
+    return type(value).__name__
+
+
+def _key_path(parts: Iterable[str | int]) -> str:
+    """``flags.new-notes-view.targeting.fractional[1]``: the form conveyor's own checks use."""
+    text = ""
+    for part in parts:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += f".{part}" if text else part
+    return text
 
 
 # --- ramping --------------------------------------------------------------------------------

@@ -724,3 +724,158 @@ def test_the_report_lists_flag_changes_and_kills_beside_the_deploys() -> None:
     assert len(rows) == 2
     assert "killed at 25%" in rows[0] and "on 12/240 errors vs off 0/700" in rows[0]
     assert "0% → 25%" in rows[1] and "ana@example.com" in rows[1] and "r0003" in rows[1]
+
+
+# --- flagd's JSON schema (vendored) -------------------------------------------------------------
+
+SCHEMA_DIR = ROOT / "src" / "conveyor" / "schemas" / "flagd"
+
+
+def test_the_vendored_schema_is_flagds_and_says_where_it_came_from() -> None:
+    from jsonschema import Draft7Validator
+
+    for name in flags.SCHEMA_FILES:
+        schema = json.loads((SCHEMA_DIR / name).read_text(encoding="utf-8"))
+        assert schema["$id"] == f"https://flagd.dev/schema/v0/{name}"
+        Draft7Validator.check_schema(schema)
+    assert "Apache License" in (SCHEMA_DIR / "LICENSE").read_text(encoding="utf-8")
+    provenance = (SCHEMA_DIR / "README.md").read_text(encoding="utf-8")
+    assert "open-feature/flagd-schemas" in provenance
+    assert "741a7f8e7dc309a6e3a9c4259edbe52c89488ea9" in provenance
+
+
+def test_the_reference_flag_file_passes_flagds_schema(reference: dict[str, Any]) -> None:
+    flags._check_schema(reference, "backend/flags.json")
+    flags.validate(reference, "backend/flags.json")
+    # flagd's other flag types: string, number and object variants.
+    for variants in ({"a": "new", "b": "old"}, {"a": 1, "b": 2.5}, {"a": {"x": 1}, "b": {}}):
+        flag = {**rampable(10, on="a", off="b", default="b"), "variants": variants}
+        flags.validate(defs(x=flag), "f.json")
+
+
+def _rule(rule: Any) -> Any:
+    return _targeting({"if": [rule, "on", "off"]})
+
+
+# Problems conveyor's own checks let through and flagd's schema refuses: each is one line
+# naming the key path.
+SCHEMA_REFUSED = {
+    "a variant value flagd has no type for": (
+        lambda data, flag: flag["variants"].update(off=None),
+        f"f.json [flags.{FLAG}.variants]: variants must all be booleans, all strings, all numbers "
+        "or all objects (on: boolean, off: null)",
+    ),
+    "variants of mixed types": (
+        lambda data, flag: flag["variants"].update(off="no"),
+        f"f.json [flags.{FLAG}.variants]: variants must all be booleans, all strings, all numbers "
+        "or all objects (on: boolean, off: string)",
+    ),
+    "an operator JsonLogic does not know": (
+        _targeting({"iff": [{"var": "beta"}, "on", "off"]}),
+        f"f.json [flags.{FLAG}.targeting]: unexpected 'iff': a rule is an object with one "
+        "operator flagd's JsonLogic knows",
+    ),
+    "an unknown operator deep inside a rule": (
+        _rule({"and": [{"var": "beta"}, {"contains": [{"var": "email"}, "@example.com"]}]}),
+        f"f.json [flags.{FLAG}.targeting.if[0].and[1]]: unexpected 'contains'",
+    ),
+    "a comparison with three operands": (
+        _rule({"==": [{"var": "tier"}, "gold", "silver"]}),
+        f"f.json [flags.{FLAG}.targeting.if[0].==]: [{{'var': 'tier'}}, 'gold', 'silver'] "
+        "is too long",
+    ),
+    "a sem_ver range flagd does not know": (
+        _rule({"sem_ver": [{"var": "version"}, "=>", "1.0.0"]}),
+        f"f.json [flags.{FLAG}.targeting.if[0].sem_ver[1]]: '=>' is not one of ['=', '!=',",
+    ),
+    "a $flagd property that does not exist": (
+        _rule({"==": [{"var": "$flagd.key"}, "x"]}),
+        f"f.json [flags.{FLAG}.targeting.if[0].==[0].var]: '$flagd.key' does not match",
+    ),
+    "a $ref as the whole rule": (
+        lambda data, flag: (
+            data.update({"$evaluators": {"split": {"fractional": [["on", 5], ["off", 95]]}}}),
+            flag.update(targeting={"$ref": "split"}),
+        ),
+        f'f.json [flags.{FLAG}.targeting]: flagd\'s schema takes {{"$ref": ...}} as an operand, '
+        "not as a whole rule",
+    ),
+    "a shared evaluator that is not a rule": (
+        lambda data, flag: data.update({"$evaluators": {"beta": {"email": "@example.com"}}}),
+        "f.json [$evaluators.beta]: unexpected 'email': a rule is an object with one operator",
+    ),
+    "flag metadata that is not a scalar": (
+        lambda data, flag: flag.update(metadata={"owner": {"team": "notes"}}),
+        f"f.json [flags.{FLAG}.metadata.owner]: {{'team': 'notes'}} is not of type 'string', "
+        "'number', 'boolean'",
+    ),
+    "file metadata that is not a scalar": (
+        lambda data, flag: data.update(metadata={"version": None}),
+        "f.json [metadata.version]: None is not of type 'string'",
+    ),
+    "a flag without a name": (
+        lambda data, flag: data["flags"].update({"": copy.deepcopy(flag)}),
+        "f.json [flags]: '' does not match any of the regexes: '^.{1,}$'",
+    ),
+}
+
+
+@pytest.mark.parametrize(("change", "message"), SCHEMA_REFUSED.values(), ids=SCHEMA_REFUSED.keys())
+def test_flagds_schema_refuses_what_the_hand_checks_let_through(
+    reference: dict[str, Any], change: Any, message: str
+) -> None:
+    data = _with(reference, change)
+    flags._check_shape_and_references(data, "f.json")  # conveyor's own checks alone: no objection
+    with pytest.raises(FlagError, match=f"^{re.escape(message)}") as refused:
+        flags.validate(data, "f.json")
+    assert "\n" not in str(refused.value)
+
+
+def test_conveyors_own_message_wins_where_both_object(reference: dict[str, Any]) -> None:
+    # The schema refuses these too; conveyor's checks name the allowed values and variants.
+    data = _with(reference, lambda data, flag: flag.update(state="enabled"))
+    with pytest.raises(FlagError, match=r"\.state\]: expected one of ENABLED, DISABLED$"):
+        flags.validate(data, "f.json")
+    data = _with(reference, _fraction(["on", 2.5], ["off", 97.5]))
+    with pytest.raises(FlagError, match=r"fractional\[0\]\]: expected \[variant, whole weight"):
+        flags.validate(data, "f.json")
+
+
+def test_a_remembered_verdict_names_each_file_and_flag(reference: dict[str, Any]) -> None:
+    bad = copy.deepcopy(reference["flags"][FLAG])
+    bad["variants"]["off"] = None
+    for source, name in [("a.json", "first"), ("b.json", "second"), ("a.json", "first")]:
+        with pytest.raises(FlagError, match=rf"^{source} \[flags\.{name}\.variants\]: "):
+            flags.validate({"flags": {"good": reference["flags"][FLAG], name: bad}}, source)
+    flags.validate(reference, "backend/flags.json")
+
+
+def test_validation_never_touches_the_network(
+    reference: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import socket
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError(f"flag validation opened a connection: {args} {kwargs}")
+
+    monkeypatch.setattr(socket, "socket", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    # From a cold start: the schema files are read and every $ref (flags.json to
+    # targeting.json, and within each) is resolved while the network is refused.
+    flags._validators.cache_clear()
+    flags._canonical_flag_problem.cache_clear()
+    shared = {"$evaluators": {"beta": {"in": ["@example.com", {"var": "email"}]}}}
+    split = {"fractional": [["on", 5], ["off", 95]]}
+    data = _with(
+        reference,
+        lambda data, flag: (
+            data.update(shared),
+            flag.update(targeting={"if": [{"$ref": "beta"}, "on", split]}),
+        ),
+    )
+    flags.validate(data, "f.json")
+    flags.validate(reference, "backend/flags.json")
+    data["flags"][FLAG]["targeting"]["if"][0] = {"sem_ver": [{"var": "v"}, "=>", "1.0.0"]}
+    with pytest.raises(FlagError, match=r"sem_ver\[1\]\]: '=>' is not one of"):
+        flags.validate(data, "f.json")
