@@ -109,7 +109,10 @@ class BlueGreen:
             where = f"{host}: " if host else ""
             hint = ""
             if type(exc).__name__ == "ChannelException":
-                hint = " (the host's sshd refused another session: set MaxSessions 30 there)"
+                hint = (
+                    " (the host's sshd refused another session: is its MaxSessions below "
+                    "sshd's default 10?)"
+                )
             raise PhaseFailed(name, f"{where}{type(exc).__name__}: {exc}{hint}") from None
         finally:
             run.timings[name] = run.timings.get(name, 0.0) + time.monotonic() - started

@@ -76,6 +76,11 @@ def _stop_agent(pid: int) -> None:
         os.kill(pid, signal.SIGTERM)
 
 
+# Idle ssh sessions kept per engine connection: SSH_POOLS x SSH_POOL_SIZE.
+SSH_POOLS = 2
+SSH_POOL_SIZE = 2
+
+
 def connect(endpoint: str | None = None, *, timeout: int = 120) -> Any:
     """A ``docker.DockerClient`` that has answered a ping.
 
@@ -91,9 +96,15 @@ def connect(endpoint: str | None = None, *, timeout: int = 120) -> Any:
         else:
             # ssh:// goes through paramiko (agent, ~/.ssh/known_hosts, host keys checked):
             # the ssh-binary transport breaks its pipe on the many short execs a deploy makes.
-            # Each pooled connection and each exec is an ssh session: keep the pool small.
+            # Every pooled HTTP connection is an ssh session on one connection, and the SDK
+            # keeps a pool per URL (9 by default, 4 connections each): far past sshd's default
+            # MaxSessions 10. Two pools of two stay within it with a deploy's few parallel calls.
             client = docker.DockerClient(
-                base_url=endpoint, timeout=timeout, use_ssh_client=False, max_pool_size=4
+                base_url=endpoint,
+                timeout=timeout,
+                use_ssh_client=False,
+                num_pools=SSH_POOLS,
+                max_pool_size=SSH_POOL_SIZE,
             )
         client.ping()
     except DockerException as exc:

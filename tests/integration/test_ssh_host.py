@@ -37,8 +37,7 @@ def ssh_host(tmp_path: Path) -> Iterator[dict[str, str]]:
         f"AuthorizedKeysFile {tmp_path / 'authorized_keys'}\nPidFile {tmp_path / 'sshd.pid'}\n"
         "PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\n"
         "PermitRootLogin prohibit-password\nStrictModes no\nLogLevel ERROR\n"
-        # A deploy holds more than sshd's default 10 sessions at once (README: ssh hosts).
-        "MaxSessions 30\n"
+        # sshd's defaults otherwise, MaxSessions 10 included: a deploy stays within them.
     )
     Path("/run/sshd").mkdir(exist_ok=True)
     server = subprocess.Popen(
