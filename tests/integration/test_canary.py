@@ -259,9 +259,11 @@ def first_visit(env: Any) -> tuple[str, str]:
     connection.request("GET", "/api/version")
     response = connection.getresponse()
     body = json.loads(response.read())
-    cookie = (response.getheader("Set-Cookie") or "").split(";")[0]
+    # The app sets its own session cookie too: keep the router's.
+    cookies = [c.split(";")[0] for c in response.msg.get_all("Set-Cookie") or []]
     connection.close()
-    assert cookie.startswith("conveyor_color="), cookie
+    cookie = next((c for c in cookies if c.startswith("conveyor_color=")), "")
+    assert cookie, cookies
     return cookie, str(body["version"])
 
 
