@@ -107,7 +107,8 @@ def steer(
                 f"the rollout {record.id} of {record.version} on {env_name} was interrupted; "
                 "it cannot be promoted — run invoke rollout-abort (or deploy again)"
             )
-        return _abort_dead(session, record, env_name, dry_run, out)
+        what = f"the interrupted rollout {record.id} of {record.version} on {env_name}"
+        return _converge(session, what, dry_run, out)
     if dry_run:
         message = (
             f"would ask the rollout {record.id} of {record.version} (at "
@@ -134,13 +135,6 @@ def _nothing_to_abort(
         return message
     # A split with no running record: a crash between the record's end and the router's.
     return _converge(session, f"a canary split on {', '.join(split)}", dry_run, out)
-
-
-def _abort_dead(
-    session: Session, record: ReleaseRecord, env_name: str, dry_run: bool, out: Console
-) -> str:
-    what = f"the interrupted rollout {record.id} of {record.version} on {env_name}"
-    return _converge(session, what, dry_run, out)
 
 
 def _converge(session: Session, what: str, dry_run: bool, out: Console) -> str:
