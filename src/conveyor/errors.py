@@ -70,3 +70,13 @@ class MigrationFailed(ConveyorError):
 
 class SchemaMismatch(ConveyorError):
     """A rollback target does not accept the database's schema (a contract revision ran)."""
+
+
+class StateUnwritable(ConveyorError):
+    """The environment's state volume refused a write (full, read-only, or no permission):
+    ``problem`` says what and where, ``action`` what to do about the volume."""
+
+    def __init__(self, problem: str, action: str, then: str = "then re-run") -> None:
+        super().__init__(f"{problem} — {action}, {then}")
+        self.problem = problem
+        self.action = action

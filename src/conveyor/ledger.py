@@ -20,7 +20,7 @@ import typing
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
-from conveyor.errors import ConfigError
+from conveyor.errors import ConfigError, StateUnwritable
 from conveyor.terms import FAILED, ROLLBACK, RUNNING, SUCCEEDED, RecordKind, RecordOutcome
 
 if TYPE_CHECKING:
@@ -296,10 +296,22 @@ class Ledger:
         self.unsigned: list[str] = []
         self.unchecked: list[str] = []
 
-    def write(self, record: ReleaseRecord) -> None:
+    def write(
+        self, record: ReleaseRecord, *, set_reserve: bool = False, use_reserve: bool = False
+    ) -> None:
+        """Append one event of ``record``: it appears whole or not at all. A full or read-only
+        state volume raises ``StateUnwritable``. ``set_reserve`` (a run's first record) sets
+        aside room on the volume to record how the run ends; ``use_reserve`` (for recording
+        what already happened: a switch, a verify, how a run ended) spends it if need be."""
         # Nanosecond stamp plus randomness: events never overwrite each other.
         name = f"{time.time_ns():020d}-{secrets.token_hex(3)}-{record.outcome}.json"
-        self.store.write(f"{LEDGER_DIR}/{record.id}/{name}", _seal(record.as_dict()))
+        path = f"{LEDGER_DIR}/{record.id}/{name}"
+        if set_reserve:
+            self.store.write_setting_reserve(path, _seal(record.as_dict()))
+        elif use_reserve:
+            self.store.write_using_reserve(path, _seal(record.as_dict()))
+        else:
+            self.store.write(path, _seal(record.as_dict()))
 
     def records(self) -> list[ReleaseRecord]:
         """Every release, oldest first, each in its newest valid state."""
@@ -388,9 +400,15 @@ class Ledger:
             )
         return lines
 
-    def save_log(self, release: str, name: str, text: str) -> str:
+    def save_log(self, release: str, name: str, text: str) -> str | None:
+        """A failed run's container log beside its record; None when the volume refuses it
+        (full, read-only): the run's own copy under .conveyor/logs stands, and the record
+        that says how the run ended matters more than its logs."""
         path = f"logs/{release}/{name}.log"
-        self.store.write(path, text.encode(errors="replace"))
+        try:
+            self.store.write(path, text.encode(errors="replace"))
+        except StateUnwritable:
+            return None
         return path
 
 

@@ -23,6 +23,12 @@ class MemoryStore:
     def write(self, path: str, data: bytes) -> None:
         self.files[path] = data
 
+    def write_using_reserve(self, path: str, data: bytes) -> None:
+        self.files[path] = data
+
+    def write_setting_reserve(self, path: str, data: bytes) -> None:
+        self.files[path] = data
+
     def read_tree(self, path: str) -> dict[str, bytes]:
         return {k: v for k, v in self.files.items() if k.startswith(path + "/")}
 
