@@ -39,7 +39,7 @@ from conveyor.bluegreen import BlueGreen, Execution, PhaseFailed, deploy_failed
 from conveyor.canary import CanaryRollout
 from conveyor.config import Config
 from conveyor.console import Console, console
-from conveyor.errors import ConveyorError, DeployFailed, LockHeld, UsageError
+from conveyor.errors import ConveyorError, DeployFailed, LockHeld, StateUnwritable, UsageError
 from conveyor.hosts import HostTarget
 from conveyor.ledger import ReleaseRecord
 from conveyor.lockinfo import LockInfo
@@ -311,6 +311,8 @@ def _move(
     """The deploy transaction, as its steps: approval, lock, recover an interrupted deploy,
     ensure routers, open the record, change the schema, execute the plan, record the outcome."""
     session = session or Session(config, env_name, out)
+    # Messages about the state volume name the host it lives on.
+    session.store.host = session.primary.name
     move = Move(
         session,
         release,
@@ -334,8 +336,11 @@ def _move(
         record = move.open_record(state, began, approval)
         record.phases["lock"] = round(lock_seconds, 3)
         announce.started(record)
-        move.change_schema(record, announce)
-        move.carry_flags(record)
+        try:
+            move.change_schema(record, announce)
+            move.carry_flags(record)
+        except StateUnwritable as refused:
+            raise move.stopped(record, refused, announce) from None
         execution = move.execute(state, record, lock, announce)
         return move.finish(execution, state, announce)
     finally:
@@ -377,6 +382,9 @@ class Move:
         self.ports = {t.name: t.ports for t in session.targets}
         # The flag files before this run wrote its own (put back if it fails).
         self.flags_before: dict[str, flags.Definitions] = {}
+        # Why the ledger refused the intent before a switch, when it did.
+        self.refused: StateUnwritable | None = None
+        self.previous: ReleaseRecord | None = None
 
     def plan(self, state: EnvironmentState, record_id: str) -> DeployPlan:
         return plan_move(
@@ -449,8 +457,51 @@ class Move:
         )
         for note in self.planned.notes:
             self.out.say(f"  note: {note}")
-        self.session.ledger.write(record)
+        try:
+            # With room to record how this run ends, set aside before it changes anything.
+            self.session.ledger.write(record, set_reserve=True)
+        except StateUnwritable as refused:
+            raise StateUnwritable(
+                f"{self.kind} of {self.release.version} to {self.env.name} did not start: "
+                f"{refused.problem} — {self.serving()}; no new color was started",
+                refused.action,
+            ) from None
         return record
+
+    def serving(self) -> str:
+        """What serves while this run fails: the release live before it."""
+        if self.previous is None:
+            return "nothing was serving before, and nothing is now"
+        return f"{self.previous.version} ({self.previous.id}) is still serving"
+
+    def close(self, record: ReleaseRecord) -> str:
+        """Write how this run ended, from the volume's reserve if it is full; what the one
+        line must add when not even that works (the record stays 'running')."""
+        try:
+            self.session.ledger.write(record, use_reserve=True)
+        except StateUnwritable:
+            return (
+                f"; the ledger could not record that {record.id} failed (it shows as "
+                "interrupted until the next command closes it)"
+            )
+        return ""
+
+    def stopped(
+        self, record: ReleaseRecord, refused: StateUnwritable, announce: notify.Announcer
+    ) -> StateUnwritable:
+        """The ledger refused a write before any new color started: record the failure if
+        the reserve allows, put the flags back, and say what serves and what to do."""
+        self.restore_flags()
+        record.outcome = terms.FAILED
+        record.reason = refused.problem
+        record.ended = time.time()
+        note = self.close(record)
+        announce.failed(record, self.serving())
+        return StateUnwritable(
+            f"{self.kind} of {self.release.version} to {self.env.name} stopped before "
+            f"switching: {refused.problem} — {self.serving()}{note}",
+            refused.action,
+        )
 
     def change_schema(self, record: ReleaseRecord, announce: notify.Announcer) -> None:
         """Before any new color starts: a deploy backs up, migrates (expand) and checks that
@@ -465,7 +516,8 @@ class Move:
                     record,
                     self.previous,
                     record.phases,
-                    lambda: self.session.ledger.write(record),
+                    # A migration that ran is recorded, from the reserve if need be.
+                    lambda: self.session.ledger.write(record, use_reserve=True),
                     live_chain=lambda name: schemaphase.release_chain(
                         self.session.ledger.records(), self.previous, name
                     ),
@@ -481,16 +533,12 @@ class Move:
                 if entry.get("after") is None or failure.phase == "compat":
                     entry["outcome"] = SCHEMA_FAILURES.get(failure.phase, "failed")
                     entry["error_tail"] = failure.tail or failure.reason
-            self.session.ledger.write(record)
-            serving = (
-                f"{self.previous.version} ({self.previous.id}) is still serving"
-                if self.previous
-                else "nothing was serving before, and nothing is now"
-            )
+            note = self.close(record)
+            serving = self.serving()
             announce.failed(record, serving)
             raise DeployFailed(
                 f"{self.kind} of {self.release.version} failed in {failure.phase}: "
-                f"{failure.reason} — {serving}; no new color was started"
+                f"{failure.reason} — {serving}; no new color was started{note}"
             ) from None
 
     def carry_flags(self, record: ReleaseRecord) -> None:
@@ -569,13 +617,21 @@ class Move:
             # The lock may have been broken under us: then someone else may be deploying.
             lock.ensure_ours()
             # Intent first: a crash after the switch still tells the next run where we were.
-            if host not in record.switched:
+            added = host not in record.switched
+            if added:
                 record.switched.append(host)
-            ledger.write(record)
+            try:
+                # Not from the reserve: a full volume stops the run here, before the switch.
+                ledger.write(record)
+            except StateUnwritable as refused:
+                if added:  # never switched: the failed record must not say it was
+                    record.switched.remove(host)
+                self.refused = refused
+                raise
 
         def verified() -> None:
             record.verified = True
-            ledger.write(record)
+            ledger.write(record, use_reserve=True)
 
         common: dict[str, Any] = {
             "local_client": self.session.primary.client,
@@ -614,15 +670,41 @@ class Move:
             record.reason = failure.reason
             record.ended = time.time()
             record.phases.update({k: round(v, 3) for k, v in executor.timings.items()})
-            ledger.write(record)
+            note = self.close(record)
             self.restore_flags()
-            serving = (
-                f"{self.previous.version} ({self.previous.id}) is still serving"
-                if self.previous
-                else "nothing was serving before, and nothing is now"
-            )
+            serving = self.serving()
             announce.failed(record, serving)
-            raise deploy_failed(failure, self.planned, serving) from None
+            refused, self.refused = self.refused, None
+            if refused is not None:
+                raise StateUnwritable(
+                    f"{self.kind} of {self.release.version} to {self.env.name} stopped before "
+                    f"switching {failure.reason.split(':', 1)[0]}: {refused.problem} — "
+                    f"{serving}{note}",
+                    refused.action,
+                ) from None
+            raise deploy_failed(failure, self.planned, serving + note) from None
+        except StateUnwritable as refused:
+            # Every host passed verify, but not even the reserve could record it: serve what
+            # the ledger says, as the next command would.
+            raise StateUnwritable(
+                f"{self.kind} of {self.release.version} to {self.env.name} passed verify, but "
+                f"{refused.problem}; {self.serve_recorded(state, record)}",
+                refused.action,
+                then=f"then re-run (the next command closes {record.id})",
+            ) from None
+
+    def serve_recorded(self, state: EnvironmentState, record: ReleaseRecord) -> str:
+        """Switch every router back to the ledger's live release and stop this run's new
+        containers; what now serves, in words."""
+        if self.previous is None:
+            return f"{self.release.version} keeps serving, unrecorded"
+        now = self.session.observe(records=state.records, holding_lock=True)
+        recovery.restore_routers(self.env, self.session.targets, now, self.out)
+        for target in self.session.targets:
+            for name in record.containers.get(target.name, {}).values():
+                with contextlib.suppress(docker.errors.APIError):
+                    target.client.containers.get(name).stop(timeout=int(self.env.timeouts.stop))
+        return f"switched back: {self.serving()}"
 
     def finish(
         self, execution: Execution, state: EnvironmentState, announce: notify.Announcer
@@ -638,7 +720,22 @@ class Move:
                 "until": record.ended + self.env.keep_warm,
                 "containers": execution.warm,
             }
-        self.session.ledger.write(record)
+        try:
+            self.session.ledger.write(record, use_reserve=True)
+        except StateUnwritable as refused:
+            execution.wait_stopped()
+            raise StateUnwritable(
+                f"{self.kind} of {self.release.version} to {self.env.name} is live and passed "
+                f"verify ({record.id}), but {refused.problem}",
+                refused.action,
+                then=f"then run: invoke recover --env {self.env.name} (it records {record.id} "
+                "as succeeded)",
+            ) from None
+        if self.session.store.reserve_used:
+            self.out.warn(
+                f"the state volume {self.session.store.volume_name} is full: this {self.kind} "
+                f"was recorded from its reserve — free space on it before the next one"
+            )
         records = [r for r in state.records if r.id != record.id] + [record]
         check = self.session.observe(records=records, holding_lock=True)
         # The old color has been stopping in the background since the drain began; it must be
@@ -753,6 +850,7 @@ def recover(
         for line in problems or [f"{env_name} already serves its verified release"]:
             out.say(f"  {line}")
         return problems
+    session.store.host = session.primary.name
     session.ensure_router_images()
     lock = take_lock(session, "-", "recover", lock_wait, out)
     try:
@@ -1011,6 +1109,7 @@ def unlock(
 ) -> LockInfo | None:
     """Remove a stale lock; a live holder's lock only with ``force``. Both are audited."""
     session = Session(config, env_name)
+    session.store.host = session.primary.name
     lock = session.lock()
     holder = lock.read()
     if holder is None:
