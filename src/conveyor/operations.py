@@ -382,8 +382,8 @@ class Move:
         self.ports = {t.name: t.ports for t in session.targets}
         # The flag files before this run wrote its own (put back if it fails).
         self.flags_before: dict[str, flags.Definitions] = {}
-        # Why the ledger refused the intent before a switch, when it did.
-        self.refused: StateUnwritable | None = None
+        # The host whose switch the ledger refused to record beforehand, and why.
+        self.refused: tuple[str, StateUnwritable] | None = None
         self.previous: ReleaseRecord | None = None
 
     def plan(self, state: EnvironmentState, record_id: str) -> DeployPlan:
@@ -463,7 +463,7 @@ class Move:
         except StateUnwritable as refused:
             raise StateUnwritable(
                 f"{self.kind} of {self.release.version} to {self.env.name} did not start: "
-                f"{refused.problem} — {self.serving()}; no new color was started",
+                f"{refused.problem}; {self.serving()}, no new color was started",
                 refused.action,
             ) from None
         return record
@@ -499,7 +499,7 @@ class Move:
         announce.failed(record, self.serving())
         return StateUnwritable(
             f"{self.kind} of {self.release.version} to {self.env.name} stopped before "
-            f"switching: {refused.problem} — {self.serving()}{note}",
+            f"switching: {refused.problem}; {self.serving()}{note}",
             refused.action,
         )
 
@@ -626,7 +626,7 @@ class Move:
             except StateUnwritable as refused:
                 if added:  # never switched: the failed record must not say it was
                     record.switched.remove(host)
-                self.refused = refused
+                self.refused = (host, refused)
                 raise
 
         def verified() -> None:
@@ -674,12 +674,11 @@ class Move:
             self.restore_flags()
             serving = self.serving()
             announce.failed(record, serving)
-            refused, self.refused = self.refused, None
-            if refused is not None:
+            if self.refused is not None:
+                host, refused = self.refused
                 raise StateUnwritable(
                     f"{self.kind} of {self.release.version} to {self.env.name} stopped before "
-                    f"switching {failure.reason.split(':', 1)[0]}: {refused.problem} — "
-                    f"{serving}{note}",
+                    f"switching {host}: {refused.problem}; {serving}{note}",
                     refused.action,
                 ) from None
             raise deploy_failed(failure, self.planned, serving + note) from None
