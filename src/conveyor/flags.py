@@ -17,15 +17,12 @@ import json
 from collections.abc import Iterable, Mapping
 from importlib.resources import files
 from pathlib import Path
-from typing import Any
-
-# jsonschema ships no py.typed marker: its validator and errors are Any here.
-from jsonschema import Draft7Validator, ValidationError  # type: ignore[import-untyped]
-from jsonschema.exceptions import best_match, relevance  # type: ignore[import-untyped]
-from referencing import Registry
-from referencing.jsonschema import DRAFT7
+from typing import TYPE_CHECKING, Any
 
 from conveyor.errors import ConveyorError
+
+if TYPE_CHECKING:
+    from jsonschema import ValidationError  # type: ignore[import-untyped]
 
 STATES = ("ENABLED", "DISABLED")
 FULL = 100
@@ -188,7 +185,12 @@ def _validators() -> tuple[Any, Any]:
     """Validators for a whole flag file and for one flag, against flagd's vendored schema.
 
     Its ``$ref``s resolve among the vendored files only: the registry has no retrieval, so
-    nothing is ever fetched."""
+    nothing is ever fetched. jsonschema is imported here, on first use: with its format
+    checkers it costs seconds, and most commands never validate a flag file."""
+    from jsonschema import Draft7Validator  # noqa: PLC0415
+    from referencing import Registry  # noqa: PLC0415
+    from referencing.jsonschema import DRAFT7  # noqa: PLC0415
+
     folder = files("conveyor") / "schemas" / "flagd"
     documents = [json.loads((folder / name).read_text(encoding="utf-8")) for name in SCHEMA_FILES]
     registry: Registry[Any] = Registry().with_resources(
@@ -235,6 +237,8 @@ def _canonical_flag_problem(canonical: str) -> tuple[KeyPath, str] | None:
 
 
 def _problem(validator: Any, instance: Any) -> tuple[KeyPath, str] | None:
+    from jsonschema.exceptions import best_match  # type: ignore[import-untyped]  # noqa: PLC0415
+
     error = best_match(validator.iter_errors(instance))
     return None if error is None else _most_specific(error)
 
@@ -261,9 +265,15 @@ def _most_specific(error: ValidationError) -> tuple[KeyPath, str]:
         for each in error.context:
             branches.setdefault(each.relative_schema_path[0], []).append(each)
         closest = min(branches.values(), key=lambda errors: (len(errors), -_depth(errors)))
-        error = max(closest, key=relevance)
+        error = max(closest, key=_relevance)
     path = tuple(error.absolute_path)
     return path, _rule_hint(error, path) or error.message
+
+
+def _relevance(error: ValidationError) -> Any:
+    from jsonschema.exceptions import relevance  # noqa: PLC0415
+
+    return relevance(error)
 
 
 def _rule_hint(error: ValidationError, path: KeyPath) -> str | None:
