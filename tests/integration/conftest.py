@@ -17,7 +17,6 @@ import contextlib
 import fcntl
 import json
 import os
-import secrets
 import shutil
 import subprocess
 import time
@@ -26,7 +25,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import docker.errors
 import pytest
 
 from conveyor import artifacts, engine, images
@@ -34,6 +32,8 @@ from conveyor import config as config_mod
 from conveyor.config import Config
 from conveyor.errors import EngineUnavailable
 from testkit import sandbox
+from testkit.dockerd import Dockerd, DockerdFailed
+from testkit.loadgen import LoadResult
 
 ROOT = Path(__file__).resolve().parents[2]
 # The user's own things in the checkout; .conveyor/cache is the scanners' tool cache.
@@ -41,6 +41,7 @@ USER_FOLDERS = (ROOT / "dist", ROOT / ".conveyor")
 TOOL_CACHES = ("cache", "scan-venv")
 GUARD = pytest.StashKey[sandbox.Guard]()
 PROBLEMS = pytest.StashKey[list[str]]()
+CHAOS_FIGURES = "chaos.jsonl"
 
 
 # -- the guard: nothing the suite does not own may change ----------------------------------
@@ -86,6 +87,22 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
             "engine, dist/ and .conveyor/ untouched: every container, tag and volume the suite "
             "does not own is as it was"
         )
+    _print_chaos_figures(terminalreporter, config)
+
+
+def _print_chaos_figures(terminalreporter: Any, config: pytest.Config) -> None:
+    """The chaos cases' figures, from every worker (README: "Under faults")."""
+    if _worker(config):
+        return
+    factory = getattr(config, "_tmp_path_factory", None)
+    path = factory.getbasetemp() / "shared" / CHAOS_FIGURES if factory else None
+    if path is None or not path.is_file():
+        return
+    terminalreporter.section("chaos under load (keep-alive, 200 req/s on 127.0.0.1)")
+    for line in path.read_text(encoding="utf-8").splitlines():
+        entry = json.loads(line)
+        rest = ", ".join(f"{k} {v}" for k, v in entry.items() if k not in ("case",))
+        terminalreporter.write_line(f"  {entry['case']}: {rest}")
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -317,65 +334,93 @@ def test_releases(
 
 
 @pytest.fixture(scope="session")
-def second_engine(
-    tmp_path_factory: pytest.TempPathFactory, docker_client: Any
-) -> Iterator[tuple[str, Any]]:
-    """A second real dockerd on this machine: another host with its own socket and data root."""
-    if shutil.which("dockerd") is None:
-        pytest.fail("dockerd is not installed — run scripts/setup as root")
-    folder = Path("/tmp") / f"conveyor-h2-{secrets.token_hex(3)}"
-    folder.mkdir()
-    socket_path = folder / "docker.sock"
-    log = (folder / "dockerd.log").open("wb")
-    process = subprocess.Popen(
-        [
-            "dockerd",
-            "-H",
-            f"unix://{socket_path}",
-            "--data-root",
-            str(folder / "data"),
-            "--exec-root",
-            str(folder / "exec"),
-            "--pidfile",
-            str(folder / "docker.pid"),
-            "--bridge=none",
-            "--iptables=false",
-            "--containerd-namespace",
-            f"h2-{folder.name}",
-            "--containerd-plugins-namespace",
-            f"h2p-{folder.name}",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            client = docker.DockerClient(base_url=f"unix://{socket_path}")
-            client.ping()
-            break
-        except Exception:
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(
-                    f"second dockerd did not start: {(folder / 'dockerd.log').read_text()[-2000:]}"
-                )
-            time.sleep(0.5)
-    yield f"unix://{socket_path}", client
-    for container in client.containers.list(all=True):
-        container.remove(force=True)
-    client.close()
-    process.terminate()
+def second_dockerd(
+    docker_client: Any, shared_folder: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Dockerd]:
+    """A second real dockerd on this machine: another host with its own socket and data root,
+    with live-restore on as scripts/setup starts the main one. Chaos tests stop, kill and
+    restart it; each leaves it running."""
+    daemon = _dockerd(docker_client, shared_folder, tmp_path_factory, live_restore=True)
+    yield daemon
+    daemon.remove()
+
+
+@pytest.fixture
+def make_dockerd(
+    docker_client: Any, shared_folder: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Callable[..., Dockerd]]:
+    """Another throwaway dockerd for one test (e.g. without live-restore), removed after it."""
+    made: list[Dockerd] = []
+
+    def make(*, live_restore: bool) -> Dockerd:
+        made.append(
+            _dockerd(docker_client, shared_folder, tmp_path_factory, live_restore=live_restore)
+        )
+        return made[-1]
+
+    yield make
+    for daemon in made:
+        daemon.remove()
+
+
+def _dockerd(
+    docker_client: Any,
+    shared_folder: Path,
+    factory: pytest.TempPathFactory,
+    *,
+    live_restore: bool,
+) -> Dockerd:
+    """A started dockerd with the base and router images a primary host needs (a real remote
+    host pulls its base image; this one cannot)."""
     try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-    log.close()
-    # dockerd leaves mounts behind (its data root, the default netns): undo them, deepest first.
-    mounts = Path("/proc/mounts").read_text().split("\n")
-    inside = sorted({line.split()[1] for line in mounts if f" {folder}/" in line}, reverse=True)
-    for mount in inside:
-        subprocess.run(["umount", "-l", mount], check=False, capture_output=True)
-    shutil.rmtree(folder, ignore_errors=True)
+        daemon = Dockerd(live_restore=live_restore)
+        daemon.start()
+    except DockerdFailed as exc:
+        pytest.fail(str(exc))
+    needed = _once(shared_folder, "host-images", lambda: _host_images(docker_client, factory))
+    for tag in needed:
+        daemon.client.images.load(b"".join(docker_client.images.get(tag).save(named=True)))
+    return daemon
+
+
+def _host_images(client: Any, factory: pytest.TempPathFactory) -> list[str]:
+    """The base image and the test environments' router image (built here, once)."""
+    folder = factory.mktemp("router-image")
+    (folder / "deploy.toml").write_text(
+        sandbox.environment_toml(
+            "test-router-image",
+            list(range(40001, 40001 + sandbox.PORTS_NEEDED)),
+            folder / "dist",
+            ROOT / "docker",
+            [{"name": "local", "docker": "local"}],
+        ),
+        encoding="utf-8",
+    )
+    config = config_mod.load(folder / "deploy.toml")
+    return [images.resolve_base_image(client, config), images.build_router_image(config, client)]
+
+
+@pytest.fixture(scope="session")
+def second_engine(second_dockerd: Dockerd) -> tuple[str, Any]:
+    """(url, client) of the second engine."""
+    return second_dockerd.url, second_dockerd.client
+
+
+@pytest.fixture
+def chaos_figures(shared_folder: Path) -> Callable[..., None]:
+    """Record one chaos case's load figures; the run's summary prints them all."""
+
+    def record(case: str, load: LoadResult, **seconds: float) -> None:
+        entry = {
+            "case": case,
+            "requests": load.requests,
+            "failed": load.failures,
+            **{name: round(value, 2) for name, value in seconds.items()},
+        }
+        with (shared_folder / CHAOS_FIGURES).open("a", encoding="utf-8") as figures:
+            figures.write(json.dumps(entry) + "\n")
+
+    return record
 
 
 def wait_for(check: Callable[[], bool], timeout: float = 30.0) -> bool:

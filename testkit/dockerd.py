@@ -1,0 +1,175 @@
+"""A throwaway Docker daemon the tests own: another "host" with its own socket and data root.
+
+Chaos tests stop, kill and restart it (DECISIONS: daemon restarts, full volumes and swarm run
+on their own dockerd), so it is started, stopped and restarted here, with or without
+``--live-restore``. It shares the machine's network namespace (``--bridge=none``, host
+networking): what it runs answers on 127.0.0.1 like the main engine's containers.
+"""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import docker
+
+
+class DockerdFailed(RuntimeError):
+    pass
+
+
+class Dockerd:
+    def __init__(self, *, live_restore: bool = True, prefix: str = "conveyor-h2") -> None:
+        if shutil.which("dockerd") is None:
+            raise DockerdFailed("dockerd is not installed — run scripts/setup as root")
+        # Short: a unix socket's path must fit in 108 bytes (pytest's tmp paths do not).
+        # Letters and digits only after the prefix: containerd namespaces are named after it.
+        self.folder = Path(tempfile.gettempdir()) / f"{prefix}-{secrets.token_hex(4)}"
+        self.folder.mkdir()
+        self.socket = self.folder / "docker.sock"
+        self.url = f"unix://{self.socket}"
+        self.live_restore = live_restore
+        self.containerd_socket = self.folder / "containerd.sock"
+        self.process: subprocess.Popen[bytes] | None = None
+        self.containerd: subprocess.Popen[bytes] | None = None
+        self.client: Any = None
+
+    @property
+    def log_path(self) -> Path:
+        return self.folder / "dockerd.log"
+
+    def argv(self) -> list[str]:
+        name = self.folder.name
+        return [
+            "dockerd",
+            "-H",
+            self.url,
+            "--data-root",
+            str(self.folder / "data"),
+            "--exec-root",
+            str(self.folder / "exec"),
+            "--pidfile",
+            str(self.folder / "docker.pid"),
+            "--bridge=none",
+            "--iptables=false",
+            "--containerd",
+            str(self.containerd_socket),
+            "--containerd-namespace",
+            f"h2-{name}",
+            "--containerd-plugins-namespace",
+            f"h2p-{name}",
+            *(["--live-restore"] if self.live_restore else []),
+        ]
+
+    def start(self, *, timeout: float = 60.0) -> Any:
+        """Start the daemon (again) and return a client once it answers."""
+        self._ensure_containerd(timeout)
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                self.argv(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            )
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                client = docker.DockerClient(base_url=self.url, timeout=30)
+                client.ping()
+                break
+            except Exception:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    raise DockerdFailed(
+                        f"dockerd at {self.url} did not start: {self.log_tail()}"
+                    ) from None
+                time.sleep(0.2)
+        self.client = client
+        return client
+
+    def _ensure_containerd(self, timeout: float) -> None:
+        """containerd runs on its own, as containerd.service does beside docker.service: a
+        killed dockerd leaves it (and the containers) running, and a new one reconnects.
+        (dockerd 20.10 cannot restart beside the containerd it started itself and left.)"""
+        if self.containerd is not None and self.containerd.poll() is None:
+            return
+        config = self.folder / "containerd.toml"
+        config.write_text("version = 2\n", encoding="utf-8")
+        with (self.folder / "containerd.log").open("ab") as log:
+            self.containerd = subprocess.Popen(
+                [
+                    "containerd",
+                    "--config",
+                    str(config),
+                    "--root",
+                    str(self.folder / "containerd-root"),
+                    "--state",
+                    str(self.folder / "containerd-state"),
+                    "--address",
+                    str(self.containerd_socket),
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        deadline = time.monotonic() + timeout
+        while not self.containerd_socket.exists():
+            if self.containerd.poll() is not None or time.monotonic() > deadline:
+                raise DockerdFailed(f"containerd for {self.url} did not start")
+            time.sleep(0.05)
+
+    def stop(self, *, timeout: float = 60.0) -> None:
+        """A clean shutdown (SIGTERM): with live-restore its containers keep running."""
+        self._signal(signal.SIGTERM, timeout)
+
+    def kill(self) -> None:
+        """SIGKILL, as a crashed or OOM-killed daemon: containerd and the containers stay."""
+        self._signal(signal.SIGKILL, 30.0)
+
+    def restart(self, *, live_restore: bool | None = None) -> Any:
+        self.stop()
+        if live_restore is not None:
+            self.live_restore = live_restore
+        return self.start()
+
+    def _signal(self, sig: signal.Signals, timeout: float) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(sig)
+        try:
+            self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=30)
+
+    def log_tail(self, chars: int = 2000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-chars:]
+        except OSError:
+            return "(no log)"
+
+    def remove(self) -> None:
+        """Remove every container, stop the daemon and undo what it mounted; delete it all."""
+        if self.process is not None and self.process.poll() is None and self.client is not None:
+            for container in self.client.containers.list(all=True):
+                container.remove(force=True)
+        if self.client is not None:
+            self.client.close()
+        self.stop(timeout=30)
+        if self.containerd is not None and self.containerd.poll() is None:
+            self.containerd.terminate()
+            try:
+                self.containerd.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.containerd.kill()
+        # Shims of containers nobody removed (a test that failed with the daemon down).
+        pattern = f"containerd-shim.* -address {self.containerd_socket}"
+        subprocess.run(["pkill", "-9", "-f", pattern], check=False, capture_output=True)
+        # dockerd leaves mounts behind (its data root, the default netns): deepest first.
+        mounts = Path("/proc/mounts").read_text().split("\n")
+        inside = sorted({m.split()[1] for m in mounts if f" {self.folder}/" in m}, reverse=True)
+        for mount in inside:
+            subprocess.run(["umount", "-l", mount], check=False, capture_output=True)
+        shutil.rmtree(self.folder, ignore_errors=True)
