@@ -25,7 +25,7 @@ from typing import Any
 
 import docker.errors
 
-from conveyor import router, secretfiles
+from conveyor import engine, router, secretfiles
 from conveyor.config import Environment
 from conveyor.console import Console
 from conveyor.containers import Container
@@ -93,6 +93,8 @@ class BlueGreen:
         self.timings: dict[str, float] = {}
         # How an automatic rollback went back (for the ledger), once it has.
         self.undone: str | None = None
+        # Hosts whose engine stopped answering mid-run: the undo leaves them to `recover`.
+        self.lost: set[str] = set()
 
     @contextmanager
     def phase(self, run: Execution, name: Phase, host: str | None = None) -> Iterator[None]:
@@ -106,6 +108,8 @@ class BlueGreen:
         except ConveyorError as exc:
             raise PhaseFailed(name, f"{host + ': ' if host else ''}{exc}") from None
         except Exception as exc:
+            if engine.lost(exc):
+                raise PhaseFailed(name, self.engines_lost(exc)) from None
             where = f"{host}: " if host else ""
             hint = ""
             if type(exc).__name__ == "ChannelException":
@@ -117,6 +121,17 @@ class BlueGreen:
         finally:
             run.timings[name] = run.timings.get(name, 0.0) + time.monotonic() - started
             self.timings[name] = run.timings[name]
+
+    def engines_lost(self, exc: BaseException) -> str:
+        """Which hosts' engines stopped answering (they are left alone from now on), in words."""
+        for target in self.targets.values():
+            if target.name not in self.lost and not engine.answers(target.client):
+                self.lost.add(target.name)
+        names = sorted(self.lost) or ["a host"]
+        return (
+            f"{', '.join(names)}: the Docker engine stopped answering ({type(exc).__name__}); "
+            f"when it answers again, run: invoke recover --env {self.env.name}"
+        )
 
     # --- the whole run -------------------------------------------------------------------
 
@@ -390,8 +405,14 @@ class BlueGreen:
     def _stop_all(self, stops: list[tuple[HostTarget, str]]) -> None:
         def stop(item: tuple[HostTarget, str]) -> None:
             target, name = item
-            with contextlib.suppress(docker.errors.NotFound):
+            try:
                 target.client.containers.get(name).stop(timeout=int(self.env.timeouts.stop))
+            except docker.errors.NotFound:
+                pass
+            except Exception as exc:
+                if not engine.lost(exc):
+                    raise
+                self.out.warn(f"{target.name}: could not stop {name}: its engine is not answering")
 
         if stops:
             self.out.say(f"  stopping {', '.join(name for _, name in stops)}")
@@ -416,6 +437,9 @@ class BlueGreen:
 
     def switch_back(self, run: Execution) -> None:
         for host_name in reversed(run.switched):
+            if host_name in self.lost:
+                self.out.warn(f"{host_name}: its engine is not answering; recover switches it back")
+                continue
             host_plan = next(h for h in run.plan.hosts if h.host == host_name)
             target = self.targets[host_name]
             back = {m.service: m.from_color for m in host_plan.moves}
@@ -432,6 +456,8 @@ class BlueGreen:
             except Exception as exc:
                 self.out.warn(f"{host_name}: could not switch back: {exc}")
         for host_plan in run.plan.hosts:
+            if host_plan.host in self.lost:
+                continue
             with contextlib.suppress(Exception):
                 self.targets[host_plan.host].admin(
                     router.park_commands(m.service for m in host_plan.moves)
@@ -440,6 +466,8 @@ class BlueGreen:
     def stop_started(self, run: Execution) -> None:
         stops: list[tuple[HostTarget, str]] = []
         for host_name, containers in run.started.items():
+            if host_name in self.lost:
+                continue  # recover stops them once the engine answers
             target = self.targets[host_name]
             for container in containers:
                 path = self.save_logs(run.record.id, host_name, container)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from conveyor import ciplan, migrationsql, scanners
 from conveyor import config as config_mod
 from conveyor.console import console
-from conveyor.errors import ConveyorError, UsageError
+from conveyor.errors import ConveyorError, EngineUnavailable, UsageError
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -649,6 +649,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     return code
 
 
+def _engine_lost(args: argparse.Namespace, exc: BaseException) -> str:
+    """A Docker engine stopped answering mid-command: which one, and what to run when it is
+    back (the next command converges, as after a crash)."""
+    from conveyor import engine  # noqa: PLC0415
+
+    name = getattr(args, "env", None)
+    silent: list[str] = []
+    with contextlib.suppress(ConveyorError):
+        env = _config(args).environment(name) if name else None
+        for host in env.hosts if env else ():
+            try:
+                engine.connect(host.endpoint(), timeout=3)
+            except EngineUnavailable:
+                silent.append(f"{host.name} ({engine.describe(host.endpoint())})")
+    which = f"the Docker engine of {', '.join(silent)}" if silent else "a Docker engine"
+    then = f"invoke recover --env {name}" if name else "the command again"
+    return (
+        f"{which} stopped answering mid-command ({type(exc).__name__}); what it was doing may "
+        f"be half done — when it answers again, run: {then}"
+    )
+
+
 def _silence_stdout() -> None:
     with contextlib.suppress(OSError, ValueError):
         devnull = os.open(os.devnull, os.O_WRONLY)
@@ -673,6 +695,11 @@ def _run(argv: Sequence[str] | None) -> int:
         print("conveyor: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:
+        from conveyor import engine  # noqa: PLC0415 - the docker SDK only on failure
+
+        if engine.lost(exc) and os.environ.get("CONVEYOR_DEBUG") != "1":
+            print(f"conveyor: {_engine_lost(args, exc)}", file=sys.stderr)
+            return 1
         # A bug or an engine failing mid-call: still one line, the traceback on request.
         if os.environ.get("CONVEYOR_DEBUG") == "1":
             raise

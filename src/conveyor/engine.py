@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import docker
+import requests
 from docker.errors import DockerException
 
 from conveyor.errors import EngineUnavailable
@@ -118,3 +119,17 @@ def connect(endpoint: str | None = None, *, timeout: int = 120) -> Any:
             f"no Docker engine at {where} — run scripts/setup (or start dockerd) [{reason[:160]}]"
         ) from None
     return client
+
+
+def lost(exc: BaseException) -> bool:
+    """Whether an engine call failed because nobody answered: refused, reset, timed out, or
+    the socket gone (a daemon killed or restarted, a host unreachable) — not an API error."""
+    return isinstance(exc, requests.exceptions.ConnectionError | requests.exceptions.Timeout)
+
+
+def answers(client: Any, timeout: float = 3.0) -> bool:
+    """A quick ping (``timeout`` seconds) of an already connected engine."""
+    try:
+        return bool(client.api._get(client.api._url("/_ping"), timeout=timeout).ok)
+    except (DockerException, requests.exceptions.RequestException, OSError):
+        return False

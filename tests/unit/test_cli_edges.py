@@ -47,3 +47,25 @@ def test_unlock_force_reaches_the_library(monkeypatch: pytest.MonkeyPatch) -> No
     tasks.unlock(MockContext(), env="qa")
     tasks.unlock(MockContext(), env="qa", force=True)
     assert seen == [["unlock", "--env", "qa"], ["unlock", "--env", "qa", "--force"]]
+
+
+def test_an_engine_that_stops_answering_mid_command_is_one_line_naming_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A daemon killed (or a host lost) under a command: which engine, and what to run."""
+    import requests
+
+    from conveyor import cli, operations
+
+    dead = tmp_path / "gone.sock"
+    monkeypatch.setenv("CONVEYOR_STAGING_DOCKER_HOST", f"unix://{dead}")
+
+    def lost(*_args: object, **_kwargs: object) -> None:
+        raise requests.exceptions.ConnectionError("('Connection aborted.', FileNotFoundError)")
+
+    monkeypatch.setattr(operations, "show_status", lost)
+    code = cli.main(["--config", str(ROOT / "deploy.toml"), "status", "--env", "staging"])
+    line = capsys.readouterr().err.strip()
+    assert code == 1 and "\n" not in line and "Traceback" not in line
+    assert f"unix://{dead}" in line and "stopped answering" in line, line
+    assert line.endswith("run: invoke recover --env staging"), line
