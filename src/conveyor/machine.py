@@ -10,6 +10,7 @@ from __future__ import annotations
 import glob
 import os
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
@@ -26,8 +27,22 @@ from conveyor.errors import ConveyorError, EngineUnavailable
 from conveyor.images import image_present, try_pull
 
 DOCKERD_LOG = Path("/var/log/conveyor-dockerd.log")
-# Only host networking: test traffic cannot reach a bridge address by mistake.
-DOCKERD_ARGS = ("--bridge=none", "--iptables=false")
+CONTAINERD_LOG = Path("/var/log/conveyor-containerd.log")
+CONTAINERD_SOCKET = Path("/run/containerd/containerd.sock")
+# Only host networking: test traffic cannot reach a bridge address by mistake. live-restore:
+# the containers keep serving while dockerd restarts or crashes (never on a swarm node).
+# containerd runs on its own, as containerd.service does: dockerd 20.10 cannot start again
+# beside the containerd it launched itself if it was killed.
+DOCKERD_ARGS = (
+    "--bridge=none",
+    "--iptables=false",
+    "--live-restore",
+    f"--containerd={CONTAINERD_SOCKET}",
+)
+LIVE_RESTORE_HINT = (
+    'add "live-restore": true to /etc/docker/daemon.json and reload dockerd '
+    "(systemctl reload docker) so containers keep serving through a daemon restart"
+)
 DEBOOTSTRAP_PACKAGES = "python3,python3-venv,ca-certificates"
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
 # pg_dump must match the server's major version; the tag says which one this image serves.
@@ -92,6 +107,10 @@ def ensure_engine(report: Report, *, wait: float = 60.0) -> Any:
     else:
         version = client.version().get("Version", "?")
         report.skipped(f"Docker engine: already answers at {engine.describe(None)} ({version})")
+        info = client.info()
+        swarm = (info.get("Swarm") or {}).get("LocalNodeState") == "active"
+        if not info.get("LiveRestoreEnabled") and not swarm:
+            report.skipped(f"live-restore is off on that engine: {LIVE_RESTORE_HINT}")
         return client
     if not is_root():
         raise EngineUnavailable(
@@ -100,6 +119,7 @@ def ensure_engine(report: Report, *, wait: float = 60.0) -> Any:
         )
     apt_install(missing_packages({"dockerd": "docker.io"}), report)
     DOCKERD_LOG.parent.mkdir(parents=True, exist_ok=True)
+    ensure_containerd(report, wait=wait)
     with DOCKERD_LOG.open("ab") as log:
         subprocess.Popen(
             ["dockerd", *DOCKERD_ARGS],
@@ -121,6 +141,39 @@ def ensure_engine(report: Report, *, wait: float = 60.0) -> Any:
             time.sleep(0.5)
     report.did(f"started dockerd {' '.join(DOCKERD_ARGS)} (log: {DOCKERD_LOG})")
     return client
+
+
+def ensure_containerd(report: Report, *, wait: float) -> None:
+    """containerd on its standard socket, started here unless one already listens there."""
+    if _listens(CONTAINERD_SOCKET):
+        report.skipped(f"containerd: already listens on {CONTAINERD_SOCKET}")
+        return
+    with CONTAINERD_LOG.open("ab") as log:
+        subprocess.Popen(
+            ["containerd"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    deadline = time.monotonic() + wait
+    while not _listens(CONTAINERD_SOCKET):
+        if time.monotonic() > deadline:
+            raise EngineUnavailable(
+                f"started containerd but it did not listen within {wait:.0f} s — see "
+                f"{CONTAINERD_LOG}"
+            )
+        time.sleep(0.2)
+    report.did(f"started containerd (log: {CONTAINERD_LOG})")
+
+
+def _listens(path: Path) -> bool:
+    with socket.socket(socket.AF_UNIX) as sock:
+        try:
+            sock.connect(str(path))
+        except OSError:
+            return False
+    return True
 
 
 def build_offline_base(client: Any, name: str, report: Report) -> None:
