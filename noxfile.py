@@ -90,7 +90,7 @@ def integration(session: nox.Session) -> None:
     """
     paths = session.posargs or ["tests/integration", "backend/tests/integration"]
     _sync(session, "test", "build", "scan")
-    session.run("pytest", "--numprocesses=2", *paths)
+    session.run("pytest", "--numprocesses=2", "--durations=25", *paths)
 
 
 @nox.session(python=PYTHON, tags=["release"], default=False)
