@@ -18,16 +18,12 @@ from typing import Any
 
 from conveyor import health, router
 from testkit.loadgen import KeepAliveLoad
+from testkit.steps import ok
 
 RATE = 200.0
 # Short windows for tests; the judging is the same as with the defaults.
 CANARY = "{ steps = [25, 50, 100], interval = 3 }"
 ANALYSIS = "min_requests = 20\nmax_inconclusive = 2\nsample = 0.5"
-
-
-def ok(result: Any) -> Any:
-    assert result.returncode == 0, f"rc={result.returncode}\n{result.stdout}\n{result.stderr}"
-    return result
 
 
 def failed_line(result: Any) -> str:

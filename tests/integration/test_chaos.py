@@ -13,37 +13,17 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import pytest
 
-from conveyor import health, images
+from conveyor import images
 from conveyor.terms import PHASES
 from testkit.dockerd import Dockerd
-from testkit.loadgen import KeepAliveLoad
+from testkit.steps import load_on, ok, one_line, served
 
 # The phases a blue-green executor announces (canary steps are test_canary's).
 TRACED = tuple(p for p in PHASES[PHASES.index("prepare") :] if p != "canary")
-
-
-def ok(result: Any) -> Any:
-    assert result.returncode == 0, f"rc={result.returncode}\n{result.stdout}\n{result.stderr}"
-    return result
-
-
-def one_line(result: Any) -> str:
-    assert result.returncode != 0, result.stdout
-    assert "Traceback" not in result.stderr, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert lines and lines[-1].startswith("conveyor: "), result.stderr
-    return str(lines[-1])
-
-
-def served(port: int) -> str | None:
-    answer = health.probe("127.0.0.1", port, "/api/version", timeout=1.0)
-    return None if answer.body is None else answer.body.get("version")
 
 
 def seconds_until_served(port: int, version: str, since: float, limit: float = 30.0) -> float:
@@ -53,15 +33,6 @@ def seconds_until_served(port: int, version: str, since: float, limit: float = 3
             return time.monotonic() - since
         time.sleep(0.05)
     return float("inf")
-
-
-@contextmanager
-def load_on(port: int) -> Iterator[KeepAliveLoad]:
-    load = KeepAliveLoad(
-        "127.0.0.1", port, "/api/version", connections=4, rate=200, max_seconds=240, timeout=2
-    )
-    with load:
-        yield load
 
 
 def on_engine(make_environment: Any, daemon: Dockerd, local: Any, **timing: Any) -> Any:
@@ -207,12 +178,8 @@ def test_the_daemon_killed_in_every_phase_then_the_next_command_converges(
                 argv: tuple[str, ...] = ("rollback", "--env", env.name)
             else:
                 argv = ("deploy", "--env", env.name, "--version", other)
-            result = kill_daemon_at(env, daemon, phase, argv)
-            assert "Traceback" not in result.stderr, result.stderr
-            assert result.returncode != 0, f"{phase}: {result.stdout}"
-            line = result.stderr.strip().splitlines()[-1]
-            assert line.startswith("conveyor: ") and daemon.url in line, (phase, result.stderr)
-            assert "recover" in line, line
+            line = one_line(kill_daemon_at(env, daemon, phase, argv))
+            assert daemon.url in line and "recover" in line, (phase, line)
             daemon.start()
             recovered = ok(env.cli("recover", "--env", env.name))
             status = json.loads(ok(env.cli("status", "--env", env.name, "--json")).stdout)
@@ -275,10 +242,8 @@ def test_a_host_lost_mid_deploy_then_both_hosts_end_on_the_same_release(
     ok(env.cli("deploy", "--env", env.name, "--version", "1.0.0"))
     with load_on(env.public(0)) as load1, load_on(env.public(1000)) as load2:
         argv = ("deploy", "--env", env.name, "--version", "2.0.0")
-        result = kill_daemon_at(env, daemon, "verify", argv, nth=2)
-        line = result.stderr.strip().splitlines()[-1]
-        assert "Traceback" not in result.stderr, result.stderr
-        assert line.startswith("conveyor: ") and "h2" in line and "recover" in line, line
+        line = one_line(kill_daemon_at(env, daemon, "verify", argv, nth=2))
+        assert "h2" in line and "recover" in line, line
         assert served(env.public(0)) == "1.0.0", "h1 was switched back"
         daemon.start()
         ok(env.cli("recover", "--env", env.name))

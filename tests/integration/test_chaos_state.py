@@ -16,47 +16,17 @@ import json
 import os
 import subprocess
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from conveyor import health, images
+from conveyor import images
 from conveyor.state import state_names
-from testkit.loadgen import KeepAliveLoad
+from testkit.steps import load_on, ok, one_line, served
 
 VERSIONS = ("1.0.0", "2.0.0")
-
-
-def ok(result: Any) -> Any:
-    assert result.returncode == 0, f"rc={result.returncode}\n{result.stdout}\n{result.stderr}"
-    return result
-
-
-def one_line(result: Any) -> str:
-    """A failure ends with one ``conveyor: …`` line and never a traceback."""
-    assert result.returncode != 0, result.stdout
-    assert "Traceback" not in result.stderr, result.stderr
-    lines = [line for line in result.stderr.strip().splitlines() if not line.startswith("phase:")]
-    assert lines and lines[-1].startswith("conveyor: "), result.stderr
-    assert len(lines) == 1, result.stderr
-    return str(lines[-1])
-
-
-def served(port: int) -> str | None:
-    answer = health.probe("127.0.0.1", port, "/api/version", timeout=1.0)
-    return None if answer.body is None else answer.body.get("version")
-
-
-@contextmanager
-def load_on(port: int) -> Iterator[KeepAliveLoad]:
-    load = KeepAliveLoad(
-        "127.0.0.1", port, "/api/version", connections=4, rate=200, max_seconds=120, timeout=2
-    )
-    with load:
-        yield load
 
 
 def status(env: Any) -> dict[str, Any]:
@@ -273,7 +243,7 @@ def test_a_full_state_volume_stops_a_deploy_before_the_switch_and_nothing_is_hal
     # Full before the deploy: it stops at its first record, having started nothing.
     loop_volume.fill()
     with load_on(port) as load:
-        line = one_line(env.cli(*deploy, "2.0.0"))
+        line = one_line(env.cli(*deploy, "2.0.0"), alone=True)
     before = line
     stopped_at_once = load.result.failures
     assert f"state volume {volume} on host h1" in line and "full" in line, line
@@ -290,7 +260,7 @@ def test_a_full_state_volume_stops_a_deploy_before_the_switch_and_nothing_is_hal
     loop_volume.free()
     with load_on(port) as load:
         result = run_until_phase(env, (*deploy, "2.0.0"), "start", loop_volume.fill)
-        line = one_line(result)
+        line = one_line(result, alone=True)
     assert "stopped before switching h1" in line and "full" in line, (line, result.stdout)
     assert "1.0.0 (r0001) is still serving" in line and "could not record" not in line, line
     between = load.result.failures
@@ -340,7 +310,7 @@ def test_a_read_only_state_volume_stops_a_deploy_before_it_starts_anything(
     state_on_loop(client, env.name, loop_volume, read_only=True)
     make_state(client, env.name, made)
     with load_on(port) as load:
-        line = one_line(env.cli(*deploy, "2.0.0"))
+        line = one_line(env.cli(*deploy, "2.0.0"), alone=True)
     assert "read-only" in line and "did not start" in line, line
     assert line.endswith("make it writable, then re-run"), line
     assert load.result.failures == 0, load.result.as_dict()

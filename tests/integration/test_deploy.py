@@ -17,17 +17,13 @@ import pytest
 from conveyor import health, locks
 from conveyor.operations import Session
 from testkit.loadgen import KeepAliveLoad
+from testkit.steps import ok
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def deploy(env: Any, version: str, *extra: str, **kwargs: Any) -> Any:
     return env.cli("deploy", "--env", env.name, "--version", version, *extra, **kwargs)
-
-
-def ok(result: Any) -> Any:
-    assert result.returncode == 0, f"rc={result.returncode}\n{result.stdout}\n{result.stderr}"
-    return result
 
 
 def one_clear_line(result: Any) -> str:

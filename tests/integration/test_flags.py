@@ -15,15 +15,11 @@ from typing import Any
 
 from conveyor import flagstate, health
 from testkit.loadgen import KeepAliveLoad
+from testkit.steps import ok
 
 FLAG = "new-notes-view"
 # The provider polls every 500 ms; DECISIONS: "within 2 s" is the bound.
 BOUND = 2.0
-
-
-def ok(result: Any) -> Any:
-    assert result.returncode == 0, f"rc={result.returncode}\n{result.stdout}\n{result.stderr}"
-    return result
 
 
 def refused(result: Any) -> str:

@@ -19,6 +19,7 @@ from conveyor import approvals, artifacts, images
 from conveyor.errors import ImageError
 from conveyor.operations import Session
 from testkit import sandbox
+from testkit.steps import ok
 
 GATE = (
     'promote_from = "{source}"\n'
@@ -50,11 +51,6 @@ def scanned(env: Any, version: str, *, dirty: bool = False) -> str:
 
 def run(env: Any, user: str, *args: str, **extra: str) -> Any:
     return env.cli(*args, env={"GITHUB_ACTOR": user, "GITHUB_ACTIONS": "", **extra})
-
-
-def ok(result: Any) -> Any:
-    assert result.returncode == 0, f"rc={result.returncode}\n{result.stdout}\n{result.stderr}"
-    return result
 
 
 def refused(result: Any, code: int = 1) -> str:

@@ -15,6 +15,7 @@ from typing import Any
 from conveyor import approvals, health
 from conveyor.operations import Session
 from testkit import sandbox
+from testkit.steps import ok
 
 GATE = "approval = {{ required = true, allow_self_approval = {self_ok}, expires_hours = 24 }}\n"
 
@@ -50,11 +51,6 @@ def scanned(env: Any, version: str, *, passed: bool = True, dirty: bool = False)
 
 def run(env: Any, user: str, *args: str, **extra: str) -> Any:
     return env.cli(*args, env={"GITHUB_ACTOR": user, "GITHUB_ACTIONS": "", **extra})
-
-
-def ok(result: Any) -> Any:
-    assert result.returncode == 0, f"rc={result.returncode}\n{result.stdout}\n{result.stderr}"
-    return result
 
 
 def refused(result: Any, code: int = 1) -> str:

@@ -26,13 +26,9 @@ import pytest
 from conveyor import locks
 from conveyor.errors import LockLost
 from conveyor.operations import Session
+from testkit.steps import ok
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def ok(result: Any) -> Any:
-    assert result.returncode == 0, f"rc={result.returncode}\n{result.stdout}\n{result.stderr}"
-    return result
 
 
 def last_line(result: Any) -> str:

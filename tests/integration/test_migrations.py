@@ -28,13 +28,9 @@ from conveyor import health
 from testkit import sandbox
 from testkit.loadgen import KeepAliveLoad
 from testkit.postgres import PostgresServer, PostgresUnavailable, postgres_server, server_bindir
+from testkit.steps import ok
 
 SQLITE = '{ backup = "sqlite:/data/refapi.db", timeout = 60 }'
-
-
-def ok(result: Any) -> Any:
-    assert result.returncode == 0, f"rc={result.returncode}\n{result.stdout}\n{result.stderr}"
-    return result
 
 
 def failed(result: Any) -> str:

@@ -21,15 +21,11 @@ import pytest
 from conveyor import health
 from conveyor.terms import PHASES
 from testkit.loadgen import KeepAliveLoad
+from testkit.steps import ok
 
 # The phases a blue-green executor announces (the lock is taken before it runs; canary steps
 # are test_canary's).
 TRACED = tuple(p for p in PHASES[PHASES.index("prepare") :] if p != "canary")
-
-
-def ok(result: Any) -> Any:
-    assert result.returncode == 0, f"rc={result.returncode}\n{result.stdout}\n{result.stderr}"
-    return result
 
 
 def last_line(result: Any) -> str:

@@ -15,11 +15,7 @@ from typing import Any
 
 from conveyor import health
 from testkit.loadgen import KeepAliveLoad
-
-
-def ok(result: Any) -> Any:
-    assert result.returncode == 0, f"rc={result.returncode}\n{result.stdout}\n{result.stderr}"
-    return result
+from testkit.steps import ok
 
 
 def deploy(env: Any, version: str) -> Any:
