@@ -95,17 +95,39 @@ def render(env: Environment, ports: Ports, live: Mapping[str, str | None]) -> st
     """The HAProxy config. ``live`` maps each service to its live color (None: not yet).
 
     The first line carries a hash of everything except the colors, so a changed structure
-    (ports, routes) can be told apart from a switch, which needs no reload.
+    (ports, routes) can be told apart from a switch, which needs no reload. The same hash is
+    HAProxy's ``description``, which ``show info`` prints: the running process says which
+    structure it loaded without the file being copied out of its container.
     """
-    body = _render(env, ports, live)
-    structure = hashlib.sha256(_render(env, ports, {}).encode()).hexdigest()[:16]
-    return f"# conveyor structure {structure}\n{body}"
+    hashed = structure(env, ports)
+    return f"# conveyor structure {hashed}\n{_render(env, ports, live, hashed)}"
+
+
+def structure(env: Environment, ports: Ports) -> str:
+    """The hash of the config without its colors (and without the description carrying it,
+    so routers rendered before the description existed hash the same)."""
+    return hashlib.sha256(_render(env, ports, {}).encode()).hexdigest()[:16]
 
 
 def structure_of(config_text: str) -> str | None:
     first = config_text.split("\n", 1)[0]
     prefix = "# conveyor structure "
     return first[len(prefix) :].strip() if first.startswith(prefix) else None
+
+
+DESCRIPTION_PREFIX = "conveyor-structure "
+
+
+def loaded_structure(show_info: str) -> str | None:
+    """From ``show info``, the structure hash the running HAProxy loaded (its ``description``);
+    None for a router rendered before the description carried it."""
+    for line in show_info.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip().lower() == "description":
+            value = value.strip()
+            if value.startswith(DESCRIPTION_PREFIX):
+                return value[len(DESCRIPTION_PREFIX) :].strip() or None
+    return None
 
 
 def _logging(env: Environment) -> tuple[list[str], list[str]]:
@@ -119,12 +141,15 @@ def _logging(env: Environment) -> tuple[list[str], list[str]]:
     ]
 
 
-def _render(env: Environment, ports: Ports, live: Mapping[str, str | None]) -> str:
+def _render(
+    env: Environment, ports: Ports, live: Mapping[str, str | None], hashed: str | None = None
+) -> str:
     services = list(env.services.values())
     global_log, defaults_log = _logging(env)
     sticky = env.strategy == "canary" and env.canary.sticky
     lines = [
         "global",
+        *([f"    description {DESCRIPTION_PREFIX}{hashed}"] if hashed else []),
         f"    stats socket ipv4@127.0.0.1:{ports.admin} level admin",
         "    stats timeout 10s",
         *global_log,

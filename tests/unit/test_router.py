@@ -1,9 +1,12 @@
-"""The router config and runtime-API commands, checked without a running HAProxy."""
+"""The router config and runtime-API commands, checked without a running router container."""
 
 from __future__ import annotations
 
+import hashlib
 import shutil
+import socket
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -46,6 +49,25 @@ def test_switching_colors_keeps_the_structure_hash(staging: config.Environment) 
     assert router.structure_of(blue) != router.structure_of(moved)
 
 
+def test_the_running_router_names_its_structure_in_show_info(
+    staging: config.Environment,
+) -> None:
+    ports = router.Ports.of(staging, 0)
+    text = router.render(staging, ports, {"api": "blue", "web": None})
+    hashed = router.structure(staging, ports)
+    assert router.structure_of(text) == hashed
+    assert f"    description conveyor-structure {hashed}" in text.splitlines()
+    # The hash leaves the description out: a router rendered before it hashes the same.
+    without = "\n".join(line for line in text.splitlines() if "description" not in line)
+    assert hashlib.sha256(router._render(staging, ports, {}).encode()).hexdigest()[
+        :16
+    ] == router.structure_of(without)
+    info = f"Name: HAProxy\nnode: vm\ndescription: conveyor-structure {hashed}\nStopping: 0\n"
+    assert router.loaded_structure(info) == hashed
+    assert router.loaded_structure("Name: HAProxy\nnode: vm\nStopping: 0\n") is None
+    assert router.loaded_structure("description: someone else's\n") is None
+
+
 @pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy binary not on this machine")
 def test_haproxy_accepts_the_rendered_config(staging: config.Environment, tmp_path: Path) -> None:
     path = tmp_path / "haproxy.cfg"
@@ -54,6 +76,41 @@ def test_haproxy_accepts_the_rendered_config(staging: config.Environment, tmp_pa
         ["haproxy", "-c", "-f", str(path)], capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy binary not on this machine")
+def test_a_running_haproxy_reports_the_structure_it_loaded(
+    staging: config.Environment, tmp_path: Path
+) -> None:
+    def free() -> int:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            return int(sock.getsockname()[1])
+
+    ports = router.Ports(
+        bind="127.0.0.1",
+        public=free(),
+        preview=free(),
+        admin=free(),
+        services={name: {"blue": free(), "green": free()} for name in staging.services},
+    )
+    path = tmp_path / "haproxy.cfg"
+    path.write_text(router.render(staging, ports, {"api": "blue", "web": "blue"}))
+    process = subprocess.Popen(["haproxy", "-db", "-f", str(path)], stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                info = router.admin_direct(ports.admin, "show info")
+                break
+            except router.RouterError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise
+                time.sleep(0.05)
+        assert router.loaded_structure(info) == router.structure(staging, ports)
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
 
 
 def test_a_switch_readies_the_new_color_before_disabling_the_old() -> None:
