@@ -125,8 +125,10 @@ class BlueGreen:
         self.config_writes: dict[str, Background] = {}
 
     @contextmanager
-    def phase(self, run: Execution, name: Phase, host: str | None = None) -> Iterator[None]:
-        if self.on_phase is not None:
+    def phase(
+        self, run: Execution, name: Phase, host: str | None = None, *, trace: bool = True
+    ) -> Iterator[None]:
+        if trace and self.on_phase is not None:
             self.on_phase(name)
         started = time.monotonic()
         try:
@@ -174,15 +176,42 @@ class BlueGreen:
         except PhaseFailed as failure:
             self.undo(run, failure)
             raise
+        self.conclude(run)
+        return run
+
+    def conclude(self, run: Execution) -> None:
+        """Every host passed verify: record that while the old color drains, then stop it.
+
+        The verified record (one ledger write, ~100 ms) overlaps the drain instead of
+        preceding it. Nothing is stopped before it is written: ``finish`` waits for it before
+        any stop, and a write that failed stops nothing and is raised here, as it was before
+        the drain began (the caller puts the routers back on the recorded release, whose
+        containers still run). The phase trace says "drain" once the record is written: a
+        crash from there on leaves a verified release; one before it, like a crash at the end
+        of verify, an interrupted run that recover switches back.
+        """
+        recording = None
+        if self.on_verified is not None:
+            recording = Background("record-verified", self._record_verified)
+        elif self.on_phase is not None:
+            self.on_phase("drain")
+        problem: PhaseFailed | None = None
+        try:
+            with self.phase(run, "drain", trace=False):
+                self.finish(run, recording)
+        except PhaseFailed as failed:
+            problem = failed
+        if recording is not None:
+            recording.result()
+        if problem is not None:
+            # Past verify nothing may undo the release: a drain problem is a warning only.
+            self.out.warn(f"drain: {problem.reason} (the release is live and verified)")
+
+    def _record_verified(self) -> None:
         if self.on_verified is not None:
             self.on_verified()
-        # Past verify nothing may undo the release: a drain problem is a warning only.
-        try:
-            with self.phase(run, "drain"):
-                self.finish(run)
-        except PhaseFailed as problem:
-            self.out.warn(f"drain: {problem.reason} (the release is live and verified)")
-        return run
+        if self.on_phase is not None:
+            self.on_phase("drain")
 
     def prepare(self, host_plan: HostPlan) -> None:
         target = self.targets[host_plan.host]
@@ -401,8 +430,11 @@ class BlueGreen:
     def _host_containers(self, target: HostTarget, host_plan: HostPlan) -> list[Container]:
         return [target.client.containers.get(move.container) for move in host_plan.moves]
 
-    def finish(self, run: Execution) -> None:
-        """Park the preview route, let the old color drain, then stop it (kept for rollback)."""
+    def finish(self, run: Execution, recording: Background | None = None) -> None:
+        """Park the preview route, let the old color drain, then stop it (kept for rollback).
+
+        ``recording`` is the verified record being written: the old color is stopped only once
+        it is, and not at all if it failed."""
         for host_plan in run.plan.hosts:
             target = self.targets[host_plan.host]
             target.admin(router.park_commands(m.service for m in host_plan.moves))
@@ -422,6 +454,8 @@ class BlueGreen:
                     run.warm.setdefault(target.name, {})[container.service] = container.name
                     continue
                 stops.append((target, container.name))
+        if recording is not None and recording.wait() is not None:
+            return  # never recorded as verified: the caller raises why and switches back
         if run.warm:
             self.out.say(
                 f"  keeping the old color warm for {self.env.keep_warm:g} s: "

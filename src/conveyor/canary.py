@@ -83,13 +83,7 @@ class CanaryRollout(BlueGreen):
             self.undo(run, failure)
             raise
         record.canary["state"] = "promoted"
-        if self.on_verified is not None:
-            self.on_verified()
-        try:
-            with self.phase(run, "drain"):
-                self.finish(run)
-        except PhaseFailed as problem:
-            self.out.warn(f"drain: {problem.reason} (the release is live and verified)")
+        self.conclude(run)
         return run
 
     def bring_up(self, run: Execution, host_plan: HostPlan) -> None:
