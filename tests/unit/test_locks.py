@@ -110,6 +110,19 @@ def test_the_heartbeat_notices_its_container_is_gone_and_stops_beating() -> None
     assert not lock.still_ours()
 
 
+def test_the_first_heartbeat_waits_an_interval_and_the_since_label_covers_it() -> None:
+    lock, containers = held_lock()
+    uploads: list[bytes] = []
+    containers.by_name[lock.name].put_archive = lambda folder, data: uploads.append(data)  # type: ignore[method-assign]
+    lock._stop.set()  # released before the first interval ended
+    lock._beat_forever()
+    assert uploads == []
+    # A lock taken one interval (stale_after / 4) ago, not yet beaten, is not stale.
+    taken = LockInfo("alice", "ci-runner-7", 1, time.time() - 30 / 4, "1.0", "", None)
+    assert taken.stale_reason(30) is None
+    assert LockInfo("alice", "ci-runner-7", 1, time.time() - 31, "1.0", "", None).stale_reason(30)
+
+
 def test_a_lock_never_taken_is_not_ours() -> None:
     lock = EnvironmentLock(SimpleNamespace(containers=FakeContainers()), "qa", "i", stale_after=3)
     assert not lock.still_ours()
