@@ -163,7 +163,9 @@ class HostTarget:
         container = self.router_container()
         if container is not None:
             container.reload()
-            if container.status != "running" or container.image.id != self._image_id():
+            # The inspect already names its image's id: `container.image` would ask again.
+            image = container.attrs.get("ImageID", container.attrs.get("Image"))
+            if container.status != "running" or image != self._image_id():
                 with contextlib.suppress(docker.errors.NotFound):
                     container.remove(force=True)
                 self._router = None

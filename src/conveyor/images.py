@@ -477,10 +477,16 @@ def router_image_tag(config: Config, client: Any) -> str:
     return f"{local_name(config, spec)}:{digest}"
 
 
-def build_router_image(config: Config, client: Any, out: Console = console) -> str:
-    """The router image (HAProxy from Debian on the base image); built once per engine."""
+def build_router_image(
+    config: Config, client: Any, out: Console = console, *, tag: str | None = None
+) -> str:
+    """The router image (HAProxy from Debian on the base image); built once per engine.
+
+    ``tag``: :func:`router_image_tag` for this engine when the caller already knows it (a
+    session reads it when it opens), which saves asking the engine for the base image again.
+    """
     spec = _router_spec(config)
-    tag = router_image_tag(config, client)
+    tag = tag or router_image_tag(config, client)
     if image_present(client, tag):
         return tag
     base = resolve_base_image(client, config)

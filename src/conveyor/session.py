@@ -44,9 +44,12 @@ class Session:
     def ensure_router_images(self) -> None:
         """The router image on every host: built once here, copied to the others."""
         local = self.primary.client
-        tag = images.build_router_image(self.config, local, self.out)
+        # The tag read when the session opened (same engine, same Dockerfile): asking for the
+        # base image again, and whether the primary has the tag build_router_image just
+        # checked, would be two more engine round trips on every deploy.
+        tag = images.build_router_image(self.config, local, self.out, tag=self.router_image)
         for target in self.targets:
-            if not images.image_present(target.client, tag):
+            if target.client is not local and not images.image_present(target.client, tag):
                 self.out.say(f"  {target.name}: copying the router image")
                 data = local.images.get(tag).save(named=True)
                 target.client.images.load(b"".join(data))
