@@ -1,0 +1,113 @@
+"""The orderings blue-green keeps while it overlaps its ledger and file writes with waits.
+
+Each run against a real engine is in tests/integration; these pin what must happen before
+what, which a real run shows only when the timing is unlucky: the old color is never stopped
+before the verified record is written (and not at all if that write failed), and a switch back
+never lets the new colors' config file land after the old ones'.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from conveyor import config
+from conveyor.bluegreen import BlueGreen, Execution
+from conveyor.console import Console
+from conveyor.errors import StateUnwritable
+from conveyor.plan import DeployPlan, HostPlan, ServiceMove
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class FakeHost:
+    """One host's router and containers, recording what was done to them, in order."""
+
+    def __init__(self, events: list[str], *, write_seconds: float = 0.0) -> None:
+        self.name = "h1"
+        self.events = events
+        self.write_seconds = write_seconds
+        self.lock = threading.Lock()
+        self.client = SimpleNamespace(containers=SimpleNamespace(get=self._container))
+
+    def _note(self, event: str) -> None:
+        with self.lock:
+            self.events.append(event)
+
+    def _container(self, name: str) -> Any:
+        return SimpleNamespace(stop=lambda timeout: self._note(f"stop {name}"))
+
+    def admin(self, command: str) -> str:
+        self._note("park" if "preview" in command else "switch")
+        return ""
+
+    def service_containers(self) -> list[Any]:
+        return [SimpleNamespace(running=True, name="api-blue", service="api", color="blue")]
+
+    def write_router_config(self, live: dict[str, str | None]) -> None:
+        time.sleep(self.write_seconds)
+        self._note(f"config {live['api']}")
+
+
+def plan(kind: str = "rollback") -> DeployPlan:
+    move = ServiceMove("api", "blue", "green", 9102, None, "api-green")  # type: ignore[arg-type]
+    return DeployPlan(
+        kind=kind,  # type: ignore[arg-type]
+        environment="staging",
+        release_id="r0002",
+        release=SimpleNamespace(version="2.0.0"),  # type: ignore[arg-type]
+        hosts=(HostPlan("h1", (move,)),),
+        public={},
+        verify_seconds=0.0,
+        drain_seconds=0.05,
+    )
+
+
+def executor(host: FakeHost, **hooks: Any) -> BlueGreen:
+    env = config.load(ROOT / "deploy.toml").environment("staging")
+    return BlueGreen(env, {"h1": host}, None, Console(quiet=True), **hooks)  # type: ignore[arg-type,dict-item]
+
+
+def test_the_old_color_stops_only_after_the_verified_record_is_written() -> None:
+    events: list[str] = []
+    host = FakeHost(events)
+
+    def verified() -> None:
+        time.sleep(0.3)  # longer than the drain: the stop must wait for it
+        host._note("verified")
+
+    blue_green = executor(host, on_verified=verified, on_phase=lambda p: host._note(f"phase {p}"))
+    run = Execution(plan=plan(), record=None)  # type: ignore[arg-type]
+    blue_green.conclude(run)
+    run.wait_stopped()
+    assert events == ["park", "verified", "phase drain", "stop api-blue"]
+
+
+def test_a_verified_record_that_cannot_be_written_stops_nothing_and_is_raised() -> None:
+    events: list[str] = []
+    host = FakeHost(events)
+
+    def verified() -> None:
+        raise StateUnwritable("the state volume is full", "free space on it")
+
+    blue_green = executor(host, on_verified=verified, on_phase=lambda p: host._note(f"phase {p}"))
+    run = Execution(plan=plan(), record=None)  # type: ignore[arg-type]
+    with pytest.raises(StateUnwritable):
+        blue_green.conclude(run)
+    assert run.stopping is None
+    assert events == ["park"]
+
+
+def test_a_switch_back_waits_for_the_new_colors_config_write() -> None:
+    events: list[str] = []
+    host = FakeHost(events, write_seconds=0.3)
+    blue_green = executor(host)
+    run = Execution(plan=plan(), record=SimpleNamespace(id="r0002", logs=[]))  # type: ignore[arg-type]
+    blue_green.switch(run, host, run.plan.hosts[0])  # type: ignore[arg-type]
+    blue_green.switch_back(run)
+    assert events == ["switch", "config green", "switch", "config blue", "park"]
