@@ -604,13 +604,11 @@ class Move:
         record.schema[service.name] = {"restored": backup.as_dict(), "after": None}
         self.session.ledger.write(record)
 
-    def execute(
-        self,
-        state: EnvironmentState,
-        record: ReleaseRecord,
-        lock: EnvironmentLock,
-        announce: notify.Announcer,
-    ) -> Execution:
+    def executor(
+        self, record: ReleaseRecord, lock: EnvironmentLock, announce: notify.Announcer
+    ) -> BlueGreen:
+        """The plan's executor, with the hooks that write the ledger at the moments a crash
+        must be understood from (the intent before each switch, verified, each canary window)."""
         ledger = self.session.ledger
 
         def before_switch(host: str) -> None:
@@ -661,6 +659,16 @@ class Move:
             )
         else:
             executor = BlueGreen(self.env, self.session.by_name(), ledger, self.out, **common)
+        return executor
+
+    def execute(
+        self,
+        state: EnvironmentState,
+        record: ReleaseRecord,
+        lock: EnvironmentLock,
+        announce: notify.Announcer,
+    ) -> Execution:
+        executor = self.executor(record, lock, announce)
         try:
             return executor.run(self.planned, record)
         except PhaseFailed as failure:
