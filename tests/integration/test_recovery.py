@@ -8,10 +8,7 @@ verified release without a failed request.
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -193,35 +190,3 @@ def test_a_rollback_after_a_crash_in_verify_never_serves_the_unverified_release(
     assert (rollback["kind"], rollback["outcome"]) == ("rollback", "succeeded")
     assert (rollback["rollback_of"], rollback["rollback_to"]) == ("r0002", "r0001")
     assert final.status["disagreements"] == []
-
-
-def test_a_crashed_router_comes_back_and_a_stopped_one_is_reported_down(
-    make_environment: Any, docker_client: Any
-) -> None:
-    env = make_environment()
-    ok(deploy(env, "1.0.0"))
-    router = docker_client.containers.get(f"conveyor-{env.name}-router")
-    # HAProxy dies (a crash, OOM): the restart policy brings the router back, same colors.
-    os.kill(router.attrs["State"]["Pid"], signal.SIGKILL)
-    deadline_ok = any(served(env) == "1.0.0" for _ in _poll(seconds=15))
-    assert deadline_ok, "the router did not come back by itself"
-    router.reload()
-    assert router.attrs["RestartCount"] >= 1
-
-    # An operator's `docker stop` is respected by Docker: status says "router DOWN" and does
-    # not call the live containers leftovers; recover brings it back.
-    router.stop()
-    text = ok(env.cli("status", "--env", env.name)).stdout
-    assert "router DOWN" in text and "LEFTOVER" not in text, text
-    assert "invoke recover" in text
-    status = json.loads(ok(env.cli("status", "--env", env.name, "--json")).stdout)
-    assert status["hosts"][0]["leftovers"] == []
-    ok(env.cli("recover", "--env", env.name))
-    assert served(env) == "1.0.0"
-
-
-def _poll(seconds: float) -> Iterator[None]:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        yield
-        time.sleep(0.2)
