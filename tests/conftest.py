@@ -118,21 +118,40 @@ class CrashHarness:
         self, env: Any, phase: str, *argv: str, nth: int = 1, after: float = 0.0
     ) -> Aftermath:
         """``after``: seconds to let the phase run before the kill (0: as it begins)."""
-        process = env.cli_running(*argv, env={"CONVEYOR_TRACE_PHASES": "1"})
-        assert process.stderr is not None
-        seen: list[str] = []
-        hits = 0
-        for line in process.stderr:
-            seen.append(line.strip())
-            if line.strip() == f"phase: {phase}":
-                hits += 1
-                if hits == nth:
-                    time.sleep(after)
-                    process.send_signal(signal.SIGKILL)
-                    break
-        process.wait(timeout=60)
-        assert process.returncode == -signal.SIGKILL, f"never reached phase {phase}: {seen}"
+
+        def kill(process: subprocess.Popen[str]) -> None:
+            time.sleep(after)
+            process.send_signal(signal.SIGKILL)
+
+        result = self.interrupt_at(env, phase, *argv, nth=nth, act=kill)
+        assert result.returncode == -signal.SIGKILL, f"never reached phase {phase}: {result}"
         return self.observe(env, killed_at=phase)
+
+    def interrupt_at(
+        self,
+        env: Any,
+        phase: str,
+        *argv: str,
+        nth: int = 1,
+        act: Callable[[subprocess.Popen[str]], None],
+    ) -> subprocess.CompletedProcess[str]:
+        """Run the command with its phases traced and call ``act`` (kill it, kill its daemon)
+        as it announces ``phase`` the ``nth`` time (each host announces its own); then let it
+        end. Its stderr keeps the traced phases."""
+        process = env.cli_running(*argv, env={"CONVEYOR_TRACE_PHASES": "1"})
+        assert process.stderr is not None and process.stdout is not None
+        seen: list[str] = []
+        for line in process.stderr:
+            seen.append(line.rstrip("\n"))
+            if line.strip() == f"phase: {phase}" and (nth := nth - 1) == 0:
+                act(process)
+                break
+        assert nth == 0, f"never reached phase {phase}: {seen}"
+        rest = process.stderr.read()
+        stdout = process.stdout.read()
+        process.wait(timeout=120)
+        stderr = "\n".join(seen) + "\n" + rest
+        return subprocess.CompletedProcess(list(argv), process.returncode, stdout, stderr)
 
     def observe(self, env: Any, *, killed_at: str = "") -> Aftermath:
         def run(*argv: str) -> str:

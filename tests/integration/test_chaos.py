@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import time
 from typing import Any
 
@@ -161,6 +160,7 @@ def test_the_daemon_killed_in_every_phase_then_the_next_command_converges(
     docker_client: Any,
     command: str,
     chaos_figures: Any,
+    crash: Any,
 ) -> None:
     """SIGKILL of dockerd (live-restore on) as the command announces each phase: the command
     ends with one line naming the engine, the router keeps serving throughout, and once the
@@ -178,7 +178,7 @@ def test_the_daemon_killed_in_every_phase_then_the_next_command_converges(
                 argv: tuple[str, ...] = ("rollback", "--env", env.name)
             else:
                 argv = ("deploy", "--env", env.name, "--version", other)
-            line = one_line(kill_daemon_at(env, daemon, phase, argv))
+            line = one_line(crash.interrupt_at(env, phase, *argv, act=lambda _: daemon.kill()))
             assert daemon.url in line and "recover" in line, (phase, line)
             daemon.start()
             recovered = ok(env.cli("recover", "--env", env.name))
@@ -199,31 +199,12 @@ def test_the_daemon_killed_in_every_phase_then_the_next_command_converges(
     chaos_figures(f"dockerd SIGKILL in each {command} phase", load.result)
 
 
-def kill_daemon_at(
-    env: Any, daemon: Dockerd, phase: str, argv: tuple[str, ...], nth: int = 1
-) -> Any:
-    """Run ``argv`` with its phases traced; SIGKILL the daemon as ``phase`` begins (the
-    ``nth`` time: each host announces its own)."""
-    process = env.cli_running(*argv, env={"CONVEYOR_TRACE_PHASES": "1"})
-    assert process.stderr is not None
-    seen: list[str] = []
-    for line in process.stderr:
-        seen.append(line.rstrip("\n"))
-        if line.strip() == f"phase: {phase}" and (nth := nth - 1) == 0:
-            daemon.kill()
-            break
-    rest = process.stderr.read()
-    stdout = process.stdout.read() if process.stdout else ""
-    process.wait(timeout=120)
-    assert daemon.process is not None and daemon.process.poll() is not None, (
-        f"never reached phase {phase}: {seen}"
-    )
-    stderr = "\n".join(seen) + "\n" + rest
-    return subprocess.CompletedProcess(argv, process.returncode, stdout, stderr)
-
-
 def test_a_host_lost_mid_deploy_then_both_hosts_end_on_the_same_release(
-    make_environment: Any, second_dockerd: Dockerd, docker_client: Any, chaos_figures: Any
+    make_environment: Any,
+    second_dockerd: Dockerd,
+    docker_client: Any,
+    chaos_figures: Any,
+    crash: Any,
 ) -> None:
     """Two hosts; h2's engine dies during h2's verify, after its router switched. h1 goes
     back at once; h2 (its containers kept by live-restore) is put back by the next command
@@ -242,7 +223,9 @@ def test_a_host_lost_mid_deploy_then_both_hosts_end_on_the_same_release(
     ok(env.cli("deploy", "--env", env.name, "--version", "1.0.0"))
     with load_on(env.public(0)) as load1, load_on(env.public(1000)) as load2:
         argv = ("deploy", "--env", env.name, "--version", "2.0.0")
-        line = one_line(kill_daemon_at(env, daemon, "verify", argv, nth=2))
+        line = one_line(
+            crash.interrupt_at(env, "verify", *argv, nth=2, act=lambda _: daemon.kill())
+        )
         assert "h2" in line and "recover" in line, line
         assert served(env.public(0)) == "1.0.0", "h1 was switched back"
         daemon.start()
