@@ -89,7 +89,9 @@ class HealthCheck:
     interval: float = 1.0
     timeout: float = 5.0
     retries: int = 3
-    start_period: float = 0.0
+    # How long Docker ignores failed checks while the service starts; unset, the environment's
+    # ready timeout, so a slow start on a busy host is judged by that timeout, not by 3 checks.
+    start_period: float | None = None
 
 
 BACKUP_KINDS = ("sqlite", "postgres", "none")
@@ -405,7 +407,7 @@ def _read_settings(
             values[key] = table.boolean(key, default)
         elif spec.type == "int":
             values[key] = table.integer(key, default, minimum=minimum.get(key))
-        elif spec.type == "float":
+        elif spec.type in ("float", "float | None"):
             values[key] = table.number(key, default, minimum=minimum.get(key, 0.0))
         elif spec.type == "str":
             values[key] = table.string(key, default, choices=choices.get(key))

@@ -270,12 +270,15 @@ class HostTarget:
             f"timeout={service.health.timeout})"
         )
         seconds = 1_000_000_000
+        start_period = service.health.start_period
+        if start_period is None:
+            start_period = self.env.timeouts.ready
         return {
             "test": ["CMD", "python3", "-c", script],
             "interval": int(service.health.interval * seconds),
             "timeout": int(service.health.timeout * seconds),
             "retries": service.health.retries,
-            "start_period": int(service.health.start_period * seconds),
+            "start_period": int(start_period * seconds),
         }
 
     def volumes(self, service: Service) -> dict[str, dict[str, str]]:
