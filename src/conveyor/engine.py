@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import importlib
 import os
 import re
 import signal
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import docker
+import docker.api.client
 import requests
 from docker.errors import DockerException
 
@@ -72,6 +75,20 @@ def prepare_ssh() -> None:
                 handle.write("\n".join(missing) + "\n")
 
 
+SSH_TRANSPORT = "docker.transport.sshconn"
+
+
+def ssh_transport() -> tuple[type[BaseException], ...]:
+    """Load the SDK's ssh:// transport that conveyor/__init__ held back, and hand it to the
+    client class, which looks it up by name when it meets an ssh:// URL. Returns what the
+    transport raises when the host cannot be reached or refuses us."""
+    if SSH_TRANSPORT in sys.modules and sys.modules[SSH_TRANSPORT] is None:
+        del sys.modules[SSH_TRANSPORT]
+    transport = importlib.import_module(SSH_TRANSPORT)
+    docker.api.client.SSHHTTPAdapter = transport.SSHHTTPAdapter
+    return (transport.paramiko.SSHException,)
+
+
 def _stop_agent(pid: int) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
@@ -89,6 +106,10 @@ def connect(endpoint: str | None = None, *, timeout: int = 120) -> Any:
     The API version is negotiated: Debian's dockerd 20.10 speaks 1.41.
     """
     where = describe(endpoint)
+    # OSError: an ssh:// host that does not answer fails in the transport, before Docker's API.
+    failures: tuple[type[BaseException], ...] = (DockerException, OSError)
+    if where.startswith("ssh://"):
+        failures += ssh_transport()
     if endpoint is not None and endpoint.startswith("ssh://"):
         prepare_ssh()
     try:
@@ -108,9 +129,9 @@ def connect(endpoint: str | None = None, *, timeout: int = 120) -> Any:
                 max_pool_size=SSH_POOL_SIZE,
             )
         client.ping()
-    except DockerException as exc:
+    except failures as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        if endpoint is not None and not endpoint.startswith("unix://"):
+        if not where.startswith("unix://"):
             raise EngineUnavailable(
                 f"cannot reach the Docker engine at {where} — check that the host is up and "
                 f"reachable (ssh access, DOCKER_HOST) [{reason[:160]}]"
