@@ -133,8 +133,7 @@ class CanaryRollout(BlueGreen):
         for host_plan in run.plan.hosts:
             target = self.targets[host_plan.host]
             if target.name not in run.switched:
-                if self.before_switch is not None:
-                    self.before_switch(target.name)
+                self.clear_to_switch(target.name)
                 run.switched.append(target.name)
             commands = [
                 router.split_commands(

@@ -611,9 +611,7 @@ class Move:
         must be understood from (the intent before each switch, verified, each canary window)."""
         ledger = self.session.ledger
 
-        def before_switch(host: str) -> None:
-            # The lock may have been broken under us: then someone else may be deploying.
-            lock.ensure_ours()
+        def intent(host: str) -> None:
             # Intent first: a crash after the switch still tells the next run where we were.
             added = host not in record.switched
             if added:
@@ -634,7 +632,9 @@ class Move:
         common: dict[str, Any] = {
             "local_client": self.session.primary.client,
             "on_phase": _phase_tracer(),
-            "before_switch": before_switch,
+            "on_intent": intent,
+            # The lock may have been broken under us: then someone else may be deploying.
+            "before_switch": lambda _host: lock.ensure_ours(),
             "on_verified": verified,
             # Beside deploy.toml, so a failed run's logs are found where its config lives.
             "log_dir": self.session.config.root / ".conveyor" / "logs",

@@ -111,3 +111,60 @@ def test_a_switch_back_waits_for_the_new_colors_config_write() -> None:
     blue_green.switch(run, host, run.plan.hosts[0])  # type: ignore[arg-type]
     blue_green.switch_back(run)
     assert events == ["switch", "config green", "switch", "config blue", "park"]
+
+
+def test_the_switch_waits_for_the_intent_that_was_written_during_ready() -> None:
+    """The intent is written while the new color gets ready (in the background); the switch
+    happens only once it is on the ledger, and only after the lock check."""
+    events: list[str] = []
+    host = FakeHost(events)
+
+    def intent(name: str) -> None:
+        time.sleep(0.3)  # the write outlasts the wait for readiness: the switch must wait
+        host._note(f"intent {name}")
+
+    blue_green = executor(
+        host, on_intent=intent, before_switch=lambda name: host._note(f"lock {name}")
+    )
+    run = Execution(plan=plan(), record=SimpleNamespace(id="r0002", logs=[]))  # type: ignore[arg-type]
+    blue_green.intend("h1")
+    host._note("ready")
+    blue_green.switch(run, host, run.plan.hosts[0])  # type: ignore[arg-type]
+    blue_green.config_writes["h1"].result()
+    assert events == ["ready", "intent h1", "lock h1", "switch", "config green"]
+
+
+def test_a_refused_intent_stops_the_run_before_the_switch() -> None:
+    events: list[str] = []
+    host = FakeHost(events)
+
+    def intent(name: str) -> None:
+        raise StateUnwritable("the state volume is full", "free space on it")
+
+    blue_green = executor(host, on_intent=intent)
+    run = Execution(plan=plan(), record=SimpleNamespace(id="r0002", logs=[]))  # type: ignore[arg-type]
+    blue_green.intend("h1")
+    with pytest.raises(StateUnwritable):
+        blue_green.switch(run, host, run.plan.hosts[0])  # type: ignore[arg-type]
+    assert events == [] and run.switched == []
+
+
+def test_a_failure_before_the_switch_waits_for_the_intent_and_unsays_it() -> None:
+    """Ready failed while the intent was being written: the record of the failure is written
+    after it (never beside it), and does not name the host as switched."""
+    events: list[str] = []
+    host = FakeHost(events)
+    record = SimpleNamespace(id="r0002", logs=[], switched=[])
+
+    def intent(name: str) -> None:
+        record.switched.append(name)
+        time.sleep(0.3)
+        host._note(f"intent {name}")
+
+    blue_green = executor(host, on_intent=intent)
+    run = Execution(plan=plan(), record=record)  # type: ignore[arg-type]
+    blue_green.intend("h1")
+    blue_green.settle_intents(run)
+    host._note("failure recorded")
+    assert events == ["intent h1", "failure recorded"]
+    assert record.switched == []
