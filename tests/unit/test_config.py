@@ -11,8 +11,6 @@ import pytest
 
 from conveyor import config
 from conveyor.errors import ConfigError, UsageError
-from conveyor.hosts import HostTarget
-from conveyor.router import Ports
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -233,20 +231,3 @@ def test_the_shipped_file_keeps_the_previous_release_warm() -> None:
     cfg = config.load(ROOT / "deploy.toml")
     assert cfg.environment("staging").keep_warm == 600.0
     assert cfg.environment("production").keep_warm == 1800.0
-
-
-def test_docker_counts_failed_checks_only_after_the_ready_timeout_unless_told(
-    data: dict[str, Any],
-) -> None:
-    """A start slower than three checks on a busy host is not 'unhealthy': Docker's start
-    period defaults to the environment's ready timeout, and an explicit one is kept."""
-    data["environments"]["staging"]["timeouts"]["ready"] = 45
-    data["environments"]["staging"]["services"]["web"]["health"]["start_period"] = 2.5
-    env = parse(data).environment("staging")
-    target = HostTarget(host=env.hosts[0], env=env, client=None, ports=Ports.of(env, 0))
-    seconds = 1_000_000_000
-    assert target.healthcheck(env.services["api"], "blue")["start_period"] == 45 * seconds
-    assert target.healthcheck(env.services["web"], "blue")["start_period"] == int(2.5 * seconds)
-    data["environments"]["staging"]["services"]["web"]["health"]["start_period"] = -1
-    with pytest.raises(ConfigError, match=r"web\.health\.start_period\]: must be at least 0"):
-        parse(data)
