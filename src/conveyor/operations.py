@@ -311,8 +311,6 @@ def _move(
     """The deploy transaction, as its steps: approval, lock, recover an interrupted deploy,
     ensure routers, open the record, change the schema, execute the plan, record the outcome."""
     session = session or Session(config, env_name, out)
-    # Messages about the state volume name the host it lives on.
-    session.store.host = session.primary.name
     move = Move(
         session,
         release,
@@ -857,7 +855,6 @@ def recover(
         for line in problems or [f"{env_name} already serves its verified release"]:
             out.say(f"  {line}")
         return problems
-    session.store.host = session.primary.name
     session.ensure_router_images()
     lock = take_lock(session, "-", "recover", lock_wait, out)
     try:
@@ -1116,7 +1113,6 @@ def unlock(
 ) -> LockInfo | None:
     """Remove a stale lock; a live holder's lock only with ``force``. Both are audited."""
     session = Session(config, env_name)
-    session.store.host = session.primary.name
     lock = session.lock()
     holder = lock.read()
     if holder is None:

@@ -33,7 +33,9 @@ class Session:
         self.router_image: str | None = self._existing_router_image()
         for target in self.targets:  # read-only commands' helpers (flags) need it too
             target.router_image = target.router_image or self.router_image
-        self.store = StateStore(self.primary.client, self.env.name, self.router_image)
+        self.store = StateStore(
+            self.primary.client, self.env.name, self.router_image, host=self.primary.name
+        )
         self.ledger = Ledger(self.store)
 
     def _existing_router_image(self) -> str | None:
