@@ -22,8 +22,7 @@ from conveyor.plan import plan_move
 CANARY = dataclasses.replace(STAGING, strategy="canary")
 STICKY = dataclasses.replace(CANARY, canary=config.Canary(sticky=True))
 
-# The shipped deploy.toml as a dict (test_config's fixture, so also one here) and its parser.
-data = test_config.data
+# The shipped deploy.toml's parser (its document is the shared fixture ``data``).
 parse = test_config.parse
 
 

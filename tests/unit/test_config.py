@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -13,11 +12,6 @@ from conveyor import config
 from conveyor.errors import ConfigError, UsageError
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def data() -> dict[str, Any]:
-    return tomllib.loads((ROOT / "deploy.toml").read_text())
 
 
 def parse(data: dict[str, Any]) -> config.Config:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import http.server
 import subprocess
 import threading
-import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,11 +18,6 @@ from conveyor.hosts import HostTarget
 from conveyor.router import Ports
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def data() -> dict[str, Any]:
-    return tomllib.loads((ROOT / "deploy.toml").read_text())
 
 
 def parse(data: dict[str, Any]) -> config.Config:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -38,11 +37,6 @@ PLAN = {
     "pending_contract": ["d"],
     "ahead": [],
 }
-
-
-@pytest.fixture
-def data() -> dict[str, Any]:
-    return tomllib.loads((ROOT / "deploy.toml").read_text())
 
 
 def parse(data: dict[str, Any]) -> config.Config:

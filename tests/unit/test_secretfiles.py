@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +14,6 @@ from conveyor.hosts import HostTarget
 from conveyor.router import Ports
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def data() -> dict[str, Any]:
-    return tomllib.loads((ROOT / "deploy.toml").read_text())
 
 
 def api_with(data: dict[str, Any], secrets: dict[str, Any], **extra: Any) -> config.Service:
