@@ -38,7 +38,11 @@ def settle_interrupted(ledger: Ledger, records: list[ReleaseRecord], by: str) ->
             record.reason = f"verified on every host; its process died in drain (closed by {by})"
         else:
             record.outcome = terms.INTERRUPTED
-            record.reason = record.reason or "the process died before every host passed verify"
+            # It died, or the ledger refused the write saying how it failed: either way it
+            # never recorded an end (its own output said which).
+            record.reason = record.reason or (
+                f"ended before every host passed verify without recording how (closed by {by})"
+            )
         record.ended = record.ended or time.time()
         ledger.write(record)
         actions.append(f"{record.id} ({record.version}) recorded as {record.outcome}")
