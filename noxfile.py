@@ -85,12 +85,14 @@ def integration(session: nox.Session) -> None:
     """Tests against real daemons: dockerd, a registry, the router, the scanners.
 
     Two pytest-xdist workers: a deploy test mostly waits (health checks, verify windows). The
-    release is built once for both and the engine guard runs in the controller. Measured on a
-    clean clone: 132 tests in 42 min 9 s on two workers (README: per-session times).
+    release is built once for both and the engine guard runs in the controller. The tests on a
+    second engine run on one worker (``--dist loadgroup``; see tests/integration/conftest.py).
+    Measured on a clean clone: 132 tests in 42 min 9 s on two workers (README: per-session
+    times).
     """
     paths = session.posargs or ["tests/integration", "backend/tests/integration"]
     _sync(session, "test", "build", "scan")
-    session.run("pytest", "--numprocesses=2", "--durations=25", *paths)
+    session.run("pytest", "--numprocesses=2", "--dist=loadgroup", "--durations=25", *paths)
 
 
 @nox.session(python=PYTHON, tags=["release"], default=False)

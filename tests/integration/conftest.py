@@ -44,6 +44,22 @@ PROBLEMS = pytest.StashKey[list[str]]()
 CHAOS_FIGURES = "chaos.jsonl"
 
 
+# -- which worker runs what ----------------------------------------------------------------
+# The tests on a second engine hold load on two hosts and start services on both: the heaviest
+# on CPU. Two of them at once on a 2-core machine starved the services they start past their
+# ready timeout (CI, two-host canary beside two-host chaos). nox runs the suite with
+# ``--dist loadgroup``, so these all go to one worker, which also starts one second dockerd
+# instead of one in each worker.
+SECOND_ENGINE = frozenset({"second_dockerd", "second_engine", "make_dockerd"})
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if SECOND_ENGINE & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.xdist_group("second-engine"))
+
+
 # -- the guard: nothing the suite does not own may change ----------------------------------
 # It runs once per run, around everything: in the only process, or in pytest-xdist's
 # controller while its workers run the tests (a worker alone would see the other's objects).
