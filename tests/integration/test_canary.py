@@ -57,7 +57,8 @@ def load_on(env: Any, offset: int = 0) -> Iterator[KeepAliveLoad]:
 
 
 def canary_env(make_environment: Any, canary: str = CANARY, **options: Any) -> Any:
-    return make_environment(ready=20, verify=1, canary=canary, analysis=ANALYSIS, **options)
+    options.setdefault("ready", 20)
+    return make_environment(verify=1, canary=canary, analysis=ANALYSIS, **options)
 
 
 def last_record(env: Any) -> dict[str, Any]:
@@ -232,6 +233,8 @@ def test_two_hosts_step_together_and_abort_together(
             {"name": "h2", "docker": socket_url, "port_offset": 1000},
         ],
         offsets=(0, 1000),
+        # Services start on two engines under load: in CI one took 20 s to listen.
+        ready=60,
     )
     make_environment.clients.append(client2)
     ok(deploy(env, "1.0.0"))
