@@ -51,11 +51,23 @@ def port_free(port: int) -> bool:
     return True
 
 
+def ephemeral_start() -> int:
+    """The first port the kernel hands out as a connection's local port."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def allocate_ports(count: int, offsets: tuple[int, ...] = (0,)) -> list[int]:
-    """``count`` consecutive ports free on 127.0.0.1 at every offset (hosts share loopback)."""
+    """``count`` consecutive ports free on 127.0.0.1 at every offset (hosts share loopback),
+    all below the ephemeral range: there, any connection on the machine (a load generator's,
+    the router's to a backend) may hold the port as its own end when a service binds it (CI
+    saw EADDRINUSE that way)."""
     rng = secrets.SystemRandom()
+    highest = ephemeral_start() - max(offsets) - count
     for _ in range(200):
-        start = rng.randrange(20000, 40000, 10)
+        start = rng.randrange(10000, highest, 10)
         ports = list(range(start, start + count))
         if all(port_free(p + off) for p in ports for off in offsets):
             return ports

@@ -19,14 +19,14 @@ from conveyor import artifacts, engine, health, images
 from conveyor import config as config_mod
 from conveyor.config import Config
 from conveyor.errors import EngineUnavailable
+from testkit import sandbox
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A free port below the ephemeral range (see sandbox.allocate_ports)."""
+    return sandbox.allocate_ports(1)[0]
 
 
 @pytest.fixture
