@@ -497,8 +497,6 @@ class BlueGreen:
             with ThreadPoolExecutor(max_workers=4) as pool:
                 list(pool.map(stop, stops))
 
-    # --- automatic rollback --------------------------------------------------------------
-
     # --- the intent to switch ------------------------------------------------------------
 
     def intend(self, host: str) -> None:
@@ -528,6 +526,8 @@ class BlueGreen:
         self.intents.clear()
         switched = run.record.switched
         switched[:] = [host for host in switched if host in self.cleared]
+
+    # --- automatic rollback --------------------------------------------------------------
 
     def undo(self, run: Execution, failure: PhaseFailed) -> None:
         self.out.say(f"✗ {failure.phase} failed: {failure.reason}")
