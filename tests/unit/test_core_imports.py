@@ -27,25 +27,8 @@ CORE = [
 ]
 
 
-@pytest.mark.parametrize("statement", CORE)
-def test_the_core_imports_without_the_docker_sdk(statement: str) -> None:
-    check = f"import sys\n{statement}\nassert 'docker' not in sys.modules, sorted(sys.modules)"
-    result = subprocess.run(
-        [sys.executable, "-c", check], capture_output=True, text=True, timeout=60, check=False
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-
-
-def test_the_engine_side_still_needs_docker() -> None:
-    """The check above would pass vacuously if nothing ever imported docker."""
-    check = "import sys\nimport conveyor.session\nassert 'docker' in sys.modules"
-    result = subprocess.run(
-        [sys.executable, "-c", check], capture_output=True, text=True, timeout=60, check=False
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-
-
 def run_fresh(check: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """``check`` in a fresh interpreter (with ``env`` added to the environment)."""
     return subprocess.run(
         [sys.executable, "-c", check],
         capture_output=True,
@@ -54,6 +37,20 @@ def run_fresh(check: str, **env: str) -> subprocess.CompletedProcess[str]:
         check=False,
         env={**os.environ, **env},
     )
+
+
+@pytest.mark.parametrize("statement", CORE)
+def test_the_core_imports_without_the_docker_sdk(statement: str) -> None:
+    check = f"import sys\n{statement}\nassert 'docker' not in sys.modules, sorted(sys.modules)"
+    result = run_fresh(check)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_the_engine_side_still_needs_docker() -> None:
+    """The check above would pass vacuously if nothing ever imported docker."""
+    check = "import sys\nimport conveyor.session\nassert 'docker' in sys.modules"
+    result = run_fresh(check)
+    assert result.returncode == 0, result.stderr[-2000:]
 
 
 def test_a_command_pays_for_paramiko_only_when_an_engine_is_ssh() -> None:
