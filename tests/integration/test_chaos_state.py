@@ -97,7 +97,20 @@ class LoopVolume:
             self.mounted = False
 
     def fill(self) -> None:
-        """Write a filler until the file system refuses: nothing is left, for anyone."""
+        """Write fillers until the file system refuses: nothing is left, for anyone.
+
+        ext4 reserves blocks for delayed allocation while a file is written and gives the
+        unused ones back at sync, so a filler can stop with a block still free (CI saw
+        it); the next filler takes it, or writing it fails too and no one can use it."""
+        for _ in range(16):
+            wrote = self.write_filler()
+            os.sync()
+            if os.statvfs(self.mountpoint).f_bavail == 0 or not wrote:
+                return
+        raise AssertionError(f"{self.mountpoint} still takes writes after 16 fillers")
+
+    def write_filler(self) -> int:
+        """One more filler, written until ENOSPC; how many bytes it took."""
         filler = self.mountpoint / f"filler-{len(self.fillers)}"
         self.fillers.append(filler)
         chunk = bytes(4096)
@@ -109,8 +122,7 @@ class LoopVolume:
                 assert exc.errno == errno.ENOSPC, exc
             with contextlib.suppress(OSError):
                 os.fsync(handle.fileno())
-        os.sync()
-        assert os.statvfs(self.mountpoint).f_bavail == 0
+        return filler.stat().st_size
 
     def free(self) -> None:
         for filler in self.fillers:
