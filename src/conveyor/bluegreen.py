@@ -35,6 +35,9 @@ from conveyor.ledger import Ledger, ReleaseRecord
 from conveyor.plan import DeployPlan, HostPlan, ServiceMove
 from conveyor.terms import DEPLOY_KINDS, Phase
 
+# How often a wait reads a container's state from the engine (an inspect call).
+INSPECT_EVERY = 0.25
+
 
 class Background:
     """One call on its own thread; the caller collects its outcome later."""
@@ -290,18 +293,29 @@ class BlueGreen:
         pending = {move.service: move for move in host_plan.moves}
         containers = {c.labels.get("conveyor.service"): c for c in run.started.get(target.name, [])}
         last: dict[str, str] = {}
+        inspected = 0.0
         while pending:
+            # /readyz every 50 ms, the engine's view every INSPECT_EVERY (each read is an inspect on
+            # the host's dockerd) and always before a service counts as ready.
+            inspect = time.monotonic() - inspected >= INSPECT_EVERY
+            if inspect:
+                inspected = time.monotonic()
             for service, move in list(pending.items()):
                 container = containers[service]
                 health = self.env.services[service].health
                 answer = target.probe(move.port, health.path, timeout=health.timeout)
                 version = (answer.body or {}).get("version")
-                problem = self._container_problem(container, readyz=answer.describe())
+                answered = answer.ok and version == move.image.version
+                problem = (
+                    self._container_problem(container, readyz=answer.describe())
+                    if inspect or answered
+                    else None
+                )
                 if problem:
                     raise PhaseFailed(
                         "ready", f"{target.name}: {service}@{move.to_color} {problem}"
                     )
-                if answer.ok and version == move.image.version:
+                if answered:
                     del pending[service]
                     self.out.say(f"  {target.name}: {service}@{move.to_color} ready")
                 elif answer.ok:

@@ -17,9 +17,10 @@ from typing import Any
 import pytest
 
 from conveyor import config
-from conveyor.bluegreen import BlueGreen, Execution
+from conveyor.bluegreen import INSPECT_EVERY, BlueGreen, Execution
 from conveyor.console import Console
 from conveyor.errors import StateUnwritable
+from conveyor.health import Probe
 from conveyor.plan import DeployPlan, HostPlan, ServiceMove
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -168,3 +169,38 @@ def test_a_failure_before_the_switch_waits_for_the_intent_and_unsays_it() -> Non
     host._note("failure recorded")
     assert events == ["intent h1", "failure recorded"]
     assert record.switched == []
+
+
+class StartingContainer:
+    """A new color whose /readyz answers 503 until ``ready_at``; counts the engine reads."""
+
+    def __init__(self, ready_in: float) -> None:
+        self.ready_at = time.monotonic() + ready_in
+        self.labels = {"conveyor.service": "api"}
+        self.attrs: dict[str, Any] = {"State": {"Status": "running"}}
+        self.inspects: list[float] = []
+
+    def reload(self) -> None:
+        self.inspects.append(time.monotonic())
+
+    def readyz(self) -> Probe:
+        if time.monotonic() < self.ready_at:
+            return Probe(503, {"version": "2.0.0"})
+        return Probe(200, {"version": "2.0.0"})
+
+
+def test_waiting_for_ready_reads_the_engine_at_most_every_quarter_second_and_at_the_end() -> None:
+    container = StartingContainer(ready_in=0.6)
+    host = SimpleNamespace(
+        name="h1",
+        probe=lambda port, path, timeout: container.readyz(),
+    )
+    image = SimpleNamespace(version="2.0.0")
+    move = ServiceMove("api", "blue", "green", 9102, image, "api-green")  # type: ignore[arg-type]
+    run = Execution(plan(), None, started={"h1": [container]})  # type: ignore[arg-type,list-item]
+    probes = 0.6 / 0.05
+    executor(FakeHost([])).wait_ready(host, HostPlan("h1", (move,)), run)  # type: ignore[arg-type]
+    gaps = [b - a for a, b in zip(container.inspects, container.inspects[1:-1], strict=False)]
+    assert 3 <= len(container.inspects) <= 5 < probes, container.inspects
+    assert all(gap >= INSPECT_EVERY - 0.01 for gap in gaps), gaps
+    assert container.inspects[-1] >= container.ready_at, "the state is read once more when ready"
