@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import fcntl
 import io
 import json
 import os
@@ -23,6 +24,7 @@ import re
 import secrets
 import socket
 import tarfile
+import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,15 +65,55 @@ def allocate_ports(count: int, offsets: tuple[int, ...] = (0,)) -> list[int]:
     """``count`` consecutive ports free on 127.0.0.1 at every offset (hosts share loopback),
     all below the ephemeral range: there, any connection on the machine (a load generator's,
     the router's to a backend) may hold the port as its own end when a service binds it (CI
-    saw EADDRINUSE that way)."""
+    saw EADDRINUSE that way). A range is also held for this process in a file that every
+    test process on the machine reads: a free port is not an unused one (an environment binds
+    its idle color's port only during a deploy), so another worker must not pick it."""
     rng = secrets.SystemRandom()
     highest = ephemeral_start() - max(offsets) - count
-    for _ in range(200):
-        start = rng.randrange(10000, highest, 10)
-        ports = list(range(start, start + count))
-        if all(port_free(p + off) for p in ports for off in offsets):
-            return ports
+    with _port_holds() as held:
+        for _ in range(200):
+            start = rng.randrange(10000, highest, 10)
+            ports = list(range(start, start + count))
+            wanted = {p + off for p in ports for off in offsets}
+            if wanted.isdisjoint(held) and all(port_free(p) for p in wanted):
+                held.update(wanted)
+                return ports
     raise RuntimeError("no free range of ports on 127.0.0.1")
+
+
+PORT_HOLDS = Path(tempfile.gettempdir()) / "conveyor-test-ports.json"
+
+
+@contextlib.contextmanager
+def _port_holds() -> Iterator[set[int]]:
+    """The ports held by live test processes (the file locked meanwhile); what the caller
+    adds to the set is held for this process until it ends."""
+    with PORT_HOLDS.open("a+", encoding="utf-8") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        handle.seek(0)
+        try:
+            holds: dict[str, list[int]] = json.loads(handle.read() or "{}")
+        except ValueError:
+            holds = {}
+        holds = {pid: ports for pid, ports in holds.items() if _alive(int(pid))}
+        held = {port for ports in holds.values() for port in ports}
+        before = set(held)
+        yield held
+        mine = set(holds.get(str(os.getpid()), []))
+        holds[str(os.getpid())] = sorted(mine | (held - before))
+        handle.seek(0)
+        handle.truncate()
+        handle.write(json.dumps(holds))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 PORTS_NEEDED = 7  # public, preview, admin, api blue/green, web blue/green
