@@ -25,7 +25,9 @@ class DockerdFailed(RuntimeError):
 
 
 class Dockerd:
-    def __init__(self, *, live_restore: bool = True, prefix: str = "conveyor-h2") -> None:
+    def __init__(
+        self, *, live_restore: bool = True, prefix: str = "conveyor-h2", netns: str | None = None
+    ) -> None:
         if shutil.which("dockerd") is None:
             raise DockerdFailed("dockerd is not installed — run scripts/setup as root")
         # Short: a unix socket's path must fit in 108 bytes (pytest's tmp paths do not).
@@ -35,6 +37,9 @@ class Dockerd:
         self.socket = self.folder / "docker.sock"
         self.url = f"unix://{self.socket}"
         self.live_restore = live_restore
+        # A network namespace under /run/netns (testkit.swarm's nodes): dockerd and its
+        # containerd run inside it, so do host-network containers; the sockets stay files here.
+        self.netns = netns
         self.containerd_socket = self.folder / "containerd.sock"
         self.process: subprocess.Popen[bytes] | None = None
         self.containerd: subprocess.Popen[bytes] | None = None
@@ -72,7 +77,10 @@ class Dockerd:
         self._ensure_containerd(timeout)
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                self.argv(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+                self._inside(self.argv()),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
             )
         deadline = time.monotonic() + timeout
         while True:
@@ -99,17 +107,19 @@ class Dockerd:
         config.write_text("version = 2\n", encoding="utf-8")
         with (self.folder / "containerd.log").open("ab") as log:
             self.containerd = subprocess.Popen(
-                [
-                    "containerd",
-                    "--config",
-                    str(config),
-                    "--root",
-                    str(self.folder / "containerd-root"),
-                    "--state",
-                    str(self.folder / "containerd-state"),
-                    "--address",
-                    str(self.containerd_socket),
-                ],
+                self._inside(
+                    [
+                        "containerd",
+                        "--config",
+                        str(config),
+                        "--root",
+                        str(self.folder / "containerd-root"),
+                        "--state",
+                        str(self.folder / "containerd-state"),
+                        "--address",
+                        str(self.containerd_socket),
+                    ]
+                ),
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -119,6 +129,13 @@ class Dockerd:
             if self.containerd.poll() is not None or time.monotonic() > deadline:
                 raise DockerdFailed(f"containerd for {self.url} did not start")
             time.sleep(0.05)
+
+    def _inside(self, argv: list[str]) -> list[str]:
+        """``argv`` run in this daemon's network namespace, if it has one. nsenter, not
+        ``ip netns exec``: that remounts /sys and dockerd then finds no devices cgroup."""
+        if self.netns is None:
+            return argv
+        return ["nsenter", f"--net=/run/netns/{self.netns}", *argv]
 
     def stop(self, *, timeout: float = 60.0) -> None:
         """A clean shutdown (SIGTERM): with live-restore its containers keep running."""

@@ -34,6 +34,7 @@ from conveyor.errors import EngineUnavailable
 from testkit import sandbox
 from testkit.dockerd import Dockerd, DockerdFailed
 from testkit.loadgen import LoadResult
+from testkit.swarm import Cluster
 
 ROOT = Path(__file__).resolve().parents[2]
 # The user's own things in the checkout; .conveyor/cache is the scanners' tool cache.
@@ -50,7 +51,7 @@ CHAOS_FIGURES = "chaos.jsonl"
 # ready timeout (CI, two-host canary beside two-host chaos). nox runs the suite with
 # ``--dist loadgroup``, so these all go to one worker, which also starts one second dockerd
 # instead of one in each worker.
-SECOND_ENGINE = frozenset({"second_dockerd", "second_engine", "make_dockerd"})
+SECOND_ENGINE = frozenset({"second_dockerd", "second_engine", "make_dockerd", "swarm_cluster"})
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
@@ -414,6 +415,24 @@ def _host_images(client: Any, factory: pytest.TempPathFactory) -> list[str]:
     )
     config = config_mod.load(folder / "deploy.toml")
     return [images.resolve_base_image(client, config), images.build_router_image(config, client)]
+
+
+@pytest.fixture
+def swarm_cluster(
+    docker_client: Any, shared_folder: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Cluster]:
+    """A two-node swarm, each node a dockerd in its own network namespace (testkit.swarm),
+    with the base and router images on every node; removed after the test."""
+    cluster = Cluster(2)
+    try:
+        cluster.create()
+        needed = _once(
+            shared_folder, "host-images", lambda: _host_images(docker_client, tmp_path_factory)
+        )
+        cluster.load_images(needed)
+        yield cluster
+    finally:
+        cluster.remove()
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,178 @@
+"""A real Docker Swarm on one machine: each node a dockerd in its own network namespace.
+
+The nodes are the tests' own hosts (ENVIRONMENT.md's recipe): a namespace per node with one
+interface, ``eth0``, on a private switch (a bridge in a namespace of its own), addresses in
+198.18.0.0/24, the benchmarking range. Nothing here has a route to or from the machine's own
+network, so traffic to a node's address never leaves the machine; the root namespace cannot
+reach the nodes either, so whatever talks to a node runs inside a namespace
+(:meth:`Cluster.run_in`). Each node's dockerd and containerd run in its namespace, so a
+``--network host`` task listens on that node's address, as on a real host.
+
+Swarm mode and ``live-restore`` do not mix (DECISIONS): the nodes run without it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import subprocess
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import docker.errors
+
+from testkit.dockerd import Dockerd
+
+SUBNET = "198.18.0"
+SWARM_PORT = 2377
+
+
+class SwarmFailed(RuntimeError):
+    pass
+
+
+@dataclass
+class Node:
+    name: str
+    address: str
+    netns: str
+    daemon: Dockerd
+
+    @property
+    def client(self) -> Any:
+        return self.daemon.client
+
+    @property
+    def url(self) -> str:
+        return self.daemon.url
+
+
+@dataclass
+class Cluster:
+    """``size`` nodes, the first the manager; :meth:`create` makes it, :meth:`remove` undoes
+    everything (namespaces, links, daemons, their folders), also after a failed create."""
+
+    size: int
+    tag: str = field(default_factory=lambda: secrets.token_hex(3))
+    nodes: list[Node] = field(default_factory=list)
+    namespaces: list[str] = field(default_factory=list)
+
+    @property
+    def manager(self) -> Node:
+        return self.nodes[0]
+
+    @property
+    def switch(self) -> str:
+        return f"cvs{self.tag}-sw"
+
+    def create(self, *, timeout: float = 60.0) -> Cluster:
+        self._make_namespace(self.switch)
+        ip("-n", self.switch, "link", "add", "br0", "type", "bridge")
+        ip("-n", self.switch, "link", "set", "br0", "up")
+        for index in range(1, self.size + 1):
+            self.nodes.append(self._make_node(index, timeout))
+        self._form_swarm()
+        self.wait_ready(timeout)
+        return self
+
+    def _make_namespace(self, name: str) -> None:
+        ip("netns", "add", name)
+        self.namespaces.append(name)
+        ip("-n", name, "link", "set", "lo", "up")
+
+    def _make_node(self, index: int, timeout: float) -> Node:
+        name = f"n{index}"
+        netns = f"cvs{self.tag}-{name}"
+        self._make_namespace(netns)
+        # Made in the root namespace (short unique names), then moved: one end becomes the
+        # node's eth0, the other a port of the switch's bridge.
+        inside, port = f"cv{self.tag}{name}a", f"cv{self.tag}{name}b"
+        ip("link", "add", inside, "type", "veth", "peer", "name", port)
+        ip("link", "set", inside, "netns", netns)
+        ip("link", "set", port, "netns", self.switch)
+        ip("-n", netns, "link", "set", inside, "name", "eth0")
+        address = f"{SUBNET}.{index}"
+        ip("-n", netns, "addr", "add", f"{address}/24", "dev", "eth0")
+        ip("-n", netns, "link", "set", "eth0", "up")
+        ip("-n", self.switch, "link", "set", port, "master", "br0")
+        ip("-n", self.switch, "link", "set", port, "up")
+        daemon = Dockerd(live_restore=False, prefix=f"cvs{self.tag}{name}", netns=netns)
+        node = Node(name, address, netns, daemon)
+        daemon.start(timeout=timeout)
+        return node
+
+    def _form_swarm(self) -> None:
+        manager = self.manager
+        manager.client.swarm.init(
+            advertise_addr=manager.address, listen_addr=f"{manager.address}:{SWARM_PORT}"
+        )
+        token = manager.client.swarm.attrs["JoinTokens"]["Worker"]
+        for node in self.nodes[1:]:
+            node.client.swarm.join(
+                remote_addrs=[f"{manager.address}:{SWARM_PORT}"],
+                join_token=token,
+                advertise_addr=node.address,
+                listen_addr=f"{node.address}:{SWARM_PORT}",
+            )
+
+    def node_states(self) -> dict[str, tuple[str, str]]:
+        """Each node's hostname-independent name (by address) → (state, availability)."""
+        by_address = {node.address: node.name for node in self.nodes}
+        states = {}
+        for entry in self.manager.client.nodes.list():
+            address = entry.attrs["Status"].get("Addr", "")
+            states[by_address.get(address, address)] = (
+                entry.attrs["Status"]["State"],
+                entry.attrs["Spec"]["Availability"],
+            )
+        return states
+
+    def wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            states = self.node_states()
+            if len(states) == self.size and all(s == "ready" for s, _ in states.values()):
+                return
+            if time.monotonic() > deadline:
+                raise SwarmFailed(f"nodes not ready after {timeout:g} s: {states}")
+            time.sleep(0.2)
+
+    def load_images(self, names: Sequence[str]) -> None:
+        """Copy images from the machine's engine to every node: saved once, loaded on each
+        (the nodes have no registry unless a test starts one)."""
+        saved = subprocess.run(["docker", "save", *names], capture_output=True, check=False)
+        if saved.returncode != 0:
+            raise SwarmFailed(f"docker save {' '.join(names)}: {saved.stderr.decode()[-500:]}")
+        for node in self.nodes:
+            node.client.images.load(saved.stdout)
+
+    def run_in(
+        self, node: Node, argv: Sequence[str], *, timeout: float = 30.0
+    ) -> subprocess.CompletedProcess[str]:
+        """Run ``argv`` in ``node``'s network namespace (how a test reaches its addresses)."""
+        return subprocess.run(
+            ["nsenter", f"--net=/run/netns/{node.netns}", *argv],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+    def remove(self) -> None:
+        for node in reversed(self.nodes):
+            if node.client is not None:
+                with contextlib.suppress(docker.errors.APIError, OSError):
+                    node.client.swarm.leave(force=True)
+            node.daemon.remove()
+        for name in reversed(self.namespaces):
+            subprocess.run(["ip", "netns", "del", name], check=False, capture_output=True)
+        self.nodes.clear()
+        self.namespaces.clear()
+
+
+def ip(*args: str) -> None:
+    done = subprocess.run(["ip", *args], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SwarmFailed(f"ip {' '.join(args)}: {done.stderr.strip()}")
