@@ -34,6 +34,7 @@ import docker.errors
 
 from conveyor import artifacts
 from conveyor.config import Config
+from conveyor.lockinfo import pid_alive
 
 # The image repository prefix (local and in a registry) of everything a sandbox builds.
 PREFIX = "conveyor-test"
@@ -95,7 +96,7 @@ def _port_holds() -> Iterator[set[int]]:
             holds: dict[str, list[int]] = json.loads(handle.read() or "{}")
         except ValueError:
             holds = {}
-        holds = {pid: ports for pid, ports in holds.items() if _alive(int(pid))}
+        holds = {pid: ports for pid, ports in holds.items() if pid_alive(int(pid))}
         held = {port for ports in holds.values() for port in ports}
         before = set(held)
         yield held
@@ -104,16 +105,6 @@ def _port_holds() -> Iterator[set[int]]:
         handle.seek(0)
         handle.truncate()
         handle.write(json.dumps(holds))
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 PORTS_NEEDED = 7  # public, preview, admin, api blue/green, web blue/green

@@ -67,7 +67,7 @@ class LockInfo:
         return f"{heard}; its process runs on {self.host}, which this machine cannot check"
 
     def stale_reason(self, stale_after: float) -> str | None:
-        if self.host == platform.node() and not _pid_alive(self.pid):
+        if self.host == platform.node() and not pid_alive(self.pid):
             return f"its process {self.pid} on {self.host} is gone"
         beat = self.heartbeat if self.heartbeat is not None else self.since
         silent = time.time() - beat
@@ -76,7 +76,7 @@ class LockInfo:
         return None
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
