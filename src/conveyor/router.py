@@ -64,6 +64,10 @@ class Ports:
         )
 
 
+# Where a request that matches no route goes when no service is at "/".
+NO_ROUTE = "no_route"
+
+
 def _routing_rules(services: Iterable[Service], suffix: str) -> list[str]:
     lines = []
     ordered = sorted(services, key=lambda s: len(s.route), reverse=True)
@@ -82,12 +86,10 @@ def _routing_rules(services: Iterable[Service], suffix: str) -> list[str]:
             f"    use_backend {svc.name}_{suffix} "
             f"if {{ path {prefix} }} || {{ path_beg {prefix}/ }}"
         )
-    if default is not None:
-        lines.append(f"    default_backend {default.name}_{suffix}")
-    else:
-        lines.append(
-            '    http-request return status 404 content-type text/plain string "no route\\n"'
-        )
+    # Without a service at "/", what no route matches goes to a backend that answers 404: a
+    # frontend's `http-request return` would run before every `use_backend` and answer all.
+    fallback = NO_ROUTE if default is None else f"{default.name}_{suffix}"
+    lines.append(f"    default_backend {fallback}")
     return lines
 
 
@@ -192,6 +194,12 @@ def _render(
                     + ("" if on else " disabled")
                 )
             lines.append("")
+    if not any(svc.route == "/" for svc in services):
+        lines += [
+            f"backend {NO_ROUTE}",
+            '    http-request return status 404 content-type text/plain string "no route\\n"',
+            "",
+        ]
     return "\n".join(lines)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import shutil
 import socket
@@ -78,36 +79,75 @@ def test_haproxy_accepts_the_rendered_config(staging: config.Environment, tmp_pa
     assert result.returncode == 0, result.stderr
 
 
-@pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy binary not on this machine")
-def test_a_running_haproxy_reports_the_structure_it_loaded(
-    staging: config.Environment, tmp_path: Path
-) -> None:
+def running_ports(env: config.Environment) -> router.Ports:
+    """Ports a test's own HAProxy can bind on 127.0.0.1 (the kernel's picks)."""
+
     def free() -> int:
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             return int(sock.getsockname()[1])
 
-    ports = router.Ports(
+    return router.Ports(
         bind="127.0.0.1",
         public=free(),
         preview=free(),
         admin=free(),
-        services={name: {"blue": free(), "green": free()} for name in staging.services},
+        services={name: {"blue": free(), "green": free()} for name in env.services},
     )
+
+
+def wait_for_admin(ports: router.Ports, process: subprocess.Popen[bytes]) -> str:
+    """``show info`` once the HAProxy at ``ports`` answers its runtime API."""
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            return router.admin_direct(ports.admin, "show info")
+        except router.RouterError:
+            if time.monotonic() > deadline or process.poll() is not None:
+                raise
+            time.sleep(0.05)
+
+
+def get(port: int, path: str) -> tuple[int, str]:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(f"GET {path} HTTP/1.0\r\nHost: x\r\n\r\n".encode())
+        answer = b"".join(iter(lambda: sock.recv(65536), b"")).decode(errors="replace")
+    head, _, body = answer.partition("\r\n\r\n")
+    return int(head.split()[1]), body
+
+
+@pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy binary not on this machine")
+def test_a_running_haproxy_reports_the_structure_it_loaded(
+    staging: config.Environment, tmp_path: Path
+) -> None:
+    ports = running_ports(staging)
     path = tmp_path / "haproxy.cfg"
     path.write_text(router.render(staging, ports, {"api": "blue", "web": "blue"}))
     process = subprocess.Popen(["haproxy", "-db", "-f", str(path)], stderr=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                info = router.admin_direct(ports.admin, "show info")
-                break
-            except router.RouterError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise
-                time.sleep(0.05)
+        info = wait_for_admin(ports, process)
         assert router.loaded_structure(info) == router.structure(staging, ports)
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy binary not on this machine")
+def test_without_a_service_at_the_root_only_unrouted_paths_answer_no_route(
+    staging: config.Environment, tmp_path: Path
+) -> None:
+    web = dataclasses.replace(staging.services["web"], route="/ui")
+    env = dataclasses.replace(staging, services={**staging.services, "web": web})
+    ports = running_ports(env)
+    path = tmp_path / "haproxy.cfg"
+    path.write_text(router.render(env, ports, {"api": "blue", "web": "blue"}))
+    process = subprocess.Popen(["haproxy", "-db", "-f", str(path)], stderr=subprocess.PIPE)
+    try:
+        wait_for_admin(ports, process)
+        # Nothing listens on the api's port: its backend answers 503, the router 404.
+        assert get(ports.public, "/api/version")[0] == 503
+        assert get(ports.public, "/ui/")[0] == 503
+        assert get(ports.public, "/") == (404, "no route\n")
     finally:
         process.terminate()
         process.wait(timeout=10)
