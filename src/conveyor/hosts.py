@@ -176,6 +176,7 @@ class HostTarget:
         if self._loaded_structure() == router.structure(self.env, self.ports):
             return False
         # Ports or routes changed: rewrite with the colors that are live now, then reload.
+        out.say(f"  {self.name}: routes or ports changed; reloading the router")
         live = self.live_colors()
         self.write_router_config(live)
         container.kill(signal="SIGUSR2")

@@ -169,6 +169,9 @@ def _render(
         "    retries 3",
         "    option redispatch 1",
         "    retry-on conn-failure empty-response response-timeout",
+        # A reload's old worker closes a keep-alive connection only with its next answer
+        # ("Connection: close"), never while a request may be on its way (HAProxy 2.6+).
+        "    option idle-close-on-response",
         "",
         "frontend public",
         f"    bind {ports.bind}:{ports.public}",

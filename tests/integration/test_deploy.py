@@ -111,6 +111,30 @@ def test_first_deploy_then_a_switch_under_load_loses_no_request(make_environment
     assert second["services"]["api"]["image_id"].startswith("sha256:")
 
 
+def test_a_new_route_reloads_the_router_under_load_and_loses_no_request(
+    make_environment: Any,
+) -> None:
+    """deploy.toml gains a route: the next deploy reloads HAProxy (a new worker takes the
+    sockets) while keep-alive clients keep sending. The old worker answers what it was asked
+    and closes each idle connection only with its next answer (``idle-close-on-response``):
+    closing it while a request is on the way would fail that request."""
+    env = make_environment()
+    ok(deploy(env, "1.0.0"))
+    text = env.config_path.read_text(encoding="utf-8")
+    web = f"[environments.{env.name}.services.web]\nimage = \"web\"\nroute = \"/\"\n"
+    assert web in text
+    env.config_path.write_text(text.replace(web, web.replace('"/"', '"/ui"')), encoding="utf-8")
+    with load_on(env.public()) as load:
+        done = ok(deploy(env, "2.0.0"))
+    assert "routes or ports changed; reloading the router" in done.stdout, done.stdout
+    assert load.result.failures == 0, load.result.as_dict()
+    assert version_at(env.public()) == "2.0.0", "the api keeps its route"
+    # Nothing is at "/" any more: the router itself answers there (it used to answer every
+    # route that way once no service was at "/").
+    nothing = health.probe("127.0.0.1", env.public(), "/")
+    assert (nothing.status, nothing.text) == (404, "no route\n")
+
+
 def test_manual_rollback_restarts_the_kept_release(make_environment: Any) -> None:
     env = make_environment()
     ok(deploy(env, "1.0.0"))
