@@ -121,7 +121,7 @@ def test_a_new_route_reloads_the_router_under_load_and_loses_no_request(
     env = make_environment()
     ok(deploy(env, "1.0.0"))
     text = env.config_path.read_text(encoding="utf-8")
-    web = f"[environments.{env.name}.services.web]\nimage = \"web\"\nroute = \"/\"\n"
+    web = f'[environments.{env.name}.services.web]\nimage = "web"\nroute = "/"\n'
     assert web in text
     env.config_path.write_text(text.replace(web, web.replace('"/"', '"/ui"')), encoding="utf-8")
     with load_on(env.public()) as load:
