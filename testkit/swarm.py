@@ -44,10 +44,6 @@ class Node:
     def client(self) -> Any:
         return self.daemon.client
 
-    @property
-    def url(self) -> str:
-        return self.daemon.url
-
 
 @dataclass
 class Cluster:
