@@ -68,6 +68,11 @@ class Ports:
 NO_ROUTE = "no_route"
 
 
+def _root_service(services: Iterable[Service]) -> Service | None:
+    """The service at "/", which gets whatever no other route matches."""
+    return next((svc for svc in services if svc.route == "/"), None)
+
+
 def _routing_rules(services: Iterable[Service], suffix: str) -> list[str]:
     lines = []
     ordered = sorted(services, key=lambda s: len(s.route), reverse=True)
@@ -76,10 +81,9 @@ def _routing_rules(services: Iterable[Service], suffix: str) -> list[str]:
             f"    use_backend {svc.name}_{suffix} "
             f"if {{ req.hdr({SERVICE_HEADER}) -m str {svc.name} }}"
         )
-    default = None
+    default = _root_service(services)
     for svc in ordered:
-        if svc.route == "/":
-            default = svc
+        if svc is default:
             continue
         prefix = svc.route.rstrip("/")
         lines.append(
@@ -197,7 +201,7 @@ def _render(
                     + ("" if on else " disabled")
                 )
             lines.append("")
-    if not any(svc.route == "/" for svc in services):
+    if _root_service(services) is None:
         lines += [
             f"backend {NO_ROUTE}",
             '    http-request return status 404 content-type text/plain string "no route\\n"',
