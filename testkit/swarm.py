@@ -54,6 +54,8 @@ class Cluster:
     tag: str = field(default_factory=lambda: secrets.token_hex(3))
     nodes: list[Node] = field(default_factory=list)
     namespaces: list[str] = field(default_factory=list)
+    # What load_images put on every node, in the order asked.
+    images: list[str] = field(default_factory=list)
 
     @property
     def manager(self) -> Node:
@@ -143,6 +145,7 @@ class Cluster:
             raise SwarmFailed(f"docker save {' '.join(names)}: {saved.stderr.decode()[-500:]}")
         for node in self.nodes:
             node.client.images.load(saved.stdout)
+        self.images.extend(names)
 
     def run_in(
         self, node: Node, argv: Sequence[str], *, timeout: float = 30.0

@@ -52,7 +52,7 @@ def test_two_nodes_form_a_swarm_and_a_global_host_service_answers_on_each(
 ) -> None:
     cluster = swarm_cluster
     assert cluster.node_states() == {"n1": ("ready", "active"), "n2": ("ready", "active")}
-    base = cluster.manager.client.images.list()[0].tags[0]
+    base = cluster.images[0]  # the base image (the fixture loads it, then the router's)
     cluster.manager.client.services.create(
         base,
         ["python3", "-m", "http.server", str(PORT)],  # every address of the node's namespace
