@@ -114,10 +114,10 @@ def test_first_deploy_then_a_switch_under_load_loses_no_request(make_environment
 def test_a_new_route_reloads_the_router_under_load_and_loses_no_request(
     make_environment: Any,
 ) -> None:
-    """deploy.toml gains a route: the next deploy reloads HAProxy (a new worker takes the
-    sockets) while keep-alive clients keep sending. The old worker answers what it was asked
-    and closes each idle connection only with its next answer (``idle-close-on-response``):
-    closing it while a request is on the way would fail that request."""
+    """deploy.toml moves the web UI from "/" to "/ui": the next deploy reloads HAProxy (a new
+    worker takes the sockets) while keep-alive clients keep sending. The old worker answers
+    what it was asked and closes each idle connection only with its next answer
+    (``idle-close-on-response``): closing it while a request is on the way would fail it."""
     env = make_environment()
     ok(deploy(env, "1.0.0"))
     text = env.config_path.read_text(encoding="utf-8")
