@@ -280,14 +280,16 @@ def build_images(
         if only and spec.name not in only:
             continue
         tag = f"{local_name(config, spec)}:{manifest['image_tag']}"
+        found = recorded.get(spec.name)
+        before: dict[str, Any] = found if isinstance(found, dict) else {}
+        # A refused rebuild removes the image it made, never one the build cache handed back.
+        known = set(client.api.images(all=True, quiet=True)) if before.get("id") else set()
         with tempfile.TemporaryDirectory(prefix=f"conveyor-ctx-{spec.name}-") as tmp:
             context = Path(tmp)
             prepare_context(config, spec, folder, manifest, context)
             request = BuildRequest(spec, context, tag, build_args(config, manifest, spec, base))
             with out.step(f"Building {tag}"):
                 image_id = stream_build(client, request, out)
-        found = recorded.get(spec.name)
-        before: dict[str, Any] = found if isinstance(found, dict) else {}
         forced = _check_rebuild(
             client,
             manifest,
@@ -295,6 +297,7 @@ def build_images(
             tag=tag,
             before=before,
             image_id=image_id,
+            new=image_id not in known,
             force=force,
             out=out,
         )
@@ -408,19 +411,25 @@ def _check_rebuild(
     tag: str,
     before: dict[str, Any],
     image_id: str,
+    new: bool,
     force: bool,
     out: Console,
 ) -> dict[str, str] | None:
-    """Refuse (or, forced, record) a rebuild that replaced a version's recorded image."""
+    """Refuse (or, forced, record) a rebuild that replaced a version's recorded image.
+
+    ``new`` says the build made ``image_id``; an image that was already on the engine (the
+    build cache handed it back) is someone else's and is never removed here.
+    """
     old = str(before.get("id") or "")
     if not old or old == image_id:
         return None
     version = manifest["version"]
     if not force:
-        # Put the tag back on the recorded image; the new one is left unnamed and removed.
+        # Put the tag back on the recorded image; the one this build made is removed.
         with contextlib.suppress(Exception):
             client.images.get(old).tag(*split_reference(tag))
-            client.images.remove(image_id)
+            if new:
+                client.images.remove(image_id)
         raise ImageError(
             f"{version} already has a {name} image ({old[:19]}) and this rebuild made another "
             f"({image_id[:19]}): image IDs cannot be reproduced, so approvals and scans of "

@@ -11,6 +11,7 @@ import hashlib
 import json
 import re
 import shutil
+import time
 from typing import Any
 
 import pytest
@@ -284,12 +285,17 @@ def test_a_rebuild_keeps_a_versions_image_ids_or_is_refused(
     assert artifacts.read_manifest(folder)["images"]["api"]["scan"] == scanned_api
 
     # A build that differs (another build time in its labels) makes another image ID: refused,
-    # and the version's tag stays on the recorded image.
-    artifacts.update_manifest(folder, lambda m: m.__setitem__("build_time", "2031-01-01T00:00:00Z"))
+    # the version's tag stays on the recorded image, and the image the build made is removed.
+    # The build time is this run's own, so no earlier run's image can come from the cache.
+    build_time = time.strftime("2031-%m-%dT%H:%M:%SZ", time.gmtime())
+    artifacts.update_manifest(folder, lambda m: m.__setitem__("build_time", build_time))
+    images_before = set(docker_client.api.images(all=True, quiet=True))
     with pytest.raises(ImageError, match=r"already has a api image .* pass --force to replace"):
         build()
     assert docker_client.images.get(recorded["image"]).id == recorded["id"]
     assert artifacts.read_manifest(folder)["images"]["api"]["id"] == recorded["id"]
+    assert not set(docker_client.api.images(quiet=True)) - images_before, "refused image left"
+    forced: dict[str, Any] = {}
     try:
         forced = build(force=True)["api"]
         assert forced["id"] != recorded["id"]
@@ -297,6 +303,16 @@ def test_a_rebuild_keeps_a_versions_image_ids_or_is_refused(
         assert entry["forced"]["replaced"] == recorded["id"], "a forced rebuild is recorded"
         assert "scan" not in entry, "the old verdict does not carry over to new image IDs"
         artifacts.verify(folder)
+        # Back to the recorded manifest, the forced image now unnamed: a rebuild that the cache
+        # answers with it is refused, and that image, which this build did not make, stays.
+        artifacts.update_manifest(folder, lambda m: m["images"].__setitem__("api", recorded))
+        for tag in tags:
+            docker_client.images.get(recorded["id"]).tag(*images.split_reference(tag))
+        with pytest.raises(ImageError, match=r"already has a api image"):
+            build()
+        assert docker_client.images.get(forced["id"]).tags == []
     finally:
         for tag in tags:  # leave the suite's tags on the images the other tests use
             docker_client.images.get(recorded["id"]).tag(*images.split_reference(tag))
+        if forced:  # the test's own image, unnamed now
+            docker_client.images.remove(forced["id"])
