@@ -64,6 +64,7 @@ class Container(Protocol):
     def put_archive(self, path: str, data: bytes) -> bool: ...
     def get_archive(self, path: str) -> tuple[Iterable[bytes], dict[str, Any]]: ...
     def remove(self, *, force: bool = ..., v: bool = ...) -> None: ...
+    def rename(self, name: str) -> None: ...
     def wait(self, *, timeout: float = ...) -> dict[str, Any]: ...
 
 
@@ -73,6 +74,11 @@ def service_container_name(env: str, service: str, color: str, release: str) -> 
 
 def router_container_name(env: str) -> str:
     return f"conveyor-{env}-router"
+
+
+def next_router_container_name(env: str) -> str:
+    """The new router while it starts beside the running one (a new router image)."""
+    return f"{router_container_name(env)}-next"
 
 
 def container_fingerprint(service: Service, color: str) -> str:

@@ -22,6 +22,7 @@ from conveyor.containers import (
     ROLE_SERVICE,
     Container,
     ServiceContainer,
+    next_router_container_name,
     router_container_name,
     service_container_name,
     service_labels,
@@ -30,6 +31,9 @@ from conveyor.errors import ConveyorError, ImageError
 from conveyor.health import Probe
 
 ROUTER_LOG_LIMITS = {"max-size": "10m", "max-file": "2"}
+# How long a router being replaced may take to finish what it serves after its soft stop: the
+# config's `timeout client`, after which HAProxy itself would close an idle connection.
+ROUTER_DRAIN_SECONDS = 30
 
 
 @dataclass
@@ -160,12 +164,14 @@ class HostTarget:
         """
         if self.router_image is None:
             raise ConveyorError("router image unknown")
-        container = self.router_container()
-        if container is not None:
-            container.reload()
-            # The inspect already names its image's id: `container.image` would ask again.
-            image = container.attrs.get("ImageID", container.attrs.get("Image"))
-            if container.status != "running" or image != self._image_id():
+        container = self._current_router()
+        if container is None or not self._serves_wanted_image(container):
+            self._settle_replacement()
+            container = self._current_router()
+            if container is not None and container.status == "running":
+                if not self._serves_wanted_image(container):
+                    return self._replace_router(container, out)
+            elif container is not None:
                 with contextlib.suppress(docker.errors.NotFound):
                     container.remove(force=True)
                 self._router = None
@@ -183,15 +189,93 @@ class HostTarget:
         self._wait_router(out)
         return True
 
+    def _current_router(self) -> Container | None:
+        container = self.router_container()
+        if container is not None:
+            container.reload()
+        return container
+
+    def _serves_wanted_image(self, container: Container) -> bool:
+        # The inspect already names its image's id: `container.image` would ask again.
+        image = container.attrs.get("ImageID", container.attrs.get("Image"))
+        return container.status == "running" and image == self._image_id()
+
     def _image_id(self) -> str:
         return str(self.client.images.get(self.router_image).id)
+
+    def _replace_router(self, old: Container, out: Console) -> bool:
+        """A new router image (a conveyor upgrade) without a lost request.
+
+        The new router starts beside the running one: HAProxy binds with SO_REUSEPORT, so both
+        accept. Once the new one listens on every port, the old one gets its stop signal,
+        SIGUSR1, a soft stop: it closes its listeners at once, answers what it was asked, and
+        closes each keep-alive connection with its next answer. Then the new one takes the
+        router's name. If the new router does not come up, the old one keeps serving.
+        """
+        try:
+            live = self.live_colors()
+        except router.RouterError:  # the old one does not answer: nothing to hand over
+            with contextlib.suppress(docker.errors.NotFound):
+                old.remove(force=True)
+            self._router = None
+            self._create_router({}, out)
+            return True
+        out.say(f"  {self.name}: new router image; starting it beside the running router")
+        new = self._start_router(next_router_container_name(self.env.name), live)
+        try:
+            self._wait_listening(new)
+        except ConveyorError:
+            with contextlib.suppress(docker.errors.APIError):
+                new.remove(force=True)
+            raise
+        old.stop(timeout=ROUTER_DRAIN_SECONDS)
+        old.remove(force=True)
+        new.rename(router_container_name(self.env.name))
+        self._router = new
+        self._wait_router(out)
+        return True
+
+    def _settle_replacement(self) -> None:
+        """Finish or undo a router replacement that a crash interrupted: the new router takes
+        the name if it alone runs; otherwise it stops, softly, as the old one would have."""
+        try:
+            new = self.client.containers.get(next_router_container_name(self.env.name))
+        except docker.errors.NotFound:
+            return
+        current = self._current_router()
+        if new.status == "running" and (current is None or current.status != "running"):
+            if current is not None:
+                current.remove(force=True)
+            new.rename(router_container_name(self.env.name))
+        else:
+            new.stop(timeout=ROUTER_DRAIN_SECONDS)
+            new.remove(force=True)
+        self._router = None
+
+    def _wait_listening(self, container: Container) -> None:
+        ports = (self.ports.public, self.ports.preview, self.ports.admin)
+        deadline = time.monotonic() + 15
+        while not router.listens(container, ports):
+            container.reload()
+            if container.status == "exited" or time.monotonic() > deadline:
+                logs = container.logs(tail=5).decode(errors="replace").strip().replace("\n", " | ")
+                raise ConveyorError(
+                    f"{self.name}: the new router image does not serve (the running router "
+                    f"keeps serving) [{logs[-300:]}]"
+                )
+            time.sleep(0.05)
 
     def _create_router(self, live: dict[str, str | None], out: Console) -> None:
         name = router_container_name(self.env.name)
         with contextlib.suppress(docker.errors.NotFound):
             self.client.containers.get(name).remove(force=True)
         out.say(f"  {self.name}: starting router {name} on {self.ports.bind}:{self.ports.public}")
-        container = self.client.containers.create(
+        self._router = self._start_router(name, live)
+        self._wait_router(out)
+
+    def _start_router(self, name: str, live: dict[str, str | None]) -> Container:
+        """Create the router container ``name``, write its config, start it."""
+        container: Container = self.client.containers.create(
             self.router_image,
             name=name,
             network_mode="host",
@@ -201,10 +285,9 @@ class HostTarget:
             # and bounded for the analysis, which reads the log since its last sample.
             log_config=LogConfig(type="json-file", config=ROUTER_LOG_LIMITS),
         )
-        self._router = container
-        self.write_router_config(live)
+        self._put_router_config(container, live)
         container.start()
-        self._wait_router(out)
+        return container
 
     def _wait_router(self, out: Console) -> None:
         deadline = time.monotonic() + 15
@@ -247,9 +330,12 @@ class HostTarget:
 
     def write_router_config(self, live: dict[str, str | None]) -> None:
         """Persist the live colors so a restarted router serves the right release."""
+        self._put_router_config(self._existing_router(), live)
+
+    def _put_router_config(self, container: Container, live: dict[str, str | None]) -> None:
         folder, _, name = router.CONFIG_PATH.rpartition("/")
         text = router.render(self.env, self.ports, live).encode()
-        state.put_file(self._existing_router(), folder, name, text)
+        state.put_file(container, folder, name, text)
 
     # --- service containers --------------------------------------------------------------
 

@@ -313,6 +313,38 @@ EXEC_ADMIN = (
 )
 
 
+# Runs inside a router container (host network): exits 0 once processes of this container
+# listen on every port given. /proc/net/tcp lists the listening sockets of the whole host;
+# /proc/*/fd shows only this container's processes, so a socket found in both is its own.
+EXEC_LISTENS = (
+    "import os,sys\n"
+    "ports={int(p) for p in sys.argv[1:]}\n"
+    "listening={}\n"
+    "for table in ('/proc/net/tcp','/proc/net/tcp6'):\n"
+    "    try: rows=open(table).read().splitlines()[1:]\n"
+    "    except OSError: continue\n"
+    "    for row in rows:\n"
+    "        f=row.split()\n"
+    "        if f[3]=='0A': listening['socket:['+f[9]+']']=int(f[1].rsplit(':',1)[1],16)\n"
+    "mine=set()\n"
+    "for pid in filter(str.isdigit,os.listdir('/proc')):\n"
+    "    try: fds=os.listdir('/proc/'+pid+'/fd')\n"
+    "    except OSError: continue\n"
+    "    for fd in fds:\n"
+    "        try: mine.add(listening.get(os.readlink('/proc/'+pid+'/fd/'+fd)))\n"
+    "        except OSError: pass\n"
+    "sys.exit(0 if ports<=mine else 1)\n"
+)
+
+
+def listens(container: object, ports: Iterable[int]) -> bool:
+    """Whether this router container's own HAProxy listens on every one of ``ports`` (another
+    router may listen on the same ports: HAProxy binds with SO_REUSEPORT)."""
+    argv = ["python3", "-S", "-c", EXEC_LISTENS, *map(str, ports)]
+    result = container.exec_run(argv)  # type: ignore[attr-defined]
+    return bool(result.exit_code == 0)
+
+
 def admin_via_exec(container: object, port: int, command: str) -> str:
     """Send runtime-API commands from inside the router container."""
     result = container.exec_run(["python3", "-c", EXEC_ADMIN, str(port), command])  # type: ignore[attr-defined]

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from conveyor import health, locks
+from conveyor import containers, health, locks
 from conveyor.operations import Session
 from testkit.loadgen import KeepAliveLoad
 from testkit.steps import ok
@@ -133,6 +133,36 @@ def test_a_new_route_reloads_the_router_under_load_and_loses_no_request(
     # route that way once no service was at "/").
     nothing = health.probe("127.0.0.1", env.public(), "/")
     assert (nothing.status, nothing.text) == (404, "no route\n")
+
+
+def test_a_new_router_image_takes_over_under_load_and_loses_no_request(
+    make_environment: Any, docker_client: Any
+) -> None:
+    """A conveyor upgrade that changes the router image: the next deploy starts the new router
+    beside the running one (both bind with SO_REUSEPORT), waits until it listens on every
+    port, then soft-stops the old one (SIGUSR1). Keep-alive clients lose nothing."""
+    env = make_environment()
+    ok(deploy(env, "1.0.0"))
+    name = containers.router_container_name(env.name)
+    old = docker_client.containers.get(name)
+    shipped = ROOT / "docker" / "Dockerfile.router"
+    newer = env.config_path.parent / "Dockerfile.router"
+    newer.write_text(shipped.read_text() + 'LABEL conveyor.test="a newer router"\n')
+    text = env.config_path.read_text(encoding="utf-8")
+    assert f'"{shipped}"' in text
+    env.config_path.write_text(text.replace(f'"{shipped}"', f'"{newer}"'), encoding="utf-8")
+    with load_on(env.public()) as load:
+        done = ok(deploy(env, "2.0.0"))
+    assert "new router image; starting it beside the running router" in done.stdout, done.stdout
+    assert load.result.failures == 0, load.result.as_dict()
+    new = docker_client.containers.get(name)
+    assert new.id != old.id and new.image.id != old.image.id
+    assert new.image.labels.get("conveyor.test") == "a newer router"
+    routers = docker_client.containers.list(
+        all=True, filters={"label": [f"conveyor.env={env.name}", "conveyor.role=router"]}
+    )
+    assert [c.name for c in routers] == [name], "the old router is gone, the new one renamed"
+    assert version_at(env.public()) == "2.0.0"
 
 
 def test_manual_rollback_restarts_the_kept_release(make_environment: Any) -> None:
