@@ -164,6 +164,26 @@ def test_a_new_router_image_takes_over_under_load_and_loses_no_request(
     assert [c.name for c in routers] == [name], "the old router is gone, the new one renamed"
     assert version_at(env.public()) == "2.0.0"
 
+    # Killed after the old router was gone, before the rename: the next command names the new
+    # one the router. Killed before the new one started: the next command drops it, softly.
+    new.rename(containers.next_router_container_name(env.name))
+    ok(deploy(env, "3.0.0"))
+    assert docker_client.containers.get(name).id == new.id
+    stray = docker_client.containers.create(
+        old.image.id,
+        name=containers.next_router_container_name(env.name),
+        labels={"conveyor.env": env.name, "conveyor.role": "router"},
+    )
+    env.config_path.write_text(text, encoding="utf-8")  # the shipped router image again
+    with load_on(env.public()) as load:
+        ok(deploy(env, "1.0.0"))
+    assert load.result.failures == 0, load.result.as_dict()
+    routers = docker_client.containers.list(
+        all=True, filters={"label": [f"conveyor.env={env.name}", "conveyor.role=router"]}
+    )
+    assert [c.image.id for c in routers] == [old.image.id]
+    assert stray.id not in {c.id for c in routers} and routers[0].name == name
+
 
 def test_manual_rollback_restarts_the_kept_release(make_environment: Any) -> None:
     env = make_environment()
