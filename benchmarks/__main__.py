@@ -5,17 +5,24 @@
 and starts a PostgreSQL server (several minutes).
 ``python -m benchmarks canary`` is separate too: bad releases shipped blue-green and canary
 under load, each row in its own environment (several minutes).
+``python -m benchmarks swarm`` is separate too: Swarm's own rolling update on a two-node swarm
+made on this machine (as root; a few minutes).
 """
 
 from __future__ import annotations
 
 import sys
 
-from benchmarks import canary, deploy, images, migrations, soak
+from benchmarks import canary, deploy, images, migrations, soak, swarm
 
 BENCHMARKS = {"images": images.main, "deploy": deploy.main}
 # Each takes its own options.
-SEPARATE = {"soak": soak.main, "migrations": migrations.main, "canary": canary.main}
+SEPARATE = {
+    "soak": soak.main,
+    "migrations": migrations.main,
+    "canary": canary.main,
+    "swarm": swarm.main,
+}
 
 
 def main(argv: list[str]) -> int:

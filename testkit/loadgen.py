@@ -170,3 +170,55 @@ class KeepAliveLoad:
                 connection = None
         if connection is not None:
             connection.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m testkit.loadgen HOST:PORT…``: one load per target until stdin closes (or
+    ``--max-seconds``), then each result as JSON on stdout. How a benchmark runs load where
+    only a network namespace reaches (``nsenter --net=… python -m testkit.loadgen …``)."""
+    import argparse  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    parser = argparse.ArgumentParser(prog="python -m testkit.loadgen")
+    parser.add_argument("targets", nargs="+", metavar="HOST:PORT")
+    parser.add_argument("--path", default="/")
+    parser.add_argument("--rate", type=float, default=100.0, help="requests/s per target")
+    parser.add_argument("--connections", type=int, default=4, help="per target")
+    parser.add_argument("--max-seconds", type=float, default=300.0)
+    args = parser.parse_args(argv)
+    loads = {}
+    for target in args.targets:
+        host, _, port = target.rpartition(":")
+        loads[target] = KeepAliveLoad(
+            host,
+            int(port),
+            args.path,
+            connections=args.connections,
+            rate=args.rate,
+            max_seconds=args.max_seconds,
+            track_versions=True,
+        )
+    for load in loads.values():
+        load.start()
+    print("started", flush=True)
+    sys.stdin.read()  # the caller closes it to stop the load
+    for load in loads.values():
+        load.stop()
+    json.dump(
+        {
+            target: {
+                **result.as_dict(),
+                "versions": result.versions,
+                "started": load.started,
+                "failure_times": [round(t, 3) for t in result.failure_times],
+            }
+            for target, load in loads.items()
+            for result in (load.result,)
+        },
+        sys.stdout,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

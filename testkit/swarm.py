@@ -65,10 +65,17 @@ class Cluster:
     def switch(self) -> str:
         return f"cvs{self.tag}-sw"
 
+    @property
+    def client_address(self) -> str:
+        """The switch's own address: from its namespace every node is one hop away (where
+        load and probes that spread across the nodes run)."""
+        return f"{SUBNET}.254"
+
     def create(self, *, timeout: float = 60.0) -> Cluster:
         self._make_namespace(self.switch)
         ip("-n", self.switch, "link", "add", "br0", "type", "bridge")
         ip("-n", self.switch, "link", "set", "br0", "up")
+        ip("-n", self.switch, "addr", "add", f"{self.client_address}/24", "dev", "br0")
         for index in range(1, self.size + 1):
             self.nodes.append(self._make_node(index, timeout))
         self._form_swarm()
