@@ -34,6 +34,7 @@ ROUTER_LOG_LIMITS = {"max-size": "10m", "max-file": "2"}
 # How long a router being replaced may take to finish what it serves after its soft stop: the
 # config's `timeout client`, after which HAProxy itself would close an idle connection.
 ROUTER_DRAIN_SECONDS = 30
+REPLACE_ROUTER = "start it beside the running router, then soft-stop the old one"
 
 
 @dataclass
@@ -189,6 +190,20 @@ class HostTarget:
         self._wait_router(out)
         return True
 
+    def router_change(self) -> str | None:
+        """What :meth:`ensure_router` would do to this host's router, in words, read only
+        (``--dry-run`` prints it); None when it would leave the router as it is."""
+        container = self._current_router()
+        if container is None or container.status != "running":
+            return "start the router"
+        if self.router_image is None or not images.image_present(self.client, self.router_image):
+            return "build the new router image, " + REPLACE_ROUTER
+        if not self._serves_wanted_image(container):
+            return "new router image: " + REPLACE_ROUTER
+        if self._loaded_structure() != router.structure(self.env, self.ports):
+            return "routes or ports changed: reload the router"
+        return None
+
     def _current_router(self) -> Container | None:
         container = self.router_container()
         if container is not None:
@@ -220,7 +235,7 @@ class HostTarget:
             self._router = None
             self._create_router({}, out)
             return True
-        out.say(f"  {self.name}: new router image; starting it beside the running router")
+        out.say(f"  {self.name}: new router image; {REPLACE_ROUTER}")
         new = self._start_router(next_router_container_name(self.env.name), live)
         try:
             self._wait_listening(new)

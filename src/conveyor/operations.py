@@ -402,6 +402,10 @@ class Move:
         self.out.say("Dry run — nothing will be changed. The plan:")
         for problem in state.disagreements():
             self.out.say(f"  first, recover: {problem}")
+        for target in self.session.targets:
+            change = target.router_change()
+            if change is not None:
+                self.out.say(f"  first, [{target.name}] {change}")
         if self.kind in terms.DEPLOY_KINDS:
             for line in schema_phase(self.session).preview(self.release, "plan"):
                 self.out.say(line)

@@ -124,6 +124,8 @@ def test_a_new_route_reloads_the_router_under_load_and_loses_no_request(
     web = f'[environments.{env.name}.services.web]\nimage = "web"\nroute = "/"\n'
     assert web in text
     env.config_path.write_text(text.replace(web, web.replace('"/"', '"/ui"')), encoding="utf-8")
+    planned = ok(deploy(env, "2.0.0", "--dry-run"))
+    assert "[local] routes or ports changed: reload the router" in planned.stdout, planned.stdout
     with load_on(env.public()) as load:
         done = ok(deploy(env, "2.0.0"))
     assert "routes or ports changed; reloading the router" in done.stdout, done.stdout
@@ -151,9 +153,13 @@ def test_a_new_router_image_takes_over_under_load_and_loses_no_request(
     text = env.config_path.read_text(encoding="utf-8")
     assert f'"{shipped}"' in text
     env.config_path.write_text(text.replace(f'"{shipped}"', f'"{newer}"'), encoding="utf-8")
+    planned = ok(deploy(env, "2.0.0", "--dry-run"))
+    # "build the new router image, start it …" (or, built by an earlier run, "new router image")
+    assert "start it beside the running router, then soft-stop the old one" in planned.stdout
+    assert docker_client.containers.get(name).id == old.id
     with load_on(env.public()) as load:
         done = ok(deploy(env, "2.0.0"))
-    assert "new router image; starting it beside the running router" in done.stdout, done.stdout
+    assert "new router image; start it beside the running router" in done.stdout, done.stdout
     assert load.result.failures == 0, load.result.as_dict()
     new = docker_client.containers.get(name)
     assert new.id != old.id and new.image.id != old.image.id
