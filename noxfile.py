@@ -23,8 +23,18 @@ PYTHON_VERSIONS = nox.project.python_versions(PYPROJECT)
 PYTHON = PYTHON_VERSIONS[0]
 
 
+# The project's own Python, installed editable: compiled with the venv (see _sync).
+SOURCES = ("src", "backend/src", "testkit", "benchmarks")
+
+
 def _sync(session: nox.Session, *groups: str) -> None:
-    """Install conveyor, the reference API and the given dependency groups from uv.lock."""
+    """Install conveyor, the reference API and the given dependency groups from uv.lock.
+
+    Everything is compiled to bytecode at install: where Python may not write it
+    (PYTHONDONTWRITEBYTECODE, as on this project's CI machines) every process would compile
+    its imports again, and the integration tests start thousands of CLI processes (a
+    `status` took 1.07 s without bytecode, 0.6 s with it).
+    """
     venv = session.virtualenv.location
     session.run_install(
         "uv",
@@ -34,11 +44,13 @@ def _sync(session: nox.Session, *groups: str) -> None:
         "--no-default-groups",
         # refapi's PostgreSQL driver: the migration and backup tests run on a real server.
         "--all-extras",
+        "--compile-bytecode",
         *(f"--group={group}" for group in groups),
         f"--python={venv}",
         env={"UV_PROJECT_ENVIRONMENT": venv},
         silent=True,
     )
+    session.run_install("python", "-m", "compileall", "-q", *SOURCES, silent=True)
 
 
 def _pytest(session: nox.Session, *default_paths: str, groups: tuple[str, ...] = ()) -> None:
