@@ -165,18 +165,18 @@ class HostTarget:
         """
         if self.router_image is None:
             raise ConveyorError("router image unknown")
+        # Always, even when the router looks right: a replacement's new router left running
+        # beside it would answer half of the admin API's connections with its own state.
+        self._settle_replacement()
         container = self._current_router()
-        if container is None or not self._serves_wanted_image(container):
-            self._settle_replacement()
-            container = self._current_router()
-            if container is not None and container.status == "running":
-                if not self._serves_wanted_image(container):
-                    return self._replace_router(container, out)
-            elif container is not None:
-                with contextlib.suppress(docker.errors.NotFound):
-                    container.remove(force=True)
-                self._router = None
-                container = None
+        if container is not None and container.status == "running":
+            if not self._serves_wanted_image(container):
+                return self._replace_router(container, out)
+        elif container is not None:
+            with contextlib.suppress(docker.errors.NotFound):
+                container.remove(force=True)
+            self._router = None
+            container = None
         if container is None:
             self._create_router(live_hint, out)
             return True
