@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import subprocess
@@ -10,11 +11,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import docker.errors
 import pytest
 
 from conveyor import artifacts, health, images, migrationsql
 from conveyor.config import Config
 from testkit import sandbox
+from testkit.dockerd import Dockerd
 
 OCI = "org.opencontainers.image."
 
@@ -142,7 +145,7 @@ def test_push_to_a_real_registry_then_pull_by_digest_runs_that_version(
     release_folder: Path,
     registry: str,
     monkeypatch: pytest.MonkeyPatch,
-    run_container: Callable[..., Any],
+    second_dockerd: Dockerd,
     free_port: Callable[[], int],
     tmp_path: Path,
 ) -> None:
@@ -154,23 +157,26 @@ def test_push_to_a_real_registry_then_pull_by_digest_runs_that_version(
     assert entry["reference"].startswith(f"{registry}/{sandbox.PREFIX}/api@sha256:")
     manifest = artifacts.read_manifest(release_folder)
     assert manifest["images"]["api"]["digest"] == entry["digest"]
-    # Remove every local name of the image, then pull it back by digest alone. Every name is
-    # the suite's own: its image title differs from the user's builds, so does its image ID.
-    local_tags = docker_client.images.get(entry["id"]).tags
-    assert local_tags and all(sandbox.owned_tag(tag) for tag in local_tags), local_tags
-    for tag in local_tags:
-        docker_client.images.remove(tag)
-    pulled = docker_client.images.pull(entry["reference"])
+    # Another engine pulls it by digest alone, as a host without the image does. (On this one
+    # the image is the one other tests are running now: its names cannot be taken away.)
+    host = second_dockerd.client
+    with contextlib.suppress(docker.errors.ImageNotFound):
+        host.images.remove(entry["id"], force=True)  # put there by an earlier test
+    pulled = host.images.pull(entry["reference"])
     assert pulled.id == entry["id"]
-    for tag in local_tags:  # leave the engine as other tests expect it
-        pulled.tag(*images.split_reference(tag))
     port = free_port()
-    container = run_container(entry["reference"], environment={"PORT": str(port)})
-    ready, answer = health.wait_until(
-        lambda: health.probe("127.0.0.1", port, "/readyz"), timeout=60
+    container = host.containers.run(
+        entry["reference"], detach=True, network_mode="host", environment={"PORT": str(port)}
     )
-    assert ready, container.logs().decode()
-    assert answer.body is not None and answer.body["version"] == manifest["version"]
+    try:
+        ready, answer = health.wait_until(
+            lambda: health.probe("127.0.0.1", port, "/readyz"), timeout=60
+        )
+        assert ready, container.logs().decode()
+        assert answer.body is not None and answer.body["version"] == manifest["version"]
+    finally:
+        container.remove(force=True, v=True)
+        host.images.remove(entry["id"], force=True)
 
 
 def _running(container: Any) -> bool:
