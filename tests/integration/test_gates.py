@@ -14,6 +14,7 @@ import shutil
 import time
 from typing import Any
 
+import docker.errors
 import pytest
 
 from conveyor import approvals, artifacts, images
@@ -289,12 +290,16 @@ def test_a_rebuild_keeps_a_versions_image_ids_or_is_refused(
     # The build time is this run's own, so no earlier run's image can come from the cache.
     build_time = time.strftime("2031-%m-%dT%H:%M:%SZ", time.gmtime())
     artifacts.update_manifest(folder, lambda m: m.__setitem__("build_time", build_time))
-    images_before = set(docker_client.api.images(all=True, quiet=True))
-    with pytest.raises(ImageError, match=r"already has a api image .* pass --force to replace"):
+    with pytest.raises(
+        ImageError, match=r"already has a api image .* pass --force to replace"
+    ) as refused:
         build()
     assert docker_client.images.get(recorded["image"]).id == recorded["id"]
     assert artifacts.read_manifest(folder)["images"]["api"]["id"] == recorded["id"]
-    assert not set(docker_client.api.images(quiet=True)) - images_before, "refused image left"
+    made = re.search(r"this rebuild made another \(sha256:([0-9a-f]{12})\)", str(refused.value))
+    assert made, refused.value
+    with pytest.raises(docker.errors.ImageNotFound):  # the image the refused build made
+        docker_client.images.get(made[1])
     forced: dict[str, Any] = {}
     try:
         forced = build(force=True)["api"]
