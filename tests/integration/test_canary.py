@@ -150,7 +150,7 @@ def test_abort_and_promote_answer_within_a_sample(make_environment: Any) -> None
     ok(deploy(env, "1.0.0"))
     with load_on(env) as load:
         running = env.cli_running("deploy", "--env", env.name, "--version", "2.0.0")
-        wait_for_split(env)
+        wait_for_split(env, running)
         assert "stepping" in ok(env.cli("rollout", "--env", env.name)).stdout
         asked = time.monotonic()
         aborting = env.cli_running("rollout-abort", "--env", env.name)
@@ -174,7 +174,7 @@ def test_abort_and_promote_answer_within_a_sample(make_environment: Any) -> None
 
     with load_on(env) as load:
         running = env.cli_running("deploy", "--env", env.name, "--version", "2.0.0")
-        wait_for_split(env)
+        wait_for_split(env, running)
         ok(env.cli("rollout-promote", "--env", env.name))
         out, err = running.communicate(timeout=60)
     assert running.returncode == 0, err
@@ -188,13 +188,18 @@ def router_weights(env: Any) -> dict[str, dict[str, int]]:
     return router.parse_weights(router.admin_direct(env.ports[2], "show stat"), ["api", "web"])
 
 
-def wait_for_split(env: Any, timeout: float = 60) -> None:
+def wait_for_split(env: Any, deploying: Any, timeout: float = 60) -> None:
+    """Until the router splits the api's traffic; if the deploy ends first or never gets
+    there, fail with what it printed."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if len(weights(env)["local"]["api"]) == 2:
+    while time.monotonic() < deadline and deploying.poll() is None:
+        if len(router_weights(env)["api"]) == 2:
             return
-        time.sleep(0.3)
-    raise AssertionError("the rollout never split the traffic")
+        time.sleep(0.1)
+    if deploying.poll() is None:
+        deploying.kill()
+    out, err = deploying.communicate(timeout=30)
+    raise AssertionError(f"the rollout never split the traffic:\n{out}\n{err}")
 
 
 def test_a_rollout_killed_mid_step_is_undone_by_the_next_command(
@@ -257,7 +262,7 @@ def test_a_sticky_user_stays_on_the_color_they_first_got(make_environment: Any) 
     ok(deploy(env, "1.0.0"))
     running = env.cli_running("deploy", "--env", env.name, "--version", "2.0.0")
     try:
-        wait_for_split(env)
+        wait_for_split(env, running)
         seen = {version_with_cookie(env) for _ in range(40)}
         assert seen == {"1.0.0", "2.0.0"}, "a 50% split sent every new user to one color"
         for _ in range(5):
