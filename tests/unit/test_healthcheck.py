@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import http.server
 import subprocess
-import threading
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -53,13 +52,8 @@ class Answer(http.server.BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def server() -> Iterator[int]:
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Answer)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield httpd.server_address[1]
-    httpd.shutdown()
-    httpd.server_close()
+def server(serve: Callable[[type[http.server.BaseHTTPRequestHandler]], int]) -> int:
+    return serve(Answer)
 
 
 def run_check(data: dict[str, Any], port: int, path: str) -> subprocess.CompletedProcess[str]:
