@@ -183,3 +183,25 @@ def test_live_colors_come_from_show_stat() -> None:
 def test_a_refused_command_is_an_error() -> None:
     with pytest.raises(router.RouterError, match="No such server"):
         router._checked("No such server.\n", "set server api_live/purple state ready")
+
+
+def test_the_listening_check_finds_only_sockets_its_processes_hold() -> None:
+    """What the replacement asks a new router container: do processes I can see listen on
+    every port? Run here, it sees this test's processes: a listener on IPv4 and one on IPv6
+    count; a port only bound, not listening, does not, nor do the listeners once closed."""
+
+    def listens(*ports: int) -> bool:
+        argv = ["python3", "-S", "-c", router.EXEC_LISTENS, *map(str, ports)]
+        return subprocess.run(argv, capture_output=True, timeout=30, check=False).returncode == 0
+
+    with socket.socket() as v4, socket.socket(socket.AF_INET6) as v6, socket.socket() as gone:
+        v4.bind(("127.0.0.1", 0))
+        v4.listen()
+        v6.bind(("::1", 0))
+        v6.listen()
+        gone.bind(("127.0.0.1", 0))
+        closed = gone.getsockname()[1]
+        ports = (v4.getsockname()[1], v6.getsockname()[1])
+        assert listens(*ports)
+        assert not listens(*ports, closed)
+    assert not listens(*ports)
