@@ -284,12 +284,7 @@ def build_images(
         before: dict[str, Any] = found if isinstance(found, dict) else {}
         # A refused rebuild removes the image it made, never one the build cache handed back.
         known = set(client.api.images(all=True, quiet=True)) if before.get("id") else set()
-        with tempfile.TemporaryDirectory(prefix=f"conveyor-ctx-{spec.name}-") as tmp:
-            context = Path(tmp)
-            prepare_context(config, spec, folder, manifest, context)
-            request = BuildRequest(spec, context, tag, build_args(config, manifest, spec, base))
-            with out.step(f"Building {tag}"):
-                image_id = stream_build(client, request, out)
+        image_id = _build(config, client, spec, folder, manifest, base=base, tag=tag, out=out)
         forced = _check_rebuild(
             client,
             manifest,
@@ -335,6 +330,26 @@ def build_images(
 
     artifacts.update_manifest(folder, record)
     return results
+
+
+def _build(
+    config: Config,
+    client: Any,
+    spec: ImageSpec,
+    folder: Path,
+    manifest: dict[str, Any],
+    *,
+    base: str,
+    tag: str,
+    out: Console,
+) -> str:
+    """Build ``spec``'s image of the version in ``folder`` as ``tag``; returns its image ID."""
+    with tempfile.TemporaryDirectory(prefix=f"conveyor-ctx-{spec.name}-") as tmp:
+        context = Path(tmp)
+        prepare_context(config, spec, folder, manifest, context)
+        request = BuildRequest(spec, context, tag, build_args(config, manifest, spec, base))
+        with out.step(f"Building {tag}"):
+            return stream_build(client, request, out)
 
 
 def _preview_migrations(
