@@ -207,13 +207,12 @@ def main(argv: list[str] | None = None) -> int:
     json.dump(
         {
             target: {
-                **result.as_dict(),
-                "versions": result.versions,
+                **load.result.as_dict(),
+                "versions": load.result.versions,
                 "started": load.started,
-                "failure_times": [round(t, 3) for t in result.failure_times],
+                "failure_times": [round(t, 3) for t in load.result.failure_times],
             }
             for target, load in loads.items()
-            for result in (load.result,)
         },
         sys.stdout,
     )
