@@ -90,9 +90,14 @@ def create_service(cluster: Cluster, version: str) -> Any:
     )
 
 
+def node_names(cluster: Cluster) -> dict[str, str]:
+    """Swarm's node ID → the cluster's name for the node (n1, n2)."""
+    return {node.client.info()["Swarm"]["NodeID"]: node.name for node in cluster.nodes}
+
+
 def running_versions(cluster: Cluster) -> dict[str, str]:
     """Per node, the image of its running task."""
-    names = {node.client.info()["Swarm"]["NodeID"]: node.name for node in cluster.nodes}
+    names = node_names(cluster)
     service = cluster.manager.client.services.get(SERVICE)
     found = {}
     for task in service.tasks(filters={"desired-state": "running"}):
@@ -113,7 +118,7 @@ def wait_serving(cluster: Cluster, version: str, timeout: float = 120.0) -> None
 
 def task_history(cluster: Cluster) -> list[str]:
     """Every task Swarm keeps for the service, oldest first: node, image, state, error."""
-    names = {node.client.info()["Swarm"]["NodeID"]: node.name for node in cluster.nodes}
+    names = node_names(cluster)
     tasks = sorted(
         cluster.manager.client.services.get(SERVICE).tasks(), key=lambda t: t["CreatedAt"]
     )
