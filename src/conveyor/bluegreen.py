@@ -25,7 +25,7 @@ from typing import Any
 
 import docker.errors
 
-from conveyor import engine, router, secretfiles
+from conveyor import engine, router
 from conveyor.config import Environment
 from conveyor.console import Console
 from conveyor.containers import Container
@@ -248,7 +248,7 @@ class BlueGreen:
         for move in host_plan.moves:
             for leftover in move.stop_first:
                 self.out.say(f"  {target.name}: stopping leftover {leftover}")
-                target.client.containers.get(leftover).stop(timeout=int(self.env.timeouts.stop))
+                target.stop_service_container(leftover)
         for move in host_plan.moves:
             if move.reuse is None and target.port_taken_by_stranger(move.port):
                 raise PhaseFailed(
@@ -259,14 +259,14 @@ class BlueGreen:
 
         def create(move: ServiceMove) -> Container:
             if move.reuse:
-                kept: Container = target.client.containers.get(move.reuse)
-                return kept
+                return target.service_container(move.reuse)
             return target.create_service_container(
                 self.env.services[move.service],
                 move.to_color,
                 run.plan.release_id,
                 move.image.version,
                 move.image.image_id,
+                reference=move.image.reference,
             )
 
         # Services start side by side: the slowest one, not their sum, bounds readiness.
@@ -285,7 +285,7 @@ class BlueGreen:
                 run.first_start = time.monotonic()
             cold = [(c, m) for c, m in zip(containers, host_plan.moves, strict=True) if not m.warm]
             services = [self.env.services[m.service] for _c, m in cold]
-            list(pool.map(secretfiles.start, [c for c, _m in cold], services))
+            list(pool.map(target.start_service_container, [c for c, _m in cold], services))
 
     def wait_ready(self, target: HostTarget, host_plan: HostPlan, run: Execution) -> None:
         """Docker's view (running, not unhealthy) plus /readyz naming the expected version."""
@@ -448,7 +448,7 @@ class BlueGreen:
         self.out.say(f"  {target.name}: verified ({checks} checks, {failures} failed)")
 
     def _host_containers(self, target: HostTarget, host_plan: HostPlan) -> list[Container]:
-        return [target.client.containers.get(move.container) for move in host_plan.moves]
+        return [target.service_container(move.container) for move in host_plan.moves]
 
     def finish(self, run: Execution, recording: Background | None = None) -> None:
         """Park the preview route, let the old color drain, then stop it (kept for rollback).
@@ -498,7 +498,7 @@ class BlueGreen:
         def stop(item: tuple[HostTarget, str]) -> None:
             target, name = item
             try:
-                target.client.containers.get(name).stop(timeout=int(self.env.timeouts.stop))
+                target.stop_service_container(name)
             except docker.errors.NotFound:
                 pass
             except Exception as exc:

@@ -353,6 +353,25 @@ class HostTarget:
         state.put_file(container, folder, name, text)
 
     # --- service containers --------------------------------------------------------------
+    # Everything that finds, starts, stops or removes a color's container goes through these,
+    # by the name observe reports (a Swarm node answers them with the color's service).
+
+    def service_container(self, name: str) -> Container:
+        """The service container ``name``; docker.errors.NotFound when it is gone."""
+        container: Container = self.client.containers.get(name)
+        return container
+
+    def start_service_container(self, container: Container, service: Service) -> None:
+        """Start a created or kept container and deliver its file secrets."""
+        secretfiles.start(container, service)
+
+    def stop_service_container(self, name: str) -> None:
+        """Stop ``name``, kept for a rollback; docker.errors.NotFound when it is gone."""
+        self.client.containers.get(name).stop(timeout=int(self.env.timeouts.stop))
+
+    def remove_service_container(self, name: str) -> None:
+        """Remove the stopped container ``name`` (its volumes stay)."""
+        self.client.containers.get(name).remove(v=False)
 
     def container_env(self, service: Service, color: str) -> dict[str, str]:
         env = service_env(service)
@@ -396,8 +415,18 @@ class HostTarget:
         return mounts
 
     def create_service_container(
-        self, service: Service, color: str, release: str, version: str, image_id: str
+        self,
+        service: Service,
+        color: str,
+        release: str,
+        version: str,
+        image_id: str,
+        *,
+        reference: str = "",
     ) -> Container:
+        """The color's container, created, not started (``reference``: the image's name,
+        which a host's container does not need: the image is here by its ID)."""
+        del reference
         name = service_container_name(self.env.name, service.name, color, release)
         with contextlib.suppress(docker.errors.NotFound):
             self.client.containers.get(name).remove(force=True)  # a leftover of a crashed run

@@ -712,7 +712,7 @@ class Move:
         for target in self.session.targets:
             for name in record.containers.get(target.name, {}).values():
                 with contextlib.suppress(docker.errors.APIError):
-                    target.client.containers.get(name).stop(timeout=int(self.env.timeouts.stop))
+                    target.stop_service_container(name)
         return f"switched back: {self.serving()}"
 
     def finish(
@@ -868,9 +868,7 @@ def recover(
         for target in session.targets:
             for leftover in state.host(target.name).leftovers(live):
                 out.say(f"  {target.name}: stopping leftover {leftover.name}")
-                target.client.containers.get(leftover.id).stop(
-                    timeout=int(session.env.timeouts.stop)
-                )
+                target.stop_service_container(leftover.name)
                 stopped.append(f"{target.name}: stopped leftover {leftover.name}")
         if stopped:
             session.ledger.audit("recovered", by="invoke recover", actions=stopped)
@@ -916,7 +914,7 @@ def prune(session: Session, records: list[ReleaseRecord]) -> None:
             if old.running or old.name in protected:
                 continue
             with contextlib.suppress(docker.errors.NotFound):
-                target.client.containers.get(old.id).remove(v=False)
+                target.remove_service_container(old.name)
     prune_backups(session, records, kept)
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 
-from conveyor import router, secretfiles, terms
+from conveyor import router, terms
 from conveyor.config import Environment
 from conveyor.console import Console
 from conveyor.containers import ServiceContainer
@@ -90,7 +90,7 @@ def restore_routers(
 
 def _start_kept(env: Environment, target: HostTarget, container: ServiceContainer) -> None:
     service = env.services[container.service]
-    secretfiles.start(target.client.containers.get(container.name), service)
+    target.start_service_container(target.service_container(container.name), service)
     port = target.ports.services[container.service][container.color]
     deadline = time.monotonic() + env.timeouts.ready
     while time.monotonic() < deadline:

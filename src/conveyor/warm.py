@@ -35,9 +35,7 @@ def stop(
     for target in session.targets:
         for container in state.host(target.name).warm(live):
             with contextlib.suppress(docker.errors.NotFound):
-                target.client.containers.get(container.id).stop(
-                    timeout=int(session.env.timeouts.stop)
-                )
+                target.stop_service_container(container.name)
             stopped.append(f"{target.name}: stopped warm {container.name} ({why})")
             out.say(f"  {stopped[-1]}")
     return stopped
@@ -53,7 +51,7 @@ def is_target(session: Session, live: Any, target: Any) -> bool:
     for host in session.targets:
         for name in live.warm_containers(host.name).values():
             try:
-                if host.client.containers.get(name).status != "running":
+                if host.service_container(name).status != "running":
                     return False
             except docker.errors.NotFound:
                 return False
