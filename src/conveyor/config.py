@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from conveyor import tomltable
 from conveyor.errors import ConfigError, UsageError
-from conveyor.terms import COLORS, STRATEGIES, Strategy
+from conveyor.terms import COLORS, ENGINES, STRATEGIES, Engine, Strategy
 from conveyor.tomltable import TomlTable, did_you_mean
 
 if TYPE_CHECKING:
@@ -307,6 +307,9 @@ class Environment:
     strategy: Strategy = "blue-green"
     canary: Canary = field(default_factory=Canary)
     analysis: Analysis = field(default_factory=Analysis)
+    # "swarm": each color is a global Swarm service; the first host is the manager conveyor
+    # talks to (services, ledger, lock) and every host is a node (its router, its probes).
+    engine: Engine = "docker"
 
     @property
     def gated(self) -> bool:
@@ -678,9 +681,11 @@ def _load_environment(
         strategy=table.string("strategy", Environment.strategy, choices=STRATEGIES),
         canary=_load_canary(table),
         analysis=analysis,
+        engine=table.string("engine", Environment.engine, choices=ENGINES),
     )
     table.finish()
     _check_ports(env, table)
+    _check_swarm(env, table)
     _check_migrations(env, table)
     return env
 
@@ -791,6 +796,19 @@ def _check_ports(env: Environment, table: TomlTable) -> None:
         if port in used:
             raise table.error(what, f"port {port} is also used by {used[port]}")
         used[port] = what
+
+
+def _check_swarm(env: Environment, table: TomlTable) -> None:
+    """A Swarm service is one spec for every node: one set of ports, no per-host offset."""
+    if env.engine != "swarm":
+        return
+    for index, host in enumerate(env.hosts):
+        if host.port_offset:
+            raise table.error(
+                f"hosts[{index}].port_offset",
+                "a swarm runs one service spec on every node, so every node uses the same "
+                "ports — remove port_offset",
+            )
 
 
 def _check_promote_from(

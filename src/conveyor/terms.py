@@ -55,6 +55,11 @@ BEFORE_SWITCH: tuple[Phase, ...] = PHASES[: PHASES.index("canary")]
 Strategy = Literal["blue-green", "canary"]
 STRATEGIES: tuple[Strategy, ...] = get_args(Strategy)
 
+# What runs an environment's services: containers conveyor creates on each host, or Swarm
+# services that a manager keeps on every node (the hosts are then the swarm's nodes).
+Engine = Literal["docker", "swarm"]
+ENGINES: tuple[Engine, ...] = get_args(Engine)
+
 
 def other(color: str) -> Color:
     """The color that is not ``color``."""
