@@ -21,10 +21,6 @@ switch's namespace. Each case is one ``docker service update`` with
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -36,7 +32,6 @@ from benchmarks import environment, report
 from testkit import sandbox
 from testkit.swarm import Cluster
 
-ROOT = Path(__file__).resolve().parent.parent
 PORT = 8080  # inside the nodes' namespaces: nothing else listens there
 SERVICE = "bench-api"
 RATE = 100.0  # requests/s on each node
@@ -135,39 +130,8 @@ def update_state(cluster: Cluster) -> str:
     return str((service.attrs.get("UpdateStatus") or {}).get("State", ""))
 
 
-def start_load(cluster: Cluster) -> subprocess.Popen[str]:
-    """Keep-alive load on every node's port, from the switch's namespace, until stdin closes."""
-    targets = [f"{node.address}:{PORT}" for node in cluster.nodes]
-    load = subprocess.Popen(
-        [
-            "nsenter",
-            f"--net=/run/netns/{cluster.switch}",
-            sys.executable,
-            "-m",
-            "testkit.loadgen",
-            *targets,
-            "--path=/api/version",
-            f"--rate={RATE}",
-            "--max-seconds=600",
-        ],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONPATH": os.fspath(ROOT)},
-    )
-    assert load.stdout is not None
-    if load.stdout.readline().strip() != "started":
-        raise RuntimeError("the load generator did not start")
-    return load
-
-
-def stop_load(load: subprocess.Popen[str]) -> dict[str, Any]:
-    out, _ = load.communicate(timeout=60)
-    return dict(json.loads(out))
-
-
 def run_case(cluster: Cluster, case: str, version: str, order: str) -> dict[str, Any]:
-    load = start_load(cluster)
+    load = cluster.start_load(PORT, "/api/version", rate=RATE, max_seconds=600)
     time.sleep(SETTLE)
     service = cluster.manager.client.services.get(SERVICE)
     began = time.monotonic()
@@ -181,7 +145,7 @@ def run_case(cluster: Cluster, case: str, version: str, order: str) -> dict[str,
         state = update_state(cluster)
     seconds = time.monotonic() - began
     time.sleep(SETTLE)
-    results = stop_load(load)
+    results = cluster.stop_load(load)
     requests = sum(r["requests"] for r in results.values())
     failed = sum(r["failures"] for r in results.values())
     errors: dict[str, int] = {}

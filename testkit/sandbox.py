@@ -128,6 +128,8 @@ def environment_toml(
     canary: str | None = None,
     analysis: str | None = None,
     flags: bool = False,
+    engine: str = "docker",
+    router_bind: str = "127.0.0.1",
 ) -> str:
     """A deploy.toml for one sandbox environment with the reference api and web services.
 
@@ -136,6 +138,8 @@ def environment_toml(
     inside of inline tables) point the api at another database. ``canary`` (an inline table,
     e.g. ``{ steps = [25, 100], interval = 4 }``) sets ``strategy = "canary"``; ``analysis``
     (the inside of the ``[analysis]`` table, as TOML lines) tunes how its windows are judged.
+    ``engine = "swarm"`` makes the hosts the nodes of a swarm, the first its manager;
+    ``router_bind`` where the routers listen (a swarm node's own address: "0.0.0.0").
 
     Docker's health check runs every 2 s, not 1: each is a ``docker exec``, about 0.1 core per
     container at 1 s on the 2-core machine, and a deploy's readiness is conveyor's own probe."""
@@ -155,10 +159,12 @@ def environment_toml(
         + f"""
 [environments.{name}]
 hosts = [{host_lines}]
+engine = "{engine}"
 keep_releases = {keep}
 keep_warm = {keep_warm}
 {strategy}
 [environments.{name}.router]
+bind = "{router_bind}"
 port = {ports[0]}
 preview_port = {ports[1]}
 admin_port = {ports[2]}

@@ -14,17 +14,22 @@ Swarm mode and ``live-restore`` do not mix (DECISIONS): the nodes run without it
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 import secrets
 import subprocess
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import docker.errors
 
 from testkit.dockerd import Dockerd
 
+ROOT = Path(__file__).resolve().parents[1]
 SUBNET = "198.18.0"
 SWARM_PORT = 2377
 
@@ -165,6 +170,61 @@ class Cluster:
             timeout=timeout,
             check=False,
         )
+
+    def start_load(
+        self, port: int, path: str, *, rate: float, max_seconds: float = 300
+    ) -> subprocess.Popen[str]:
+        """Keep-alive load (``rate`` req/s) on ``port`` of every node, from the switch's
+        namespace, until :meth:`stop_load` (or ``max_seconds``)."""
+        load = subprocess.Popen(
+            [
+                "nsenter",
+                f"--net=/run/netns/{self.switch}",
+                sys.executable,
+                "-m",
+                "testkit.loadgen",
+                *(f"{node.address}:{port}" for node in self.nodes),
+                f"--path={path}",
+                f"--rate={rate}",
+                f"--max-seconds={max_seconds}",
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONPATH": os.fspath(ROOT)},
+        )
+        if load.stdout is None or load.stdout.readline().strip() != "started":
+            load.kill()
+            raise SwarmFailed("the load generator did not start")
+        return load
+
+    @staticmethod
+    def stop_load(load: subprocess.Popen[str]) -> dict[str, Any]:
+        """Each target's result (``HOST:PORT`` → testkit.loadgen's JSON)."""
+        out, _ = load.communicate(timeout=60)
+        return dict(json.loads(out))
+
+    def get(self, address: str, port: int, path: str, *, timeout: float = 3.0) -> str:
+        """From the switch's namespace: the body of GET http://address:port/path, or why
+        there was none."""
+        answer = subprocess.run(
+            [
+                "nsenter",
+                f"--net=/run/netns/{self.switch}",
+                sys.executable,
+                "-c",
+                "import sys, urllib.request; "
+                "sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=float(sys.argv[2]))"
+                ".read().decode())",
+                f"http://{address}:{port}{path}",
+                str(timeout),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=timeout + 10,
+            check=False,
+        )
+        return answer.stdout if answer.returncode == 0 else answer.stderr.strip()[-200:]
 
     def remove(self) -> None:
         for node in reversed(self.nodes):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 
-from conveyor import images
+from conveyor import images, swarm
 from conveyor.config import Config
 from conveyor.console import Console, console
 from conveyor.errors import ConveyorError
@@ -28,7 +28,8 @@ class Session:
         self.config = config
         self.env = config.environment(env_name)
         self.out = out
-        self.targets = connect_hosts(config, self.env)
+        connect = swarm.connect_nodes if self.env.engine == "swarm" else connect_hosts
+        self.targets = connect(config, self.env)
         self.primary = self.targets[0]
         self.router_image: str | None = self._existing_router_image()
         for target in self.targets:  # read-only commands' helpers (flags) need it too

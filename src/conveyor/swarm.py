@@ -1,0 +1,287 @@
+"""An environment on Docker Swarm: each color of a service is a global Swarm service.
+
+The environment's hosts are the swarm's nodes. The first is a manager: conveyor creates and
+removes services through it, and keeps the ledger and the lock on its engine, as on a primary
+host. Every node is also reached on its own engine, because Swarm's API cannot exec on other
+nodes and each node's router and health probes sit on that node (DECISIONS): a node is a
+:class:`~conveyor.hosts.HostTarget` whose color containers Swarm makes and keeps.
+
+- **A color** is the service ``conveyor-<env>-<service>-<color>-<release>``, global, host
+  networking, pinned to the release's registry digest (or its image ID when it has none, on a
+  swarm whose nodes hold the image). Its task on each node carries the same ``conveyor.*``
+  labels as a host's container, so observe, plan and the ledger read it as they read hosts.
+  A node's color "container" is named by the service, since Swarm names each task's.
+- **Readiness** is Swarm's: a task with a health check stays ``starting`` until Docker finds it
+  healthy, and one that turns unhealthy is replaced; conveyor waits for the task on every node,
+  then for its /readyz through that node's router, as on hosts.
+- **Stopping** a color removes its service on every node at once (Swarm stops each task with
+  the stop signal and grace period); Swarm's one-level ``rollback`` is never used: a rollback
+  creates the recorded release's service again from the ledger's image.
+- A task that Swarm shut down stays listed as an exited container (task history): it is
+  Swarm's record, not a kept release, so observe never sees it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import docker.errors
+from docker.types import Healthcheck, Mount, RestartPolicy, SecretReference, ServiceMode
+
+from conveyor import engine, router
+from conveyor.config import Config, Environment, Service
+from conveyor.containers import (
+    ROLE_SERVICE,
+    Container,
+    ServiceContainer,
+    service_container_name,
+    service_labels,
+)
+from conveyor.errors import ConveyorError, EngineUnavailable
+from conveyor.hosts import HostTarget
+from conveyor.secretfiles import file_secrets
+
+SERVICE_LABEL = "com.docker.swarm.service.name"
+# Swarm's limit on a service's name (a DNS label).
+MAX_SERVICE_NAME = 63
+# How soon Swarm starts a task again after it exited or turned unhealthy.
+RESTART_DELAY_NS = 1_000_000_000
+# Task containers Swarm is starting or runs; an exited one is task history.
+LIVE_STATES = ("created", "running", "restarting")
+# Beyond the stop timeout (Swarm's grace period), how long a removed service's task may take.
+STOP_MARGIN = 10.0
+
+
+@dataclass
+class SwarmNode(HostTarget):
+    """A node of a swarm environment: its own engine (router, probes, task containers) and the
+    manager's (the services)."""
+
+    manager: Any = None
+    node_id: str = ""
+
+    # --- observation ---------------------------------------------------------------------
+
+    def service_containers(self) -> list[ServiceContainer]:
+        """Per color service, its newest live task container on this node, named by the
+        service."""
+        found = self.client.api.containers(
+            all=True,
+            filters={"label": [f"conveyor.env={self.env.name}", f"conveyor.role={ROLE_SERVICE}"]},
+        )
+        newest: dict[str, dict[str, Any]] = {}
+        for listing in found:
+            service = (listing.get("Labels") or {}).get(SERVICE_LABEL)
+            if service is None or listing.get("State") not in LIVE_STATES:
+                continue
+            if service not in newest or listing["Created"] > newest[service]["Created"]:
+                newest[service] = listing
+        containers = []
+        for service, listing in newest.items():
+            container = ServiceContainer.from_listing(listing)
+            container.name = service
+            containers.append(container)
+        return sorted(containers, key=lambda c: c.created)
+
+    def service_container(self, name: str) -> Container:
+        """The task container of the color service ``name`` on this node."""
+        listing = self._task_listing(name)
+        if listing is None:
+            raise docker.errors.NotFound(f"no task of service {name} on node {self.name}")
+        container: Container = self.client.containers.get(listing["Id"])
+        return container
+
+    def _task_listing(self, service: str, *, live: bool = True) -> dict[str, Any] | None:
+        found = self.client.api.containers(
+            all=True, filters={"label": [f"{SERVICE_LABEL}={service}"]}
+        )
+        if live:
+            found = [c for c in found if c.get("State") in LIVE_STATES]
+        return max(found, key=lambda c: c["Created"], default=None)
+
+    # --- the color's service -------------------------------------------------------------
+
+    def create_service_container(
+        self,
+        service: Service,
+        color: str,
+        release: str,
+        version: str,
+        image_id: str,
+        *,
+        reference: str = "",
+    ) -> Container:
+        """The color's global service (made by the first node that asks), then this node's
+        task container once Swarm has started it."""
+        name = service_container_name(self.env.name, service.name, color, release)
+        if len(name) > MAX_SERVICE_NAME:
+            raise ConveyorError(
+                f"Swarm service name {name} is longer than {MAX_SERVICE_NAME} characters — "
+                f"shorten the environment's or the service's name"
+            )
+        if self._service(name) is None:
+            labels = service_labels(self.env.name, service, color, release, version)
+            image = reference if "@sha256:" in reference else image_id
+            self._create_service(name, service, color, labels, image)
+        return self._wait_task(name)
+
+    def _service(self, name: str) -> Any | None:
+        try:
+            return self.manager.services.get(name)
+        except docker.errors.NotFound:
+            return None
+
+    def _create_service(
+        self, name: str, service: Service, color: str, labels: dict[str, str], image: str
+    ) -> None:
+        # File secrets: Swarm mounts each at /run/secrets/NAME, where NAME_FILE points, before
+        # the task starts, so nothing is delivered after start and the spec names no value.
+        env = self.container_env(service, color)
+        self.manager.services.create(
+            image,
+            name=name,
+            labels=labels,
+            container_labels=labels,
+            env=[f"{key}={value}" for key, value in env.items()],
+            mode=ServiceMode("global"),
+            networks=["host"],
+            mounts=self._mounts(service),
+            secrets=self._secrets(service),
+            healthcheck=Healthcheck(**self.healthcheck(service, color)),
+            stop_signal="SIGTERM",
+            stop_grace_period=int(self.env.timeouts.stop * 1_000_000_000),
+            restart_policy=RestartPolicy(condition="any", delay=RESTART_DELAY_NS),
+        )
+
+    def _mounts(self, service: Service) -> list[Mount]:
+        return [
+            Mount(target=spec["bind"], source=volume, type="volume", read_only=spec["mode"] == "ro")
+            for volume, spec in self.volumes(service).items()
+        ]
+
+    def _secrets(self, service: Service) -> list[SecretReference]:
+        """Each file secret as a Swarm secret named by its value's hash: a new value is a new
+        secret, an unchanged one is reused; the value itself is never printed."""
+        references = []
+        for secret in file_secrets(service):
+            value = secret.resolve().encode()
+            digest = hashlib.sha256(value).hexdigest()[:12]
+            name = f"conveyor-{self.env.name}-{secret.name}-{digest}"
+            try:
+                stored = self.manager.secrets.get(name)
+            except docker.errors.NotFound:
+                stored = self.manager.secrets.create(
+                    name=name, data=value, labels={"conveyor.env": self.env.name}
+                )
+            # Readable by the container's user whoever it is; Swarm's tmpfs holds it.
+            references.append(
+                SecretReference(stored.id, name, filename=secret.name, uid="0", gid="0", mode=0o444)
+            )
+        return references
+
+    def _wait_task(self, name: str) -> Container:
+        deadline = time.monotonic() + self.env.timeouts.ready
+        while True:
+            listing = self._task_listing(name, live=False)
+            if listing is not None:
+                # Swarm may remove a failed task's container between the list and the get.
+                with contextlib.suppress(docker.errors.NotFound):
+                    container: Container = self.client.containers.get(listing["Id"])
+                    return container
+            if time.monotonic() > deadline:
+                raise ConveyorError(
+                    f"Swarm started no task of {name} on node {self.name} within "
+                    f"{self.env.timeouts.ready:g} s ({self._task_state(name)})"
+                )
+            time.sleep(0.1)
+
+    def _task_state(self, name: str) -> str:
+        """What the manager says of the service's newest task on this node, in words."""
+        tasks = self.manager.api.tasks(filters={"service": name, "node": self.node_id})
+        if not tasks:
+            return "the manager has no task for this node: is it drained or down?"
+        status = max(tasks, key=lambda t: t.get("UpdatedAt", ""))["Status"]
+        detail = status.get("Err") or status.get("Message") or ""
+        return f"task {status.get('State')}: {detail}"[:200]
+
+    def start_service_container(self, container: Container, service: Service) -> None:
+        """Swarm started it, its secrets mounted: nothing to do."""
+
+    def stop_service_container(self, name: str) -> None:
+        """Remove the color's service (Swarm stops its task on every node), then wait until
+        this node's task has stopped, as a host's stop returns once its container has: the
+        port is free again. A service already gone (another node's call, an undo) is done.
+
+        ``name`` is the service's, or its task container's (``<service>.<node>.<task>``)."""
+        name = name.split(".", 1)[0]
+        found = self._service(name)
+        if found is not None:
+            with contextlib.suppress(docker.errors.NotFound):
+                found.remove()
+        deadline = time.monotonic() + self.env.timeouts.stop + STOP_MARGIN
+        while self._task_listing(name) is not None:
+            if time.monotonic() > deadline:
+                raise ConveyorError(
+                    f"{self.name}: the task of removed service {name} still runs after "
+                    f"{self.env.timeouts.stop + STOP_MARGIN:g} s"
+                )
+            time.sleep(0.1)
+
+    def remove_service_container(self, name: str) -> None:
+        self.stop_service_container(name)
+
+
+def connect_nodes(config: Config, env: Environment) -> list[HostTarget]:
+    """Every host of a swarm environment as a node of one swarm, the first its manager."""
+    del config  # the same signature as hosts.connect_hosts
+    first = env.hosts[0]
+    manager = engine.connect(first.endpoint())
+    cluster = _swarm_of(manager, first.name, env.name)
+    if not cluster.get("ControlAvailable"):
+        raise EngineUnavailable(
+            f"{env.name}: host {first.name} ({engine.describe(first.endpoint())}) is not a Swarm "
+            f"manager — the first host of a swarm environment must be one (docker node promote)"
+        )
+    nodes: list[HostTarget] = []
+    for host in env.hosts:
+        client = manager if host is first else engine.connect(host.endpoint())
+        joined = cluster if host is first else _swarm_of(client, host.name, env.name)
+        if not _has_node(manager, joined["NodeID"]):
+            raise EngineUnavailable(
+                f"{env.name}: host {host.name} is not a node of the swarm that {first.name} "
+                f"manages — join it (docker swarm join-token worker, on {first.name})"
+            )
+        nodes.append(
+            SwarmNode(
+                host=host,
+                env=env,
+                client=client,
+                ports=router.Ports.of(env, 0),
+                manager=manager,
+                node_id=joined["NodeID"],
+            )
+        )
+    return nodes
+
+
+def _has_node(manager: Any, node_id: str) -> bool:
+    try:
+        manager.api.inspect_node(node_id)
+    except docker.errors.NotFound:
+        return False
+    return True
+
+
+def _swarm_of(client: Any, host: str, env: str) -> dict[str, Any]:
+    swarm: dict[str, Any] = client.info().get("Swarm") or {}
+    if swarm.get("LocalNodeState") != "active" or not swarm.get("NodeID"):
+        raise EngineUnavailable(
+            f"{env}: host {host} is not in a swarm (its state: "
+            f"{swarm.get('LocalNodeState') or 'unknown'}) — run docker swarm init on the "
+            f"manager, or scripts/setup --swarm for a local one"
+        )
+    return swarm
