@@ -224,6 +224,7 @@ class BlueGreen:
 
     def prepare(self, host_plan: HostPlan) -> None:
         target = self.targets[host_plan.host]
+        target.preflight()
         for move in host_plan.moves:
             target.ensure_image(move.image.image_id, move.image.reference, self.local_client)
 

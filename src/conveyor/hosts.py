@@ -84,6 +84,14 @@ class HostTarget:
         container.reload()
         return str(container.status)
 
+    def node(self) -> dict[str, str] | None:
+        """A swarm node's state as its manager sees it; None for a host."""
+        return None
+
+    def preflight(self) -> None:
+        """Raise a ConveyorError when this host cannot take a release now (a swarm node
+        drained or down); a host that answers always can."""
+
     def admin(self, command: str) -> str:
         if self.host.reaches_directly():
             return router.admin_direct(self.ports.admin, command)

@@ -30,10 +30,33 @@ class HostState:
     error: str | None = None
     # Per service, the colors in service and their weights: two during a canary step.
     weights: dict[str, dict[str, int]] = field(default_factory=dict)
+    # A swarm node's state as the manager reports it (state, availability, role, address).
+    node: dict[str, str] | None = None
 
     @property
     def router_up(self) -> bool:
         return self.router == "running" and self.error is None
+
+    def serving(self, live: ReleaseRecord | None) -> bool:
+        """Whether this host serves the live release: its router runs, routes every service
+        to its expected container, which runs and is not unhealthy, and (a swarm node) the
+        manager schedules tasks on it."""
+        if live is None or not self.router_up:
+            return False
+        if self.node is not None and (
+            self.node.get("state") != "ready" or self.node.get("availability") != "active"
+        ):
+            return False
+        for service in self.live:
+            container = self.expected(live, service)
+            if (
+                container is None
+                or not container.running
+                or container.health == "unhealthy"
+                or self.live[service] not in (None, container.color)  # None: a canary split
+            ):
+                return False
+        return True
 
     def live_container(self, service: str) -> ServiceContainer | None:
         color = self.live.get(service)
@@ -205,6 +228,8 @@ class EnvironmentState:
                     "weights": h.weights,
                     "containers": [{**c.__dict__, "role": h.role(c, live)} for c in h.containers],
                     "leftovers": [c.name for c in h.leftovers(live)],
+                    "node": h.node,
+                    "serving": h.serving(live),
                 }
                 for h in self.hosts
             ],
@@ -236,6 +261,7 @@ def observe_host(target: HostTarget) -> HostState:
         containers=containers,
         error=error,
         weights=weights,
+        node=target.node(),
     )
 
 

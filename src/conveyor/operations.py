@@ -958,6 +958,18 @@ def _router_state(host: HostState) -> str:
     return f"DOWN ({host.router}{': ' + host.error if host.error else ''})"
 
 
+def _node_state(host: HostState, live: ReleaseRecord | None) -> str:
+    """A swarm node's part of its status line: the manager's view, and whether it serves."""
+    node = host.node
+    if node is None:
+        return ""
+    serves = "serves" if host.serving(live) else "NOT serving"
+    return (
+        f"; swarm {node['role']} {node['address']} {node['state']}, {node['availability']}"
+        f" — {serves}"
+    )
+
+
 def rollout_in_progress(state: EnvironmentState) -> ReleaseRecord | None:
     """The canary record still running, if any (its process alive or not)."""
     running = [r for r in state.records if r.outcome == terms.RUNNING and r.canary]
@@ -976,7 +988,7 @@ def render_status(state: EnvironmentState, session_url: str) -> list[str]:
     ]
     lines.append(f"  public route: {session_url}")
     for host in state.hosts:
-        lines.append(f"  host {host.name}: router {_router_state(host)}")
+        lines.append(f"  host {host.name}: router {_router_state(host)}" + _node_state(host, live))
         split = {s: w for s, w in host.weights.items() if len(w) > 1}
         if split:
             lines.append(

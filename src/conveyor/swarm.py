@@ -87,6 +87,28 @@ class SwarmNode(HostTarget):
             containers.append(container)
         return sorted(containers, key=lambda c: c.created)
 
+    def node(self) -> dict[str, str] | None:
+        """The manager's view of this node: ready or down, active, paused or drained."""
+        attrs = self.manager.api.inspect_node(self.node_id)
+        return {
+            "id": self.node_id[:12],
+            "state": str(attrs["Status"]["State"]),
+            "availability": str(attrs["Spec"]["Availability"]),
+            "role": str(attrs["Spec"]["Role"]),
+            "address": str(attrs["Status"].get("Addr", "")),
+        }
+
+    def preflight(self) -> None:
+        """A drained, paused or down node would get no task of the new color: refuse before
+        anything changes rather than fail halfway."""
+        node = self.node() or {}
+        if node.get("state") != "ready" or node.get("availability") != "active":
+            raise ConveyorError(
+                f"swarm node {self.name} is {node.get('state')}, {node.get('availability')} — "
+                f"make it active (docker node update --availability active <node>) or take it "
+                f"out of deploy.toml's hosts, then deploy again"
+            )
+
     def service_container(self, name: str) -> Container:
         """The task container of the color service ``name`` on this node."""
         listing = self._task_listing(name)

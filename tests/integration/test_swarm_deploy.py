@@ -8,10 +8,11 @@ a node's address). Load runs from the switch's namespace on both nodes' routers 
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 from testkit.steps import ok
-from testkit.swarm import Cluster
+from testkit.swarm import Cluster, Node
 
 VERSIONS = ("1.0.0", "2.0.0", "9.0.1+notready")
 
@@ -21,9 +22,8 @@ def swarm_environment(cluster: Cluster, make_environment: Any, test_releases: An
         test_releases.make(version)
     # The nodes have no registry here: the releases' images are copied onto each, and the
     # services name them by image ID (a registry digest, where there is one).
-    cluster.load_images(
-        [f"conveyor-test/{image}:{v.replace('+', '-')}" for v in VERSIONS for image in ("api", "web")]
-    )
+    tags = [v.replace("+", "-") for v in VERSIONS]
+    cluster.load_images([f"conveyor-test/{name}:{tag}" for tag in tags for name in ("api", "web")])
     return make_environment(
         hosts=[{"name": n.name, "docker": n.daemon.url, "access": "exec"} for n in cluster.nodes],
         engine="swarm",
@@ -48,6 +48,16 @@ def color_services(cluster: Cluster, env: Any) -> dict[str, str]:
     """The environment's Swarm services: name → the version its spec carries."""
     services = cluster.manager.client.services.list(filters={"label": f"conveyor.env={env.name}"})
     return {s.name: s.attrs["Spec"]["Labels"]["conveyor.version"] for s in services}
+
+
+def set_availability(cluster: Cluster, node: Node, availability: str) -> None:
+    entry = next(
+        n
+        for n in cluster.manager.client.nodes.list()
+        if n.attrs["Status"].get("Addr") == node.address
+    )
+    spec = entry.attrs["Spec"]
+    entry.update({**spec, "Availability": availability})
 
 
 def test_deploys_and_rollbacks_run_every_node_on_swarm_services_without_a_failed_request(
@@ -85,7 +95,33 @@ def test_deploys_and_rollbacks_run_every_node_on_swarm_services_without_a_failed
 
     status = json.loads(ok(env.cli("status", "--env", env.name, "--json")).stdout)
     assert status["live_version"] == "1.0.0"
-    assert {h["name"]: h["live"]["api"] for h in status["hosts"]} == {
-        "n1": status["hosts"][0]["live"]["api"],
-        "n2": status["hosts"][0]["live"]["api"],
-    }
+    assert {h["name"]: h["live"]["api"] for h in status["hosts"]} == {"n1": "blue", "n2": "blue"}
+
+    assert (
+        "swarm manager 198.18.0.1 ready, active — serves"
+        in ok(env.cli("status", "--env", env.name)).stdout
+    )
+
+    # A drained node runs no task: status says it does not serve, and a deploy is refused
+    # before anything changes. Made active again, it gets the live release's tasks from Swarm,
+    # and its router, which kept the live color, serves it again.
+    n2 = cluster.nodes[1]
+    set_availability(cluster, n2, "drain")
+    deadline = time.monotonic() + 60
+    while versions_served(cluster, env)["n2"] == "1.0.0":  # its router answers 503 then
+        assert time.monotonic() < deadline, "n2 still serves after its drain"
+        time.sleep(0.5)
+    drained = json.loads(ok(env.cli("status", "--env", env.name, "--json")).stdout)
+    assert [(h["node"]["availability"], h["serving"]) for h in drained["hosts"]] == [
+        ("active", True),
+        ("drain", False),
+    ]
+    refused = env.cli("deploy", "--env", env.name, "--version", "2.0.0")
+    assert refused.returncode != 0
+    assert "swarm node n2 is ready, drain" in refused.stderr.strip().splitlines()[-1]
+    assert versions_served(cluster, env)["n1"] == "1.0.0"
+    set_availability(cluster, n2, "active")
+    deadline = time.monotonic() + 60
+    while versions_served(cluster, env) != {"n1": "1.0.0", "n2": "1.0.0"}:
+        assert time.monotonic() < deadline, versions_served(cluster, env)
+        time.sleep(0.5)

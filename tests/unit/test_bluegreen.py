@@ -34,14 +34,13 @@ class FakeHost:
         self.events = events
         self.write_seconds = write_seconds
         self.lock = threading.Lock()
-        self.client = SimpleNamespace(containers=SimpleNamespace(get=self._container))
 
     def _note(self, event: str) -> None:
         with self.lock:
             self.events.append(event)
 
-    def _container(self, name: str) -> Any:
-        return SimpleNamespace(stop=lambda timeout: self._note(f"stop {name}"))
+    def stop_service_container(self, name: str) -> None:
+        self._note(f"stop {name}")
 
     def admin(self, command: str) -> str:
         self._note("park" if "preview" in command else "switch")

@@ -530,6 +530,9 @@ class RouterOnly:
     def weights(self) -> dict[str, dict[str, int]]:
         return router.parse_weights(self.stat, self.env.services)
 
+    def node(self) -> None:
+        return None  # a host, not a swarm node
+
 
 def test_observe_reads_a_split_from_show_stat() -> None:
     host = observe_host(RouterOnly(SPLIT, mid_canary({}).containers))  # type: ignore[arg-type]

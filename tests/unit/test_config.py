@@ -225,3 +225,33 @@ def test_the_shipped_file_keeps_the_previous_release_warm() -> None:
     cfg = config.load(ROOT / "deploy.toml")
     assert cfg.environment("staging").keep_warm == 600.0
     assert cfg.environment("production").keep_warm == 1800.0
+
+
+def test_an_environment_runs_on_docker_hosts_unless_it_names_swarm(data: dict[str, Any]) -> None:
+    assert parse(data).environment("staging").engine == "docker"
+    data["environments"]["staging"]["engine"] = "swarm"
+    assert parse(data).environment("staging").engine == "swarm"
+    data["environments"]["staging"]["engine"] = "kubernetes"
+    with pytest.raises(
+        ConfigError,
+        match=r"\[environments.staging.engine\]: 'kubernetes' is not allowed "
+        r"\(allowed: docker, swarm\)",
+    ):
+        parse(data)
+
+
+def test_a_swarm_node_may_not_shift_its_ports(data: dict[str, Any]) -> None:
+    staging = data["environments"]["staging"]
+    staging["engine"] = "swarm"
+    staging["services"]["api"]["migrations"] = {"backup": "none"}  # SQLite: one per node
+    staging["hosts"] = [
+        {"name": "n1", "docker": "ssh://n1.example"},
+        {"name": "n2", "docker": "ssh://n2.example", "port_offset": 100},
+    ]
+    with pytest.raises(ConfigError) as info:
+        parse(data)
+    message = str(info.value)
+    assert "[environments.staging.hosts[1].port_offset]" in message
+    assert "same ports" in message
+    staging["hosts"][1].pop("port_offset")
+    assert [h.name for h in parse(data).environment("staging").hosts] == ["n1", "n2"]
