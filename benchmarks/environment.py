@@ -26,6 +26,7 @@ class BenchEnvironment:
     config: config.Config
     name: str
     ports: list[int]
+    path: Path  # its deploy.toml, for the CLI's --config
 
 
 @dataclass
@@ -64,8 +65,11 @@ def build(client: Any, folder: Path) -> Releases:
     return Releases(client, built, folder / "dist")
 
 
-def write_environment(folder: Path, dist: Path, **options: Any) -> BenchEnvironment:
-    """A sandbox environment (new name, free ports) in folder/<name>/deploy.toml, loaded.
+def write_environment(
+    folder: Path, dist: Path, hosts: list[dict[str, Any]] | None = None, **options: Any
+) -> BenchEnvironment:
+    """A sandbox environment (new name, free ports) in folder/<name>/deploy.toml, loaded; on
+    this machine's engine unless ``hosts`` says otherwise.
 
     ``options`` are :func:`testkit.sandbox.environment_toml`'s (verify, drain, canary, …)."""
     name = sandbox.new_name()
@@ -74,11 +78,16 @@ def write_environment(folder: Path, dist: Path, **options: Any) -> BenchEnvironm
     path.parent.mkdir(parents=True)
     path.write_text(
         sandbox.environment_toml(
-            name, ports, dist, ROOT / "docker", [{"name": "local", "docker": "local"}], **options
+            name,
+            ports,
+            dist,
+            ROOT / "docker",
+            hosts or [{"name": "local", "docker": "local"}],
+            **options,
         ),
         encoding="utf-8",
     )
-    return BenchEnvironment(config=config.load(path), name=name, ports=ports)
+    return BenchEnvironment(config=config.load(path), name=name, ports=ports, path=path)
 
 
 def prepare(client: Any, folder: Path, *, verify: float, drain: float) -> BenchEnvironment:

@@ -1,5 +1,5 @@
-"""Swarm's own rolling update under load, on a real two-node swarm: the baseline that conveyor
-on Swarm (issue 16) is to beat.
+"""Swarm's own rolling update under load, on a real two-node swarm, then conveyor on the same
+nodes with the same releases and load (issue 16).
 
 Two dockerd nodes, each in its own network namespace (:mod:`testkit.swarm`), run the reference
 API as a global service on the host network (the only networking here: no overlay), so each
@@ -16,19 +16,30 @@ switch's namespace. Each case is one ``docker service update`` with
 - **stop-first to a release that never gets healthy**: each node's old task stops, the new one
   fails its health check, Swarm rolls the update back (its one-level ``rollback``).
 
+Then conveyor deploys 1.0.0 to a swarm environment on the same nodes (each color a global
+service, each node's router in front of it) and, under the same load on the routers: deploys
+2.0.0, deploys the never-healthy release (its readiness fails, nothing was switched, its
+service is removed), and rolls back to the first record, 1.0.0 (a new service from the
+ledger's image: no warm color, keep_warm = 0). Time is the command's wall time.
+
 ``python -m benchmarks swarm`` prints the table and writes ``reports/bench/swarm.json``.
 """
 
 from __future__ import annotations
 
+import re
+import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import docker.types
 
 from benchmarks import environment, report
+from conveyor import images
 from testkit import sandbox
 from testkit.swarm import Cluster
 
@@ -42,6 +53,12 @@ HEALTH = (
     "raise SystemExit(s.makefile('rb').readline().split()[1][:1] != b'2')"
 )
 SECONDS = 1_000_000_000
+# (case, command, its arguments after --env): r0001 is the first deploy, 1.0.0.
+CONVEYOR_CASES = [
+    ("conveyor → 2.0.0", "deploy", ["--version", "2.0.0"]),
+    ("conveyor → never healthy", "deploy", ["--version", "9.0.1+notready"]),
+    ("conveyor rollback → 1.0.0 (r0001)", "rollback", ["--to", "r0001"]),
+]
 CASES = [
     # (case, version, update order)
     ("stop-first → 2.0.0", "2.0.0", "stop-first"),
@@ -50,8 +67,8 @@ CASES = [
 ]
 
 
-def image(version: str) -> str:
-    return f"{sandbox.PREFIX}/api:{version.replace('+', '-')}"
+def image(version: str, name: str = "api") -> str:
+    return f"{sandbox.PREFIX}/{name}:{version.replace('+', '-')}"
 
 
 def update_config(order: str) -> docker.types.UpdateConfig:
@@ -130,49 +147,111 @@ def update_state(cluster: Cluster) -> str:
     return str((service.attrs.get("UpdateStatus") or {}).get("State", ""))
 
 
+def conveyor_cases(cluster: Cluster, client: Any, dist: Path, folder: Path) -> list[dict[str, Any]]:
+    """The same releases through conveyor on the same nodes: 1.0.0 deployed first, then
+    each case under load. The nodes cannot reach a package mirror, so the router image is
+    built here and copied to them, as a registry would bring it."""
+    bench = environment.write_environment(
+        folder,
+        dist,
+        [{"name": n.name, "docker": n.daemon.url, "access": "exec"} for n in cluster.nodes],
+        engine="swarm",
+        router_bind="0.0.0.0",  # noqa: S104 - inside the nodes' own namespaces
+        ready=30,
+        verify=2,
+        drain=0.5,
+    )
+    router_image = images.build_router_image(bench.config, client)
+    cluster.load_images([images.resolve_base_image(client, bench.config), router_image])
+    first = run_conveyor(bench, ["deploy", "--env", bench.name, "--version", "1.0.0"])
+    if first != "succeeded":
+        raise RuntimeError(f"conveyor's first deploy on the swarm: {first}")
+    return [
+        run_conveyor_case(cluster, bench, case, [verb, "--env", bench.name, *argv])
+        for case, verb, argv in CONVEYOR_CASES
+    ]
+
+
 def run_case(cluster: Cluster, case: str, version: str, order: str) -> dict[str, Any]:
-    load = cluster.start_load(PORT, "/api/version", rate=RATE, max_seconds=600)
+    """One ``docker service update`` under load, timed to Swarm's last word on it."""
+
+    def update() -> str:
+        service = cluster.manager.client.services.get(SERVICE)
+        began = time.monotonic()
+        service.update(image=image(version), update_config=update_config(order))
+        state = ""
+        while state not in ("completed", "rollback_completed", "paused", "rollback_paused"):
+            if time.monotonic() - began > 300:
+                return f"still {state or 'updating'} after 300 s"
+            time.sleep(0.2)
+            state = update_state(cluster)
+        return state
+
+    row = measured(cluster, PORT, case, update)
+    return {
+        **row,
+        "tasks": task_history(cluster),
+        "order": order,
+        "to": version,
+        "serving_after": running_versions(cluster),
+    }
+
+
+def run_conveyor_case(
+    cluster: Cluster, bench: environment.BenchEnvironment, case: str, argv: list[str]
+) -> dict[str, Any]:
+    """One conveyor command on the swarm environment under the same load, on its routers."""
+    port = bench.ports[0]
+    row = measured(cluster, port, case, lambda: run_conveyor(bench, argv))
+    return {**row, "command": " ".join(argv), "serving_after": cluster.versions(port)}
+
+
+def run_conveyor(bench: environment.BenchEnvironment, argv: list[str]) -> str:
+    """``python -m conveyor --config … ARGV``: "succeeded", or its last line."""
+    done = subprocess.run(
+        [sys.executable, "-m", "conveyor", "--config", str(bench.path), *argv],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    if done.returncode == 0:
+        return "succeeded"
+    last = (done.stderr.strip().splitlines() or ["?"])[-1]
+    phase = re.search(r"failed in phase '(\w+)'", last)
+    return f"failed in {phase.group(1)}" if phase else f"failed: {last[:200]}"
+
+
+def measured(cluster: Cluster, port: int, case: str, act: Callable[[], str]) -> dict[str, Any]:
+    """Load on every node's ``port``, SETTLE seconds before and after ``act``; what failed,
+    when, and how long ``act`` took (its return value is the outcome)."""
+    load = cluster.start_load(port, "/api/version", rate=RATE, max_seconds=600)
     time.sleep(SETTLE)
-    service = cluster.manager.client.services.get(SERVICE)
     began = time.monotonic()
-    service.update(image=image(version), update_config=update_config(order))
-    state = ""
-    while state not in ("completed", "rollback_completed", "paused", "rollback_paused"):
-        if time.monotonic() - began > 300:
-            state = f"still {state or 'updating'} after 300 s"
-            break
-        time.sleep(0.2)
-        state = update_state(cluster)
+    outcome = act()
     seconds = time.monotonic() - began
     time.sleep(SETTLE)
     results = cluster.stop_load(load)
-    requests = sum(r["requests"] for r in results.values())
-    failed = sum(r["failures"] for r in results.values())
     errors: dict[str, int] = {}
     for result in results.values():
         for error, count in result["errors"].items():
             errors[error] = errors.get(error, 0) + count
-    node_of = {f"{node.address}:{PORT}": node.name for node in cluster.nodes}
-    windows = {
-        node_of[target]: [
-            round(result["failure_times"][0] + result["started"] - began, 2),
-            round(result["failure_times"][-1] + result["started"] - began, 2),
-        ]
-        for target, result in results.items()
-        if result["failure_times"]
-    }
+    node_of = {f"{node.address}:{port}": node.name for node in cluster.nodes}
     return {
         "case": case,
-        "failing_from_to_seconds": windows,
-        "tasks": task_history(cluster),
-        "order": order,
-        "to": version,
-        "requests": requests,
-        "failed": failed,
+        "requests": sum(r["requests"] for r in results.values()),
+        "failed": sum(r["failures"] for r in results.values()),
         "errors": errors,
+        "failing_from_to_seconds": {
+            node_of[target]: [
+                round(result["failure_times"][0] + result["started"] - began, 2),
+                round(result["failure_times"][-1] + result["started"] - began, 2),
+            ]
+            for target, result in results.items()
+            if result["failure_times"]
+        },
         "update_seconds": round(seconds, 2),
-        "outcome": state,
-        "serving_after": running_versions(cluster),
+        "outcome": outcome,
     }
 
 
@@ -186,10 +265,13 @@ def main(argv: list[str] | None = None) -> None:
                 releases.derive(version)
             releases.derive("9.0.1+notready", fault="not-ready")
             cluster.create()
-            cluster.load_images([image(v) for v in ("1.0.0", "2.0.0", "9.0.1+notready")])
+            versions = ("1.0.0", "2.0.0", "9.0.1+notready")
+            cluster.load_images([image(v, name) for v in versions for name in ("api", "web")])
             create_service(cluster, "1.0.0")
             wait_serving(cluster, "1.0.0")
             rows = [run_case(cluster, *case) for case in CASES]
+            cluster.manager.client.services.get(SERVICE).remove()
+            rows += conveyor_cases(cluster, client, releases.dist, Path(tmp))
         finally:
             cluster.remove()
             releases.remove()
@@ -204,7 +286,7 @@ def print_and_write(rows: list[dict[str, Any]]) -> None:
             row["requests"],
             row["failed"],
             row["update_seconds"],
-            row["outcome"],
+            row["outcome"][:40],
             ", ".join(
                 f"{n} {v.rpartition(':')[2]}" for n, v in sorted(row["serving_after"].items())
             ),
@@ -212,8 +294,8 @@ def print_and_write(rows: list[dict[str, Any]]) -> None:
         for row in rows
     ]
     title = (
-        f"Swarm's own rolling update, 2 nodes, global host-network service, "
-        f"{RATE:.0f} req/s keep-alive per node"
+        f"Swarm's own rolling update, then conveyor on Swarm: 2 nodes, global host-network "
+        f"services, {RATE:.0f} req/s keep-alive per node"
     )
     print(report.table(title, columns, table))
     path = report.write("swarm", {"rate_per_node": RATE, "cases": rows})

@@ -226,6 +226,17 @@ class Cluster:
         )
         return answer.stdout if answer.returncode == 0 else answer.stderr.strip()[-200:]
 
+    def versions(self, port: int) -> dict[str, str]:
+        """Per node, the version its ``port`` serves on /api/version (or why none)."""
+        found = {}
+        for node in self.nodes:
+            body = self.get(node.address, port, "/api/version")
+            try:
+                found[node.name] = str(json.loads(body)["version"])
+            except (ValueError, KeyError):
+                found[node.name] = body[-200:]
+        return found
+
     def remove(self) -> None:
         for node in reversed(self.nodes):
             if node.client is not None:

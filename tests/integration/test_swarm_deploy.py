@@ -15,6 +15,9 @@ from testkit.steps import ok
 from testkit.swarm import Cluster, Node
 
 VERSIONS = ("1.0.0", "2.0.0", "9.0.1+notready")
+# The api reads its database URL from a file secret: it serves only if Swarm mounted it.
+SECRET_VARIABLE = "SWARM_TEST_DATABASE_URL"  # noqa: S105 - a name, not a value
+SECRET_VALUE = "sqlite:////data/refapi.db"  # noqa: S105 - a test's own, not a password
 
 
 def swarm_environment(cluster: Cluster, make_environment: Any, test_releases: Any) -> Any:
@@ -29,25 +32,36 @@ def swarm_environment(cluster: Cluster, make_environment: Any, test_releases: An
         engine="swarm",
         # A front load balancer reaches each node's router on the node's address.
         router_bind="0.0.0.0",  # noqa: S104 - inside the node's own namespace
+        keep_warm=60,
+        api_env="",
+        api_secrets=f'DATABASE_URL = {{ from = "env:{SECRET_VARIABLE}", as = "file" }}',
     )
-
-
-def versions_served(cluster: Cluster, env: Any) -> dict[str, str]:
-    """Per node, the version its router serves on /api/version (or why none)."""
-    served = {}
-    for node in cluster.nodes:
-        body = cluster.get(node.address, env.public(), "/api/version")
-        try:
-            served[node.name] = json.loads(body)["version"]
-        except (ValueError, KeyError):
-            served[node.name] = body
-    return served
 
 
 def color_services(cluster: Cluster, env: Any) -> dict[str, str]:
     """The environment's Swarm services: name → the version its spec carries."""
     services = cluster.manager.client.services.list(filters={"label": f"conveyor.env={env.name}"})
     return {s.name: s.attrs["Spec"]["Labels"]["conveyor.version"] for s in services}
+
+
+def killed_at_second_start(env: Any, cli_env: dict[str, str]) -> str:
+    """SIGKILL a deploy of 1.0.0 as its second node starts: n1 is switched and verified, n2
+    not. Its phase trace up to then."""
+    process = env.cli_running(
+        "deploy", "--env", env.name, "--version", "1.0.0",
+        env={**cli_env, "CONVEYOR_TRACE_PHASES": "1"},
+    )  # fmt: skip
+    assert process.stderr is not None
+    seen, starts = [], 0
+    for line in process.stderr:
+        seen.append(line.strip())
+        starts += line.strip() == "phase: start"
+        if starts == 2:
+            process.kill()
+            break
+    process.wait(timeout=30)
+    assert starts == 2, seen
+    return "\n".join(seen)
 
 
 def set_availability(cluster: Cluster, node: Node, availability: str) -> None:
@@ -65,63 +79,87 @@ def test_deploys_and_rollbacks_run_every_node_on_swarm_services_without_a_failed
 ) -> None:
     cluster = swarm_cluster
     env = swarm_environment(cluster, make_environment, test_releases)
-    ok(env.cli("deploy", "--env", env.name, "--version", "1.0.0"))
-    assert versions_served(cluster, env) == {"n1": "1.0.0", "n2": "1.0.0"}
+
+    def cli(*args: str) -> Any:
+        return env.cli(*args, "--env", env.name, env={SECRET_VARIABLE: SECRET_VALUE})
+
+    ok(cli("deploy", "--version", "1.0.0"))
+    assert cluster.versions(env.public()) == {"n1": "1.0.0", "n2": "1.0.0"}
     assert set(color_services(cluster, env).values()) == {"1.0.0"}
 
     load = cluster.start_load(env.public(), "/api/version", rate=50, max_seconds=240)
     try:
-        new = ok(env.cli("deploy", "--env", env.name, "--version", "2.0.0"))
-        assert versions_served(cluster, env) == {"n1": "2.0.0", "n2": "2.0.0"}
-        failed = env.cli("deploy", "--env", env.name, "--version", "9.0.1+notready")
-        assert failed.returncode != 0, failed.stdout
-        assert "Traceback" not in failed.stderr, failed.stderr
-        assert versions_served(cluster, env) == {"n1": "2.0.0", "n2": "2.0.0"}
-        records = json.loads(ok(env.cli("history", "--env", env.name, "--json")).stdout)
-        first = next(r for r in records if r["version"] == "1.0.0")
-        back = ok(env.cli("rollback", "--env", env.name, "--to", first["id"]))
+        new = ok(cli("deploy", "--version", "2.0.0"))
+        assert cluster.versions(env.public()) == {"n1": "2.0.0", "n2": "2.0.0"}
+        assert set(color_services(cluster, env).values()) == {"1.0.0", "2.0.0"}, "1.0.0 warm"
+        warm = ok(cli("rollback"))
+        assert cluster.versions(env.public()) == {"n1": "1.0.0", "n2": "1.0.0"}
+        failed = cli("deploy", "--version", "9.0.1+notready")
+        assert cluster.versions(env.public()) == {"n1": "1.0.0", "n2": "1.0.0"}
+        cold = ok(cli("rollback", "--to", "r0002"))
+        killed = killed_at_second_start(env, cli_env={SECRET_VARIABLE: SECRET_VALUE})
+        assert cluster.versions(env.public()) == {"n1": "1.0.0", "n2": "2.0.0"}, killed
+        converged = ok(cli("deploy", "--version", "1.0.0"))
     finally:
         results = cluster.stop_load(load)
 
     assert "n1: api@" in new.stdout and "n2: api@" in new.stdout, new.stdout
-    assert "not ready" in failed.stderr or "ready" in failed.stderr, failed.stderr
+    assert "n1: using warm api@blue" in warm.stdout, warm.stdout
+    assert "n2: using warm api@blue" in warm.stdout, warm.stdout
+    assert failed.returncode != 0, failed.stdout
+    assert "Traceback" not in failed.stderr, failed.stderr
+    assert "failed in phase 'ready'" in failed.stderr, failed.stderr
     assert "switching traffic back" not in failed.stdout, "it never switched"
-    assert versions_served(cluster, env) == {"n1": "1.0.0", "n2": "1.0.0"}, back.stdout
+    assert "n2: starting api@green (2.0.0)" in cold.stdout, cold.stdout
+    assert "interrupted" in converged.stdout, converged.stdout
+    assert cluster.versions(env.public()) == {"n1": "1.0.0", "n2": "1.0.0"}
     for target, result in results.items():
         assert result["requests"] > 100, (target, result)
         assert result["failures"] == 0, (target, result)
-    # Only the live release runs: the old colors' services and the unhealthy one are gone.
-    assert set(color_services(cluster, env).values()) == {"1.0.0"}
+    # Only the live release runs (api and web), and 2.0.0 warm: the rolled-back color's
+    # services, the unhealthy ones and the killed deploy's are gone.
+    assert sorted(color_services(cluster, env).values()) == ["1.0.0", "1.0.0", "2.0.0", "2.0.0"]
 
-    status = json.loads(ok(env.cli("status", "--env", env.name, "--json")).stdout)
+    # The file secret reached every task through Swarm (the api read its database URL from
+    # /run/secrets), and its value is in no service's spec.
+    manager = cluster.manager.client
+    assert [s.name.rsplit("-", 1)[0] for s in manager.secrets.list()] == [
+        f"conveyor-{env.name}-DATABASE_URL"
+    ]
+    assert all(SECRET_VALUE not in json.dumps(s.attrs) for s in manager.services.list())
+
+    status = json.loads(ok(cli("status", "--json")).stdout)
     assert status["live_version"] == "1.0.0"
     assert {h["name"]: h["live"]["api"] for h in status["hosts"]} == {"n1": "blue", "n2": "blue"}
+    assert (status["interrupted"], status["disagreements"]) == ([], [])
+    assert all(h["leftovers"] == [] for h in status["hosts"]), status["hosts"]
 
-    assert (
-        "swarm manager 198.18.0.1 ready, active — serves"
-        in ok(env.cli("status", "--env", env.name)).stdout
-    )
+    assert "swarm manager 198.18.0.1 ready, active — serves" in ok(cli("status")).stdout
 
-    # A drained node runs no task: status says it does not serve, and a deploy is refused
-    # before anything changes. Made active again, it gets the live release's tasks from Swarm,
-    # and its router, which kept the live color, serves it again.
+    drain_and_return(cluster, env, cli)
+
+
+def drain_and_return(cluster: Cluster, env: Any, cli: Any) -> None:
+    """A drained node runs no task: status says it does not serve, and a deploy is refused
+    before anything changes. Made active again, it gets the live release's tasks from Swarm,
+    and its router, which kept the live color, serves it again."""
     n2 = cluster.nodes[1]
     set_availability(cluster, n2, "drain")
     deadline = time.monotonic() + 60
-    while versions_served(cluster, env)["n2"] == "1.0.0":  # its router answers 503 then
+    while cluster.versions(env.public())["n2"] == "1.0.0":  # its router answers 503 then
         assert time.monotonic() < deadline, "n2 still serves after its drain"
         time.sleep(0.5)
-    drained = json.loads(ok(env.cli("status", "--env", env.name, "--json")).stdout)
+    drained = json.loads(ok(cli("status", "--json")).stdout)
     assert [(h["node"]["availability"], h["serving"]) for h in drained["hosts"]] == [
         ("active", True),
         ("drain", False),
     ]
-    refused = env.cli("deploy", "--env", env.name, "--version", "2.0.0")
+    refused = cli("deploy", "--version", "2.0.0")
     assert refused.returncode != 0
     assert "swarm node n2 is ready, drain" in refused.stderr.strip().splitlines()[-1]
-    assert versions_served(cluster, env)["n1"] == "1.0.0"
+    assert cluster.versions(env.public())["n1"] == "1.0.0"
     set_availability(cluster, n2, "active")
     deadline = time.monotonic() + 60
-    while versions_served(cluster, env) != {"n1": "1.0.0", "n2": "1.0.0"}:
-        assert time.monotonic() < deadline, versions_served(cluster, env)
+    while cluster.versions(env.public()) != {"n1": "1.0.0", "n2": "1.0.0"}:
+        assert time.monotonic() < deadline, cluster.versions(env.public())
         time.sleep(0.5)
