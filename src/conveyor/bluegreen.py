@@ -508,7 +508,8 @@ class BlueGreen:
                 self.out.warn(f"{target.name}: could not stop {name}: its engine is not answering")
 
         if stops:
-            self.out.say(f"  stopping {', '.join(name for _, name in stops)}")
+            # A swarm's color is one service on every node: named once.
+            self.out.say(f"  stopping {', '.join(dict.fromkeys(name for _, name in stops))}")
             with ThreadPoolExecutor(max_workers=4) as pool:
                 list(pool.map(stop, stops))
 
