@@ -1,5 +1,5 @@
 """Swarm's own rolling update under load, on a real two-node swarm, then conveyor on the same
-nodes with the same releases and load (issue 16).
+nodes with the same releases and load (issue 16), and what a killed task costs.
 
 Two dockerd nodes, each in its own network namespace (:mod:`testkit.swarm`), run the reference
 API as a global service on the host network (the only networking here: no overlay), so each
@@ -20,7 +20,10 @@ Then conveyor deploys 1.0.0 to a swarm environment on the same nodes (each color
 service, each node's router in front of it) and, under the same load on the routers: deploys
 2.0.0, deploys the never-healthy release (its readiness fails, nothing was switched, its
 service is removed), and rolls back to the first record, 1.0.0 (a new service from the
-ledger's image: no warm color, keep_warm = 0). Time is the command's wall time.
+ledger's image: no warm color, keep_warm = 0). Time is the command's wall time. Last, n1's
+live api task is killed: Swarm starts a new one, and until it is healthy n1's router has no
+server for /api (the other color is not running): the row counts what fails until n1 serves
+again.
 
 ``python -m benchmarks swarm`` prints the table and writes ``reports/bench/swarm.json``.
 """
@@ -53,6 +56,8 @@ HEALTH = (
     "raise SystemExit(s.makefile('rb').readline().split()[1][:1] != b'2')"
 )
 SECONDS = 1_000_000_000
+# A live task killed: no other color runs to route around it (DECISIONS: measure the loss).
+KILLED_CASE = "conveyor, n1's api task killed"
 # (case, command, its arguments after --env): r0001 is the first deploy, 1.0.0.
 CONVEYOR_CASES = [
     ("conveyor → 2.0.0", "deploy", ["--version", "2.0.0"]),
@@ -166,10 +171,26 @@ def conveyor_cases(cluster: Cluster, client: Any, dist: Path, folder: Path) -> l
     first = run_conveyor(bench, ["deploy", "--env", bench.name, "--version", "1.0.0"])
     if first != "succeeded":
         raise RuntimeError(f"conveyor's first deploy on the swarm: {first}")
-    return [
+    rows = [
         run_conveyor_case(cluster, bench, case, [verb, "--env", bench.name, *argv])
         for case, verb, argv in CONVEYOR_CASES
     ]
+    killed = measured(cluster, bench.ports[0], KILLED_CASE, lambda: kill_task(cluster, bench))
+    return [*rows, {**killed, "serving_after": cluster.versions(bench.ports[0])}]
+
+
+def kill_task(cluster: Cluster, bench: environment.BenchEnvironment) -> str:
+    """SIGKILL n1's live api task; done when n1's router serves 1.0.0 again."""
+    n1 = cluster.nodes[0]
+    labels = [f"conveyor.env={bench.name}", "conveyor.service=api"]
+    (task,) = n1.client.containers.list(filters={"label": labels})
+    task.kill()
+    deadline = time.monotonic() + 120
+    while cluster.versions(bench.ports[0])["n1"] != "1.0.0":
+        if time.monotonic() > deadline:
+            return "not replaced within 120 s"
+        time.sleep(0.1)
+    return "replaced by Swarm"
 
 
 def run_case(cluster: Cluster, case: str, version: str, order: str) -> dict[str, Any]:
