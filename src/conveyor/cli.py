@@ -31,7 +31,7 @@ def cmd_setup(args: argparse.Namespace) -> int:
     from conveyor import machine  # noqa: PLC0415 - docker import only when needed
 
     console.say("Setting up this machine for conveyor:")
-    machine.run(_config(args), say=console.say)
+    machine.run(_config(args), say=console.say, swarm=args.swarm)
     return 0
 
 
@@ -346,7 +346,14 @@ def _command(
 
 
 def _add_setup_commands(sub: Subparsers) -> None:
-    _command(sub, "setup", cmd_setup, "Install and start what conveyor needs on this machine.")
+    setup = _command(
+        sub, "setup", cmd_setup, "Install and start what conveyor needs on this machine."
+    )
+    setup.add_argument(
+        "--swarm",
+        action="store_true",
+        help="also a one-node Docker Swarm on its own dockerd, for the swarm environment",
+    )
     check = _command(sub, "config-check", cmd_config_check, "Validate deploy.toml.")
     check.add_argument("--env")
 

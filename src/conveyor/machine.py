@@ -262,7 +262,8 @@ TEST_TOOLS = {
 }
 
 
-def run(config: Config, *, say: Callable[[str], None] = print) -> Report:
+def run(config: Config, *, say: Callable[[str], None] = print, swarm: bool = False) -> Report:
+    """Set the machine up; ``swarm``: also a one-node swarm for the ``swarm`` environment."""
     report = Report(say=say)
     missing = missing_packages(TEST_TOOLS)
     if not missing:
@@ -274,4 +275,8 @@ def run(config: Config, *, say: Callable[[str], None] = print) -> Report:
     client = ensure_engine(report)
     base = ensure_base_image(client, config, report)
     ensure_pgtools_image(client, config, base, report)
+    if swarm:
+        from conveyor import localswarm  # noqa: PLC0415 - it builds on this module
+
+        localswarm.ensure(report, client, [base])
     return report

@@ -261,6 +261,7 @@ def schema_phase(session: Session) -> SchemaPhase:
         session.out,
         log_dir=session.config.root / ".conveyor" / "logs",
         on_phase=_phase_tracer(),
+        image_source=session.image_source(),
     )
 
 
@@ -632,7 +633,7 @@ class Move:
             ledger.write(record, use_reserve=True)
 
         common: dict[str, Any] = {
-            "local_client": self.session.primary.client,
+            "local_client": self.session.image_source(),
             "on_phase": _phase_tracer(),
             "on_intent": intent,
             # The lock may have been broken under us: then someone else may be deploying.

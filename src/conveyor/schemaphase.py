@@ -60,6 +60,8 @@ class SchemaPhase:
     out: Console
     log_dir: Path | None = None
     on_phase: Callable[[Phase], None] | None = None
+    # The engine a release's image is copied from when the primary lacks it (Session's).
+    image_source: Any = None
 
     def site(self) -> backups.Site:
         return backups.Site(self.primary.client, self.env.name, self.log_dir)
@@ -76,7 +78,7 @@ class SchemaPhase:
         lines = []
         for service in migrating_services(self.env):
             image = release.images[service.image]
-            self.primary.ensure_image(image.image_id, image.reference, None)
+            self.primary.ensure_image(image.image_id, image.reference, self.image_source)
             plan = self.command(service, image.image_id, record_id).plan()
             lines.extend(describe_plan(service, plan))
         return lines
@@ -133,7 +135,7 @@ class SchemaPhase:
                 continue
             command = self.command(service, image.image_id, record.id)
             with self.failing_as("migrate"):
-                self.primary.ensure_image(image.image_id, image.reference, None)
+                self.primary.ensure_image(image.image_id, image.reference, self.image_source)
                 plan = command.plan()
             entry: dict[str, Any] = plan.as_dict() | {"ran": [], "backup": None}
             record.schema[service.name] = entry
@@ -241,7 +243,7 @@ class SchemaPhase:
             if not image:
                 continue
             reference = str(target.services[service.name].get("reference", ""))
-            self.primary.ensure_image(image, reference, None)
+            self.primary.ensure_image(image, reference, self.image_source)
             verdicts[service.name] = self.command(service, image, record_id).current()
         return verdicts
 

@@ -8,11 +8,12 @@ module in the import chain that needs the docker SDK.
 from __future__ import annotations
 
 import contextlib
+from typing import Any
 
-from conveyor import images, swarm
+from conveyor import engine, images, swarm
 from conveyor.config import Config
 from conveyor.console import Console, console
-from conveyor.errors import ConveyorError
+from conveyor.errors import ConveyorError, EngineUnavailable
 from conveyor.hosts import HostTarget, connect_hosts
 from conveyor.ledger import Ledger, ReleaseRecord
 from conveyor.lockinfo import LockInfo
@@ -38,6 +39,7 @@ class Session:
             self.primary.client, self.env.name, self.router_image, host=self.primary.name
         )
         self.ledger = Ledger(self.store)
+        self._image_source: Any = None
 
     def _existing_router_image(self) -> str | None:
         with contextlib.suppress(ConveyorError):
@@ -59,6 +61,17 @@ class Session:
             target.router_image = tag
         self.router_image = tag
         self.store.image = tag
+
+    def image_source(self) -> Any:
+        """Where a host that lacks a release's image (and has no registry to pull it from)
+        gets a copy: this machine's engine, where ``nox -s image`` built it; the primary
+        host's when this machine has none."""
+        if self._image_source is None:
+            self._image_source = self.primary.client
+            if self.primary.host.endpoint() is not None:
+                with contextlib.suppress(EngineUnavailable):
+                    self._image_source = engine.connect(timeout=30)
+        return self._image_source
 
     def lock(self) -> EnvironmentLock:
         return EnvironmentLock(
