@@ -52,7 +52,7 @@ def node(listing: list[dict[str, Any]], attrs: dict[str, Any] | None = None) -> 
 
 def node_attrs(state: str, availability: str) -> dict[str, Any]:
     return {
-        "Status": {"State": state, "Addr": "10.0.0.1"},
+        "Status": {"State": state, "Addr": "192.0.2.1"},
         "Spec": {"Availability": availability, "Role": "manager"},
     }
 
