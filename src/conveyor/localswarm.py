@@ -9,8 +9,6 @@ join it or reach it. ``scripts/setup --swarm`` makes it; it is idempotent, like 
 
 from __future__ import annotations
 
-import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
@@ -72,26 +70,6 @@ def _engine(report: machine.Report, wait: float) -> Any:
         )
     machine.ensure_containerd(report, wait=wait)
     RUN.mkdir(parents=True, exist_ok=True)
-    LOG.parent.mkdir(parents=True, exist_ok=True)
-    with LOG.open("ab") as log:
-        subprocess.Popen(
-            ["dockerd", *ARGS],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-    deadline = time.monotonic() + wait
-    while True:
-        try:
-            client = engine.connect(ENDPOINT, timeout=10)
-        except EngineUnavailable:
-            if time.monotonic() > deadline:
-                raise EngineUnavailable(
-                    f"started the swarm's dockerd but it did not answer within {wait:.0f} s — "
-                    f"see {LOG}"
-                ) from None
-            time.sleep(0.5)
-        else:
-            report.did(f"started the swarm's dockerd at {ENDPOINT} (log: {LOG})")
-            return client
+    client = machine.start_dockerd(ARGS, LOG, ENDPOINT, wait=wait)
+    report.did(f"started the swarm's dockerd at {ENDPOINT} (log: {LOG})")
+    return client

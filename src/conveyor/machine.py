@@ -118,11 +118,21 @@ def ensure_engine(report: Report, *, wait: float = 60.0) -> Any:
             f"scripts/setup as root to install and start Debian's docker.io"
         )
     apt_install(missing_packages({"dockerd": "docker.io"}), report)
-    DOCKERD_LOG.parent.mkdir(parents=True, exist_ok=True)
     ensure_containerd(report, wait=wait)
-    with DOCKERD_LOG.open("ab") as log:
+    client = start_dockerd(DOCKERD_ARGS, DOCKERD_LOG, None, wait=wait)
+    report.did(f"started dockerd {' '.join(DOCKERD_ARGS)} (log: {DOCKERD_LOG})")
+    return client
+
+
+def start_dockerd(
+    args: tuple[str, ...], log_path: Path, endpoint: str | None, *, wait: float
+) -> Any:
+    """Start ``dockerd ARGS`` in its own session, logging to ``log_path``, and return a client
+    for ``endpoint`` (None: the default socket) once it answers."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as log:
         subprocess.Popen(
-            ["dockerd", *DOCKERD_ARGS],
+            ["dockerd", *args],
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -131,16 +141,13 @@ def ensure_engine(report: Report, *, wait: float = 60.0) -> Any:
     deadline = time.monotonic() + wait
     while True:
         try:
-            client = engine.connect(timeout=10)
-            break
+            return engine.connect(endpoint, timeout=10)
         except EngineUnavailable:
             if time.monotonic() > deadline:
                 raise EngineUnavailable(
-                    f"started dockerd but it did not answer within {wait:.0f} s — see {DOCKERD_LOG}"
+                    f"started dockerd but it did not answer within {wait:.0f} s — see {log_path}"
                 ) from None
             time.sleep(0.5)
-    report.did(f"started dockerd {' '.join(DOCKERD_ARGS)} (log: {DOCKERD_LOG})")
-    return client
 
 
 def ensure_containerd(report: Report, *, wait: float) -> None:
