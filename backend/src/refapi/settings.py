@@ -231,7 +231,12 @@ def read_secret_file(variable: str, path: str, *, wait: float, poll: float = 0.0
         try:
             with open(path, encoding="utf-8") as handle:
                 value = handle.read().strip()
-            break
+            # A file that appeared while we waited may be caught between its creation and its
+            # write (an archive upload does both): empty, it is not complete yet.
+            if value or not said or time.monotonic() >= deadline:
+                break
+            time.sleep(poll)
+            continue
         except FileNotFoundError:
             if time.monotonic() >= deadline:
                 raise ConfigError(

@@ -40,6 +40,18 @@ def test_a_file_that_appears_after_start_is_waited_for(
     assert capsys.readouterr().err == f"refapi: waiting for DATABASE_URL_FILE={secret}\n"
 
 
+def test_a_file_caught_between_its_creation_and_its_write_is_waited_for(
+    tmp_path: Path,
+) -> None:
+    secret = tmp_path / "DATABASE_URL"
+    created = threading.Timer(0.2, secret.touch)
+    written = threading.Timer(0.6, lambda: secret.write_text(URL))
+    created.start()
+    written.start()
+    settings = Settings.from_env({"DATABASE_URL_FILE": str(secret), "SECRET_FILE_WAIT": "10"})
+    assert settings.database_url.password == IN_FILE
+
+
 def test_a_file_that_never_comes_ends_in_one_line_without_a_value(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
