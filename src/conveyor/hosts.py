@@ -88,6 +88,11 @@ class HostTarget:
         """A swarm node's state as its manager sees it; None for a host."""
         return None
 
+    def keeps_state_copy(self) -> bool:
+        """Whether this host keeps a copy of the environment's state beside the primary's (a
+        swarm's other managers do, :mod:`conveyor.replicas`)."""
+        return False
+
     def preflight(self) -> None:
         """Raise a ConveyorError when this host cannot take a release now (a swarm node
         drained or down); a host that answers always can."""

@@ -774,6 +774,13 @@ def take_lock(
         session.ledger.audit("lock-broken", holder=holder.__dict__, why=why)
 
     lock.acquire(ledger_mod.who(), version, message, wait=wait, on_broken=broken)
+    try:
+        copied = session.store.sync()
+    except BaseException:
+        lock.release()
+        raise
+    for host, count in copied.items():
+        out.say(f"  {host}: copied {count} ledger and audit files that its state copy lacked")
     return lock
 
 

@@ -19,6 +19,7 @@ from conveyor.ledger import Ledger, ReleaseRecord
 from conveyor.lockinfo import LockInfo
 from conveyor.locks import EnvironmentLock
 from conveyor.observe import EnvironmentState, observe
+from conveyor.replicas import ReplicatedStore
 from conveyor.state import StateStore
 
 
@@ -35,11 +36,25 @@ class Session:
         self.router_image: str | None = self._existing_router_image()
         for target in self.targets:  # read-only commands' helpers (flags) need it too
             target.router_image = target.router_image or self.router_image
-        self.store = StateStore(
-            self.primary.client, self.env.name, self.router_image, host=self.primary.name
-        )
+        self.store = self._state_store()
         self.ledger = Ledger(self.store)
         self._image_source: Any = None
+
+    def _state_store(self) -> StateStore:
+        """The state on the primary host, copied to every other host that keeps a copy (a
+        swarm's managers)."""
+        copies = [
+            StateStore(target.client, self.env.name, self.router_image, host=target.name)
+            for target in self.targets[1:]
+            if target.keeps_state_copy()
+        ]
+        if not copies:
+            return StateStore(
+                self.primary.client, self.env.name, self.router_image, host=self.primary.name
+            )
+        return ReplicatedStore(
+            self.primary.client, self.env.name, self.router_image, self.primary.name, copies
+        )
 
     def _existing_router_image(self) -> str | None:
         with contextlib.suppress(ConveyorError):

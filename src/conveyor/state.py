@@ -220,6 +220,11 @@ class StateStore:
             return False
         return True
 
+    def sync(self) -> dict[str, int]:
+        """Bring copies of this state up to date (:mod:`conveyor.replicas`): one volume has
+        none."""
+        return {}
+
     def read_tree(self, path: str) -> dict[str, bytes]:
         """Every file under ``path`` (relative), keyed by its path relative to the state dir."""
         container = self._find()

@@ -2,8 +2,9 @@
 
 The environment's hosts are the swarm's nodes. The first is a manager: conveyor creates and
 removes services through it, and keeps the ledger and the lock on its engine, as on a primary
-host. Every node is also reached on its own engine, because Swarm's API cannot exec on other
-nodes and each node's router and health probes sit on that node (DECISIONS): a node is a
+host; every other manager among the hosts keeps a copy of the ledger (:mod:`conveyor.replicas`).
+Every node is also reached on its own engine, because Swarm's API cannot exec on other nodes
+and each node's router and health probes sit on that node (DECISIONS): a node is a
 :class:`~conveyor.hosts.HostTarget` whose color containers Swarm makes and keeps.
 
 - **A color** is the service ``conveyor-<env>-<service>-<color>-<release>``, global, host
@@ -63,6 +64,8 @@ class SwarmNode(HostTarget):
 
     manager: Any = None
     node_id: str = ""
+    # Whether this node is a manager itself (its engine's own view when it was connected).
+    is_manager: bool = False
 
     # --- observation ---------------------------------------------------------------------
 
@@ -97,6 +100,10 @@ class SwarmNode(HostTarget):
             "role": str(attrs["Spec"]["Role"]),
             "address": str(attrs["Status"].get("Addr", "")),
         }
+
+    def keeps_state_copy(self) -> bool:
+        """Every manager keeps a copy of the ledger, so it survives losing one (DECISIONS)."""
+        return self.is_manager
 
     def preflight(self) -> None:
         """A drained, paused or down node would get no task of the new color: refuse before
@@ -272,7 +279,8 @@ def connect_nodes(config: Config, env: Environment) -> list[HostTarget]:
     for host in env.hosts:
         client = manager if host is first else engine.connect(host.endpoint())
         joined = cluster if host is first else _swarm_of(client, host.name, env.name)
-        if not _has_node(manager, joined["NodeID"]):
+        seen = _node_spec(manager, joined["NodeID"])
+        if seen is None:
             raise EngineUnavailable(
                 f"{env.name}: host {host.name} is not a node of the swarm that {first.name} "
                 f"manages — join it (docker swarm join-token worker, on {first.name})"
@@ -285,17 +293,20 @@ def connect_nodes(config: Config, env: Environment) -> list[HostTarget]:
                 ports=router.Ports.of(env, 0),
                 manager=manager,
                 node_id=joined["NodeID"],
+                # The manager's view: a node just promoted keeps a copy at once.
+                is_manager=seen.get("Role") == "manager",
             )
         )
     return nodes
 
 
-def _has_node(manager: Any, node_id: str) -> bool:
+def _node_spec(manager: Any, node_id: str) -> dict[str, Any] | None:
+    """The node's spec (role, availability) as the manager holds it; None if not its node."""
     try:
-        manager.api.inspect_node(node_id)
+        spec: dict[str, Any] = manager.api.inspect_node(node_id)["Spec"]
     except docker.errors.NotFound:
-        return False
-    return True
+        return None
+    return spec
 
 
 def _swarm_of(client: Any, host: str, env: str) -> dict[str, Any]:

@@ -64,14 +64,15 @@ def killed_at_second_start(env: Any, cli_env: dict[str, str]) -> str:
     return "\n".join(seen)
 
 
+def update_node(cluster: Cluster, node: Node, *, through: Node | None = None, **spec: str) -> None:
+    """Change ``node``'s spec (Availability, Role) through the manager ``through``."""
+    manager = (through or cluster.manager).client
+    entry = next(n for n in manager.nodes.list() if n.attrs["Status"].get("Addr") == node.address)
+    entry.update({**entry.attrs["Spec"], **spec})
+
+
 def set_availability(cluster: Cluster, node: Node, availability: str) -> None:
-    entry = next(
-        n
-        for n in cluster.manager.client.nodes.list()
-        if n.attrs["Status"].get("Addr") == node.address
-    )
-    spec = entry.attrs["Spec"]
-    entry.update({**spec, "Availability": availability})
+    update_node(cluster, node, Availability=availability)
 
 
 def test_deploys_and_rollbacks_run_every_node_on_swarm_services_without_a_failed_request(
@@ -137,6 +138,7 @@ def test_deploys_and_rollbacks_run_every_node_on_swarm_services_without_a_failed
     assert "swarm manager 198.18.0.1 ready, active — serves" in ok(cli("status")).stdout
 
     drain_and_return(cluster, env, cli)
+    lose_the_first_manager(cluster, env, cli)
 
 
 def drain_and_return(cluster: Cluster, env: Any, cli: Any) -> None:
@@ -163,3 +165,27 @@ def drain_and_return(cluster: Cluster, env: Any, cli: Any) -> None:
     while cluster.versions(env.public()) != {"n1": "1.0.0", "n2": "1.0.0"}:
         assert time.monotonic() < deadline, cluster.versions(env.public())
         time.sleep(0.5)
+
+
+def lose_the_first_manager(cluster: Cluster, env: Any, cli: Any) -> None:
+    """n2, promoted to manager after five releases, gets the whole ledger with the next deploy.
+    Then n1, the manager that held it from the start, is lost: with n2 listed alone, the
+    history is the same and a rollback runs from n2's copy. (n1 is demoted before its daemon
+    stops: two managers keep no quorum without each other; three would lose one as it is.)"""
+    n1, n2 = cluster.nodes
+    update_node(cluster, n2, Role="manager")
+    promoted = ok(cli("deploy", "--version", "2.0.0"))
+    assert "n2: copied " in promoted.stdout, promoted.stdout
+    history = json.loads(ok(cli("history", "--json")).stdout)
+
+    update_node(cluster, n1, through=n2, Role="worker")
+    n1.daemon.stop()
+    text = env.config_path.read_text()
+    listed = f'{{ name = "n1", docker = {json.dumps(n1.daemon.url)}, access = "exec" }}, '
+    assert listed in text, text
+    env.config_path.write_text(text.replace(listed, ""))
+
+    assert json.loads(ok(cli("history", "--json")).stdout) == history
+    rolled = ok(cli("rollback"))
+    assert "n2: using warm api@" in rolled.stdout, rolled.stdout
+    assert json.loads(cluster.get(n2.address, env.public(), "/api/version"))["version"] == "1.0.0"
