@@ -301,6 +301,18 @@ def status(c: Context, env: str, json: bool = False, stats: bool = False) -> Non
 @task(
     help={
         "env": "environment",
+        "bind": "where the front listens (default: *:80)",
+        "out": "write the config to this file (default: print it)",
+    }
+)
+def front(c: Context, env: str, bind: str | None = None, out: str | None = None) -> None:
+    """Write the HAProxy config of a load balancer in front of every host's router."""
+    _conveyor("front", "--env", env, *_options(("--bind", bind), ("--out", out)))
+
+
+@task(
+    help={
+        "env": "environment",
         "json": "machine-readable output",
         "limit": "show at most this many records, newest first (default: 50)",
     }

@@ -246,6 +246,18 @@ def cmd_history(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_front(args: argparse.Namespace) -> int:
+    from conveyor import front  # noqa: PLC0415
+
+    text = front.front_config(_config(args), args.env, bind=args.bind)
+    if args.out is None:
+        sys.stdout.write(text)
+    else:
+        Path(args.out).write_text(text, encoding="utf-8")
+        console.say(f"wrote {args.out}: run it with haproxy -f {args.out}")
+    return 0
+
+
 def cmd_unlock(args: argparse.Namespace) -> int:
     from conveyor import operations  # noqa: PLC0415
 
@@ -541,6 +553,15 @@ def _add_inspect_commands(sub: Subparsers) -> None:
     hist.add_argument("--env", required=True)
     hist.add_argument("--json", action="store_true")
     hist.add_argument("--limit", type=int, default=50)
+    front = _command(
+        sub,
+        "front",
+        cmd_front,
+        "Write the HAProxy config of a load balancer in front of every host's router.",
+    )
+    front.add_argument("--env", required=True)
+    front.add_argument("--bind", help="where it listens, ADDRESS:PORT (default: *:80)")
+    front.add_argument("--out", help="write it to this file (default: print it)")
     unlock = _command(
         sub,
         "unlock",
