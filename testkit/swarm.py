@@ -171,11 +171,44 @@ class Cluster:
             check=False,
         )
 
+    def start_front(self, config: Path) -> subprocess.Popen[str]:
+        """HAProxy with ``config`` (``conveyor front``'s) in the switch's namespace: the front
+        load balancer, between clients and every node's router. Stop it with
+        :meth:`stop_front`."""
+        checked = subprocess.run(
+            ["haproxy", "-c", "-q", "-f", os.fspath(config)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if checked.returncode != 0:
+            raise SwarmFailed(f"the front's config is refused: {checked.stderr.strip()[-500:]}")
+        return subprocess.Popen(
+            ["nsenter", f"--net=/run/netns/{self.switch}", "haproxy", "-db", "-f", config],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    @staticmethod
+    def stop_front(front: subprocess.Popen[str]) -> str:
+        """Stop the front; what it said on stderr."""
+        front.terminate()
+        _out, err = front.communicate(timeout=30)
+        return err
+
     def start_load(
-        self, port: int, path: str, *, rate: float, max_seconds: float = 300
+        self,
+        port: int,
+        path: str,
+        *,
+        rate: float,
+        max_seconds: float = 300,
+        targets: Sequence[str] = (),
     ) -> subprocess.Popen[str]:
-        """Keep-alive load (``rate`` req/s) on ``port`` of every node, from the switch's
-        namespace, until :meth:`stop_load` (or ``max_seconds``)."""
+        """Keep-alive load (``rate`` req/s) on ``port`` of every node (or on ``targets``,
+        ``HOST:PORT`` as seen from the switch's namespace), from the switch's namespace, until
+        :meth:`stop_load` (or ``max_seconds``)."""
         load = subprocess.Popen(
             [
                 "nsenter",
@@ -183,7 +216,7 @@ class Cluster:
                 sys.executable,
                 "-m",
                 "testkit.loadgen",
-                *(f"{node.address}:{port}" for node in self.nodes),
+                *(targets or [f"{node.address}:{port}" for node in self.nodes]),
                 f"--path={path}",
                 f"--rate={rate}",
                 f"--max-seconds={max_seconds}",

@@ -230,6 +230,18 @@ class BlueGreen:
 
     def move_host(self, run: Execution, host_plan: HostPlan) -> None:
         target = self.targets[host_plan.host]
+        try:
+            self._move_host(run, target, host_plan)
+        except PhaseFailed as failure:
+            # A swarm node drained or lost meanwhile is the cause, whatever phase noticed it.
+            why = None
+            with contextlib.suppress(Exception):  # explaining a failure must not hide it
+                why = target.not_taking_tasks()
+            if why is None or why in failure.reason:
+                raise
+            raise PhaseFailed(failure.phase, f"{why} ({failure.reason})") from None
+
+    def _move_host(self, run: Execution, target: HostTarget, host_plan: HostPlan) -> None:
         name = host_plan.host
         with self.phase(run, "start", name):
             self.start(run, target, host_plan)

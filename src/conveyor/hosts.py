@@ -93,6 +93,11 @@ class HostTarget:
         swarm's other managers do, :mod:`conveyor.replicas`)."""
         return False
 
+    def not_taking_tasks(self) -> str | None:
+        """Why this host stopped taking the release's containers during a run (a swarm node
+        drained or lost), in one line with what to do; None while it takes them."""
+        return None
+
     def preflight(self) -> None:
         """Raise a ConveyorError when this host cannot take a release now (a swarm node
         drained or down); a host that answers always can."""

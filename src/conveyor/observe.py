@@ -43,9 +43,7 @@ class HostState:
         manager schedules tasks on it."""
         if live is None or not self.router_up:
             return False
-        if self.node is not None and (
-            self.node.get("state") != "ready" or self.node.get("availability") != "active"
-        ):
+        if self.node is not None and not terms.takes_tasks(self.node):
             return False
         for service in self.live:
             container = self.expected(live, service)

@@ -45,6 +45,7 @@ from conveyor.containers import (
 from conveyor.errors import ConveyorError, EngineUnavailable
 from conveyor.hosts import HostTarget
 from conveyor.secretfiles import file_secrets
+from conveyor.terms import takes_tasks
 
 SERVICE_LABEL = "com.docker.swarm.service.name"
 # Swarm's limit on a service's name (a DNS label).
@@ -53,6 +54,8 @@ MAX_SERVICE_NAME = 63
 RESTART_DELAY_NS = 1_000_000_000
 # Task containers Swarm is starting or runs; an exited one is task history.
 LIVE_STATES = ("created", "running", "restarting")
+# While waiting for a task, how often to ask the manager whether the node still takes tasks.
+NODE_CHECK_EVERY = 1.0
 # Beyond the stop timeout (Swarm's grace period), how long a removed service's task may take.
 STOP_MARGIN = 10.0
 
@@ -109,7 +112,7 @@ class SwarmNode(HostTarget):
         """A drained, paused or down node would get no task of the new color: refuse before
         anything changes rather than fail halfway."""
         node = self.node() or {}
-        if node.get("state") != "ready" or node.get("availability") != "active":
+        if not takes_tasks(node):
             raise ConveyorError(
                 f"swarm node {self.name} is {node.get('state')}, {node.get('availability')} — "
                 f"make it active (docker node update --availability active <node>) or take it "
@@ -213,20 +216,43 @@ class SwarmNode(HostTarget):
         return references
 
     def _wait_task(self, name: str) -> Container:
+        """This node's task container of service ``name`` once Swarm made it; a node drained
+        or lost meanwhile gets none, and is said so at once."""
         deadline = time.monotonic() + self.env.timeouts.ready
+        checked = time.monotonic()
         while True:
             listing = self._task_listing(name, live=False)
             if listing is not None:
+                if listing.get("State") not in LIVE_STATES:  # shut down: by a drain, say so
+                    self._raise_if_not_taking_tasks()
                 # Swarm may remove a failed task's container between the list and the get.
                 with contextlib.suppress(docker.errors.NotFound):
                     container: Container = self.client.containers.get(listing["Id"])
                     return container
+            if time.monotonic() - checked >= NODE_CHECK_EVERY:
+                checked = time.monotonic()
+                self._raise_if_not_taking_tasks()
             if time.monotonic() > deadline:
                 raise ConveyorError(
                     f"Swarm started no task of {name} on node {self.name} within "
                     f"{self.env.timeouts.ready:g} s ({self._task_state(name)})"
                 )
             time.sleep(0.1)
+
+    def not_taking_tasks(self) -> str | None:
+        node = self.node() or {}
+        if takes_tasks(node):
+            return None
+        return (
+            f"swarm node {self.name} became {node.get('state')}, {node.get('availability')} "
+            f"during the deploy: Swarm stops its tasks there — make it active (docker node "
+            f"update --availability active <node>) and deploy again"
+        )
+
+    def _raise_if_not_taking_tasks(self) -> None:
+        why = self.not_taking_tasks()
+        if why is not None:
+            raise ConveyorError(why)
 
     def _task_state(self, name: str) -> str:
         """What the manager says of the service's newest task on this node, in words."""

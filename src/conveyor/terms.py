@@ -7,6 +7,7 @@ every use and a new phase or role is added in exactly one place.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Literal, get_args
 
 Color = Literal["blue", "green"]
@@ -59,6 +60,12 @@ STRATEGIES: tuple[Strategy, ...] = get_args(Strategy)
 # services that a manager keeps on every node (the hosts are then the swarm's nodes).
 Engine = Literal["docker", "swarm"]
 ENGINES: tuple[Engine, ...] = get_args(Engine)
+
+
+def takes_tasks(node: Mapping[str, str]) -> bool:
+    """Whether Swarm schedules tasks on a node, from its manager's view of it (state ready or
+    down; availability active, pause or drain)."""
+    return node.get("state") == "ready" and node.get("availability") == "active"
 
 
 def other(color: str) -> Color:

@@ -8,6 +8,7 @@ a node's address). Load runs from the switch's namespace on both nodes' routers 
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from typing import Any
 
@@ -137,34 +138,75 @@ def test_deploys_and_rollbacks_run_every_node_on_swarm_services_without_a_failed
 
     assert "swarm manager 198.18.0.1 ready, active — serves" in ok(cli("status")).stdout
 
-    drain_and_return(cluster, env, cli)
+    drain_and_return(cluster, env, cli, cli_env={SECRET_VARIABLE: SECRET_VALUE})
     lose_the_first_manager(cluster, env, cli)
 
 
-def drain_and_return(cluster: Cluster, env: Any, cli: Any) -> None:
-    """A drained node runs no task: status says it does not serve, and a deploy is refused
-    before anything changes. Made active again, it gets the live release's tasks from Swarm,
-    and its router, which kept the live color, serves it again."""
+def drain_and_return(cluster: Cluster, env: Any, cli: Any, cli_env: dict[str, str]) -> None:
+    """Under load through a front HAProxy that ``conveyor front`` wrote (in the switch's
+    namespace): n2 drained while a deploy moves n1. Swarm stops n2's tasks and its router
+    answers 503; the front stops sending there, retrying those requests on n1. The deploy fails
+    as it reaches n2, in one line naming the drain, and puts n1 back. Status says n2 does not
+    serve, and another deploy is refused before anything changes. Made active again, n2 gets
+    the live release's tasks from Swarm; its router, which kept the live color, serves it, and
+    the front sends to it again. Not one request fails."""
     n2 = cluster.nodes[1]
-    set_availability(cluster, n2, "drain")
-    deadline = time.monotonic() + 60
-    while cluster.versions(env.public())["n2"] == "1.0.0":  # its router answers 503 then
-        assert time.monotonic() < deadline, "n2 still serves after its drain"
-        time.sleep(0.5)
-    drained = json.loads(ok(cli("status", "--json")).stdout)
-    assert [(h["node"]["availability"], h["serving"]) for h in drained["hosts"]] == [
-        ("active", True),
-        ("drain", False),
-    ]
-    refused = cli("deploy", "--version", "2.0.0")
-    assert refused.returncode != 0
-    assert "swarm node n2 is ready, drain" in refused.stderr.strip().splitlines()[-1]
-    assert cluster.versions(env.public())["n1"] == "1.0.0"
-    set_availability(cluster, n2, "active")
-    deadline = time.monotonic() + 60
-    while cluster.versions(env.public()) != {"n1": "1.0.0", "n2": "1.0.0"}:
-        assert time.monotonic() < deadline, cluster.versions(env.public())
-        time.sleep(0.5)
+    config = env.config_path.parent / "front.cfg"
+    ok(cli("front", "--bind", f"127.0.0.1:{env.public()}", "--out", str(config)))
+    front = cluster.start_front(config)
+    load = cluster.start_load(
+        env.public(), "/api/version", rate=50, max_seconds=150,
+        targets=[f"127.0.0.1:{env.public()}"],
+    )  # fmt: skip
+    try:
+        drained_deploy = deploy_draining_n2(cluster, env, cli_env)
+        assert cluster.versions(env.public())["n1"] == "1.0.0"
+        drained = json.loads(ok(cli("status", "--json")).stdout)
+        assert [(h["node"]["availability"], h["serving"]) for h in drained["hosts"]] == [
+            ("active", True),
+            ("drain", False),
+        ]
+        refused = cli("deploy", "--version", "2.0.0")
+        assert refused.returncode != 0
+        assert "swarm node n2 is ready, drain" in refused.stderr.strip().splitlines()[-1]
+        assert cluster.versions(env.public())["n1"] == "1.0.0"
+        set_availability(cluster, n2, "active")
+        deadline = time.monotonic() + 60
+        while cluster.versions(env.public()) != {"n1": "1.0.0", "n2": "1.0.0"}:
+            assert time.monotonic() < deadline, cluster.versions(env.public())
+            time.sleep(0.5)
+        time.sleep(3)  # the front's two good checks, then requests on n2 again
+    finally:
+        results = cluster.stop_load(load)
+        said = cluster.stop_front(front)
+    assert drained_deploy.returncode != 0, drained_deploy.stdout
+    assert "swarm node n2 became ready, drain during the deploy" in drained_deploy.stderr, (
+        drained_deploy.stderr
+    )
+    assert "n1: switching traffic back" in drained_deploy.stdout, drained_deploy.stdout
+    (result,) = results.values()
+    assert result["requests"] > 100, result
+    assert result["failures"] == 0, (result, said)
+    assert "n2 is DOWN" in said and "n2 is UP" in said, said
+
+
+def deploy_draining_n2(cluster: Cluster, env: Any, cli_env: dict[str, str]) -> Any:
+    """A deploy of 2.0.0 during which n2 is drained, as n1's new color gets ready."""
+    process = env.cli_running(
+        "deploy", "--env", env.name, "--version", "2.0.0",
+        env={**cli_env, "CONVEYOR_TRACE_PHASES": "1"},
+    )  # fmt: skip
+    assert process.stderr is not None
+    seen = []
+    for line in process.stderr:
+        seen.append(line)
+        if line.strip() == "phase: ready":
+            set_availability(cluster, cluster.nodes[1], "drain")
+            break
+    stdout, stderr = process.communicate(timeout=120)
+    return subprocess.CompletedProcess(
+        process.args, process.returncode, stdout, "".join(seen) + stderr
+    )
 
 
 def lose_the_first_manager(cluster: Cluster, env: Any, cli: Any) -> None:
