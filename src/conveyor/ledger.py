@@ -110,15 +110,18 @@ class ReleaseRecord:
         return self.outcome == SUCCEEDED or (self.verified and self.outcome != FAILED)
 
     def warm_containers(self, host: str) -> dict[str, str]:
-        """The previous release's containers this deploy kept warm on ``host``, by service."""
+        """The previous release's containers this deploy kept warm on ``host``, by service
+        (for a host it does not list, see :func:`_for_host`)."""
         by_host = self.warm.get("containers") if isinstance(self.warm, dict) else None
-        containers = by_host.get(host) if isinstance(by_host, dict) else None
+        containers = _for_host(by_host, host) if isinstance(by_host, dict) else None
         if not isinstance(containers, dict):
             return {}
         return {str(k): str(v) for k, v in containers.items()}
 
     def container(self, host: str, service: str) -> str | None:
-        return self.containers.get(host, {}).get(service)
+        """``host``'s container of ``service`` in this release (see :func:`_for_host`)."""
+        containers = _for_host(self.containers, host)
+        return containers.get(service) if isinstance(containers, dict) else None
 
     def canary_summary(self) -> str:
         """``25% pass, 50% pass → promoted`` for a canary rollout; empty otherwise."""
@@ -179,6 +182,20 @@ class ReleaseRecord:
 
 
 _RECORD_TYPES = typing.get_type_hints(ReleaseRecord)
+
+
+def _for_host(by_host: dict[str, Any], host: str) -> Any:
+    """``by_host[host]``; for a host the record does not list, the first listed host's entry.
+
+    A swarm node that joined after a release runs that release's tasks too (Swarm schedules a
+    global service everywhere), and a color's service has one name on every node: without this
+    the node would take the release's warm service for a leftover and remove it, for every
+    node. On hosts a container of the record can exist only where the record ran, so the name
+    matches nothing on a host added since.
+    """
+    if host in by_host:
+        return by_host[host]
+    return next(iter(by_host.values()), None)
 
 
 def _fits(value: Any, hint: Any) -> bool:

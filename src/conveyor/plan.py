@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from conveyor.config import Environment
 from conveyor.containers import ServiceContainer, container_fingerprint, service_container_name
+from conveyor.errors import ConveyorError
 from conveyor.ledger import ReleaseRecord
 from conveyor.observe import EnvironmentState, HostState
 from conveyor.releases import Release, ServiceImage
@@ -249,6 +250,8 @@ def plan_move(
         notes.append(
             f"{record.id} ({record.version}) was interrupted; its leftovers are cleaned up"
         )
+    if env.engine == "swarm":
+        _refuse_removing_what_another_node_reuses(env.name, host_plans)
     strategy, why = _strategy(env, kind, host_plans)
     if why:
         notes.append(why)
@@ -268,6 +271,22 @@ def plan_move(
         notes=tuple(notes),
         keep_warm=env.keep_warm if kind != ROLLBACK else 0.0,
     )
+
+
+def _refuse_removing_what_another_node_reuses(env: str, host_plans: list[HostPlan]) -> None:
+    """On a swarm a color's service is one for every node: a node that stops it as a leftover
+    removes it from a node that reuses it. Plans read from one ledger agree; if they do not,
+    stop before anything changes."""
+    reused = {m.reuse: h.host for h in host_plans for m in h.moves if m.reuse}
+    for host_plan in host_plans:
+        for move in host_plan.moves:
+            for name in move.stop_first:
+                if name in reused:
+                    raise ConveyorError(
+                        f"swarm nodes disagree: {host_plan.host} would remove {name}, which "
+                        f"{reused[name]} reuses — see why with invoke status --env {env}, "
+                        f"then run invoke recover --env {env}"
+                    )
 
 
 def _strategy(

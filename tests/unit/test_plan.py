@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 
 from conveyor import config, router
 from conveyor.containers import ServiceContainer, container_fingerprint
+from conveyor.errors import ConveyorError
 from conveyor.ledger import ReleaseRecord
 from conveyor.observe import EnvironmentState, HostState
 from conveyor.plan import plan_move
@@ -286,6 +288,50 @@ def test_a_rollback_inside_the_window_uses_the_warm_containers_without_starting_
     steps = "\n".join(plan.steps())
     assert "use warm container conveyor-staging-api-blue-r0001 (running: no start)" in steps
     assert "then stop the old color" in steps  # a rollback keeps nothing warm
+
+
+def test_a_node_that_joined_since_uses_the_warm_service_and_stops_none(
+    staging: config.Environment,
+) -> None:
+    """A swarm node added after r0001 and r0002 runs their global services' tasks too: the
+    records do not list it, yet it must reuse r0001's warm service like every other node, not
+    stop it as a leftover (which would remove it from every node)."""
+    records = live_with_warm()
+    observed = warm_state("running", records=records)
+    joined = dataclasses.replace(observed.hosts[0], name="n3")
+    observed.hosts.append(joined)
+    plan = plan_move(
+        staging,
+        observed,
+        {**ports(staging), "n3": router.Ports.of(staging, 0)},
+        release("1.0", "a"),
+        "r0003",
+        kind="rollback",
+        returning_to=records[0],
+    )
+    assert [(m.warm, m.stop_first) for h in plan.hosts for m in h.moves] == [(True, ())] * 4
+    assert joined.leftovers(records[1]) == []
+
+
+def test_swarm_nodes_that_disagree_on_a_service_stop_before_anything_changes(
+    staging: config.Environment,
+) -> None:
+    """n3's copy of r0001's blue service does not fit (another declaration), so n3 would stop
+    it as a leftover while local reuses it: on a swarm that is one service, refused; on hosts
+    they are two containers, planned."""
+    records = live_with_warm()
+    observed = warm_state("running", records=records)
+    misfit = [
+        dataclasses.replace(c, fingerprint="another") if c.color == "blue" else c
+        for c in observed.hosts[0].containers
+    ]
+    observed.hosts.append(dataclasses.replace(observed.hosts[0], name="n3", containers=misfit))
+    both = {**ports(staging), "n3": router.Ports.of(staging, 0)}
+    swarm = dataclasses.replace(staging, engine="swarm")
+    with pytest.raises(ConveyorError, match="swarm nodes disagree: n3 would remove"):
+        plan_move(swarm, observed, both, release("1.0", "a"), "r0003", returning_to=records[0])
+    plan = plan_move(staging, observed, both, release("1.0", "a"), "r0003", returning_to=records[0])
+    assert plan.hosts[1].moves[0].stop_first == ("conveyor-staging-api-blue-r0001",)
 
 
 def test_a_warm_container_that_died_takes_the_normal_path_and_says_so(
