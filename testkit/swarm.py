@@ -127,6 +127,23 @@ class Cluster:
                 listen_addr=f"{node.address}:{SWARM_PORT}",
             )
 
+    def add_node(self, *, timeout: float = 60.0) -> Node:
+        """One more node, joined as a worker, with every image :meth:`load_images` put on the
+        others (it would pull them from a registry)."""
+        node = self._make_node(len(self.nodes) + 1, timeout)
+        self.nodes.append(node)
+        self.size += 1
+        node.client.swarm.join(
+            remote_addrs=[f"{self.manager.address}:{SWARM_PORT}"],
+            join_token=self.manager.client.swarm.attrs["JoinTokens"]["Worker"],
+            advertise_addr=node.address,
+            listen_addr=f"{node.address}:{SWARM_PORT}",
+        )
+        if self.images:
+            self._load(self.images, [node])
+        self.wait_ready(timeout)
+        return node
+
     def node_states(self) -> dict[str, tuple[str, str]]:
         """Each node's hostname-independent name (by address) → (state, availability)."""
         by_address = {node.address: node.name for node in self.nodes}
@@ -152,12 +169,16 @@ class Cluster:
     def load_images(self, names: Sequence[str]) -> None:
         """Copy images from the machine's engine to every node: saved once, loaded on each
         (the nodes have no registry unless a test starts one)."""
+        self._load(names, self.nodes)
+        self.images.extend(names)
+
+    @staticmethod
+    def _load(names: Sequence[str], nodes: Sequence[Node]) -> None:
         saved = subprocess.run(["docker", "save", *names], capture_output=True, check=False)
         if saved.returncode != 0:
             raise SwarmFailed(f"docker save {' '.join(names)}: {saved.stderr.decode()[-500:]}")
-        for node in self.nodes:
+        for node in nodes:
             node.client.images.load(saved.stdout)
-        self.images.extend(names)
 
     def run_in(
         self, node: Node, argv: Sequence[str], *, timeout: float = 30.0

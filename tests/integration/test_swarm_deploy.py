@@ -139,6 +139,7 @@ def test_deploys_and_rollbacks_run_every_node_on_swarm_services_without_a_failed
     assert "swarm manager 198.18.0.1 ready, active — serves" in ok(cli("status")).stdout
 
     drain_and_return(cluster, env, cli, cli_env={SECRET_VARIABLE: SECRET_VALUE})
+    a_node_joins(cluster, env, cli)
     lose_the_first_manager(cluster, env, cli)
 
 
@@ -209,12 +210,46 @@ def deploy_draining_n2(cluster: Cluster, env: Any, cli_env: dict[str, str]) -> A
     )
 
 
+def list_hosts(env: Any, nodes: list[Node]) -> None:
+    """Make deploy.toml's hosts these nodes, in this order."""
+    lines = env.config_path.read_text().splitlines(keepends=True)
+    (index,) = [i for i, line in enumerate(lines) if line.startswith("hosts = [")]
+    entries = (
+        f'{{ name = "{n.name}", docker = {json.dumps(n.daemon.url)}, access = "exec" }}'
+        for n in nodes
+    )
+    lines[index] = f"hosts = [{', '.join(entries)}]\n"
+    env.config_path.write_text("".join(lines))
+
+
+def a_node_joins(cluster: Cluster, env: Any, cli: Any) -> None:
+    """n3 joins the swarm after the deploys, and Swarm starts the live release's tasks there.
+    Listed in hosts, ``recover`` places its router on the live colors: it serves the live
+    release, status says so, and the front's config lists it."""
+    n3 = cluster.add_node()
+    list_hosts(env, cluster.nodes)
+    recovered = ok(cli("recover"))
+    assert cluster.versions(env.public()) == {"n1": "1.0.0", "n2": "1.0.0", "n3": "1.0.0"}, (
+        recovered.stdout
+    )
+    status = json.loads(ok(cli("status", "--json")).stdout)
+    assert [(h["name"], h["serving"]) for h in status["hosts"]] == [
+        ("n1", True),
+        ("n2", True),
+        ("n3", True),
+    ], recovered.stdout
+    front = ok(cli("front")).stdout
+    assert f"server n3 {n3.address}:{env.public()}" in front, front
+
+
 def lose_the_first_manager(cluster: Cluster, env: Any, cli: Any) -> None:
     """n2, promoted to manager after five releases, gets the whole ledger with the next deploy.
-    Then n1, the manager that held it from the start, is lost: with n2 listed alone, the
+    Then n1, the manager that held it from the start, is lost: with n2 and n3 listed, the
     history is the same and a rollback runs from n2's copy. (n1 is demoted before its daemon
-    stops: two managers keep no quorum without each other; three would lose one as it is.)"""
-    n1, n2 = cluster.nodes
+    stops: two managers keep no quorum without each other; three would lose one as it is.)
+    n3, which joined after the release returned to, uses its warm service like n2: taking it
+    for a leftover would remove it from every node."""
+    n1, n2, n3 = cluster.nodes
     update_node(cluster, n2, Role="manager")
     promoted = ok(cli("deploy", "--version", "2.0.0"))
     assert "n2: copied " in promoted.stdout, promoted.stdout
@@ -222,12 +257,12 @@ def lose_the_first_manager(cluster: Cluster, env: Any, cli: Any) -> None:
 
     update_node(cluster, n1, through=n2, Role="worker")
     n1.daemon.stop()
-    text = env.config_path.read_text()
-    listed = f'{{ name = "n1", docker = {json.dumps(n1.daemon.url)}, access = "exec" }}, '
-    assert listed in text, text
-    env.config_path.write_text(text.replace(listed, ""))
+    list_hosts(env, [node for node in cluster.nodes if node is not n1])
 
     assert json.loads(ok(cli("history", "--json")).stdout) == history
     rolled = ok(cli("rollback"))
     assert "n2: using warm api@" in rolled.stdout, rolled.stdout
+    assert "n3: using warm api@" in rolled.stdout, rolled.stdout
+    assert "leftover" not in rolled.stdout, rolled.stdout
     assert json.loads(cluster.get(n2.address, env.public(), "/api/version"))["version"] == "1.0.0"
+    assert json.loads(cluster.get(n3.address, env.public(), "/api/version"))["version"] == "1.0.0"
