@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from conveyor.config import Config, Environment, Host
-from conveyor.router import SERVICE_HEADER
+from conveyor.router import HTTP_TIMEOUTS, SERVICE_HEADER
 
 # Where the front listens unless told: plain HTTP on every address (TLS is the front's own).
 DEFAULT_BIND = "*:80"
@@ -66,11 +66,7 @@ def render(env: Environment, servers: list[Server], bind: str) -> str:
         "",
         "defaults",
         "    mode http",
-        "    timeout connect 2s",
-        "    timeout client 30s",
-        "    timeout server 30s",
-        "    timeout http-keep-alive 10s",
-        "    timeout http-request 10s",
+        *HTTP_TIMEOUTS,
         "    retries 3",
         "    option redispatch 1",
         "    retry-on conn-failure empty-response 503",

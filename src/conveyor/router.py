@@ -147,6 +147,16 @@ def _logging(env: Environment) -> tuple[list[str], list[str]]:
     ]
 
 
+# The timeouts of an HTTP proxy before conveyor's services: the routers' and the front's.
+HTTP_TIMEOUTS = (
+    "    timeout connect 2s",
+    "    timeout client 30s",
+    "    timeout server 30s",
+    "    timeout http-keep-alive 10s",
+    "    timeout http-request 10s",
+)
+
+
 def _render(
     env: Environment, ports: Ports, live: Mapping[str, str | None], hashed: str | None = None
 ) -> str:
@@ -163,11 +173,7 @@ def _render(
         "defaults",
         "    mode http",
         *defaults_log,
-        "    timeout connect 2s",
-        "    timeout client 30s",
-        "    timeout server 30s",
-        "    timeout http-keep-alive 10s",
-        "    timeout http-request 10s",
+        *HTTP_TIMEOUTS,
         # A request that could not reach a server (it was just stopped) is retried on the
         # other ready one instead of failing the client.
         "    retries 3",
