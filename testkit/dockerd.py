@@ -14,6 +14,7 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,12 @@ class DockerdFailed(RuntimeError):
 
 class Dockerd:
     def __init__(
-        self, *, live_restore: bool = True, prefix: str = "conveyor-h2", netns: str | None = None
+        self,
+        *,
+        live_restore: bool = True,
+        prefix: str = "conveyor-h2",
+        netns: str | None = None,
+        extra_args: Sequence[str] = (),
     ) -> None:
         if shutil.which("dockerd") is None:
             raise DockerdFailed("dockerd is not installed — run scripts/setup as root")
@@ -40,6 +46,7 @@ class Dockerd:
         # A network namespace under /run/netns (testkit.swarm's nodes): dockerd and its
         # containerd run inside it, so do host-network containers; the sockets stay files here.
         self.netns = netns
+        self.extra_args = tuple(extra_args)
         self.containerd_socket = self.folder / "containerd.sock"
         self.process: subprocess.Popen[bytes] | None = None
         self.containerd: subprocess.Popen[bytes] | None = None
@@ -70,6 +77,7 @@ class Dockerd:
             "--containerd-plugins-namespace",
             f"h2p-{name}",
             *(["--live-restore"] if self.live_restore else []),
+            *self.extra_args,
         ]
 
     def start(self, *, timeout: float = 60.0) -> Any:

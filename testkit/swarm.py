@@ -32,6 +32,8 @@ from testkit.dockerd import Dockerd
 ROOT = Path(__file__).resolve().parents[1]
 SUBNET = "198.18.0"
 SWARM_PORT = 2377
+# The registry in the switch's namespace: every node reaches it on the switch's address.
+REGISTRY_PORT = 5000
 
 
 class SwarmFailed(RuntimeError):
@@ -61,6 +63,7 @@ class Cluster:
     namespaces: list[str] = field(default_factory=list)
     # What load_images put on every node, in the order asked.
     images: list[str] = field(default_factory=list)
+    registry_process: subprocess.Popen[bytes] | None = None
 
     @property
     def manager(self) -> Node:
@@ -75,6 +78,12 @@ class Cluster:
         """The switch's own address: from its namespace every node is one hop away (where
         load and probes that spread across the nodes run)."""
         return f"{SUBNET}.254"
+
+    @property
+    def registry(self) -> str:
+        """The address of the registry :meth:`start_registry` runs, as the nodes reach it (a
+        plain-HTTP one: every node's dockerd is told to trust it)."""
+        return f"{self.client_address}:{REGISTRY_PORT}"
 
     def create(self, *, timeout: float = 60.0) -> Cluster:
         self._make_namespace(self.switch)
@@ -108,7 +117,12 @@ class Cluster:
         ip("-n", netns, "link", "set", "eth0", "up")
         ip("-n", self.switch, "link", "set", port, "master", "br0")
         ip("-n", self.switch, "link", "set", port, "up")
-        daemon = Dockerd(live_restore=False, prefix=f"cvs{self.tag}{name}", netns=netns)
+        daemon = Dockerd(
+            live_restore=False,
+            prefix=f"cvs{self.tag}{name}",
+            netns=netns,
+            extra_args=("--insecure-registry", self.registry),
+        )
         node = Node(name, address, netns, daemon)
         daemon.start(timeout=timeout)
         return node
@@ -166,11 +180,13 @@ class Cluster:
                 raise SwarmFailed(f"nodes not ready after {timeout:g} s: {states}")
             time.sleep(0.2)
 
-    def load_images(self, names: Sequence[str]) -> None:
-        """Copy images from the machine's engine to every node: saved once, loaded on each
-        (the nodes have no registry unless a test starts one)."""
-        self._load(names, self.nodes)
-        self.images.extend(names)
+    def load_images(self, names: Sequence[str], *, only: Sequence[Node] = ()) -> None:
+        """Copy images from the machine's engine to every node (or ``only`` those, and not to
+        a node added later): saved once, loaded on each (the nodes have no registry unless a
+        test starts one)."""
+        self._load(names, only or self.nodes)
+        if not only:
+            self.images.extend(names)
 
     @staticmethod
     def _load(names: Sequence[str], nodes: Sequence[Node]) -> None:
@@ -191,6 +207,41 @@ class Cluster:
             timeout=timeout,
             check=False,
         )
+
+    def start_registry(self, folder: Path, *, timeout: float = 20.0) -> str:
+        """Debian's docker-registry in the switch's namespace, its storage in ``folder``,
+        stopped by :meth:`remove`; its address."""
+        config = folder / "registry.yml"
+        config.write_text(
+            "version: 0.1\n"
+            "log: {level: error}\n"
+            f"storage: {{filesystem: {{rootdirectory: {folder / 'data'}}}}}\n"
+            f"http: {{addr: {self.registry}}}\n",
+            encoding="utf-8",
+        )
+        self.registry_process = subprocess.Popen(
+            ["nsenter", f"--net=/run/netns/{self.switch}", "docker-registry", "serve", config],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + timeout
+        while self.get(self.client_address, REGISTRY_PORT, "/v2/", timeout=1).strip() != "{}":
+            if self.registry_process.poll() is not None or time.monotonic() > deadline:
+                raise SwarmFailed(f"the registry did not start on {self.registry}")
+            time.sleep(0.2)
+        return self.registry
+
+    def push(self, node: Node, image: str) -> str:
+        """Push ``image`` (a tag on ``node``) to the registry from ``node``'s engine; the
+        reference by digest that the other nodes pull."""
+        repository, tag = image.rsplit(":", 1)
+        target = f"{self.registry}/{repository}"
+        node.client.images.get(image).tag(target, tag)
+        for line in node.client.images.push(target, tag, stream=True, decode=True):
+            if "error" in line:
+                raise SwarmFailed(f"push {target}:{tag}: {line['error']}")
+        digests = node.client.images.get(f"{target}:{tag}").attrs["RepoDigests"]
+        return str(next(d for d in digests if d.startswith(f"{target}@")))
 
     def start_front(self, config: Path) -> subprocess.Popen[str]:
         """HAProxy with ``config`` (``conveyor front``'s) in the switch's namespace: the front
@@ -292,6 +343,9 @@ class Cluster:
         return found
 
     def remove(self) -> None:
+        if self.registry_process is not None:
+            self.registry_process.terminate()
+            self.registry_process.wait(timeout=10)
         for node in reversed(self.nodes):
             if node.client is not None:
                 with contextlib.suppress(docker.errors.APIError, OSError):

@@ -12,20 +12,23 @@ import subprocess
 import time
 from typing import Any
 
+from conveyor import artifacts
 from testkit.steps import ok
 from testkit.swarm import Cluster, Node
 
 VERSIONS = ("1.0.0", "2.0.0", "9.0.1+notready")
+# A release that reaches the nodes only through the registry, pinned to its digests.
+PUSHED = "3.0.0"
 # The api reads its database URL from a file secret: it serves only if Swarm mounted it.
 SECRET_VARIABLE = "SWARM_TEST_DATABASE_URL"  # noqa: S105 - a name, not a value
 SECRET_VALUE = "sqlite:////data/refapi.db"  # noqa: S105 - a test's own, not a password
 
 
 def swarm_environment(cluster: Cluster, make_environment: Any, test_releases: Any) -> Any:
-    for version in VERSIONS:
+    for version in (*VERSIONS, PUSHED):
         test_releases.make(version)
-    # The nodes have no registry here: the releases' images are copied onto each, and the
-    # services name them by image ID (a registry digest, where there is one).
+    # These releases' images are copied onto each node, and the services name them by image
+    # ID; PUSHED's go through a registry (deploy_by_digest).
     tags = [v.replace("+", "-") for v in VERSIONS]
     cluster.load_images([f"conveyor-test/{name}:{tag}" for tag in tags for name in ("api", "web")])
     return make_environment(
@@ -140,7 +143,9 @@ def test_deploys_and_rollbacks_run_every_node_on_swarm_services_without_a_failed
 
     drain_and_return(cluster, env, cli, cli_env={SECRET_VARIABLE: SECRET_VALUE})
     a_node_joins(cluster, env, cli)
+    references = push_from_n1(cluster, env)
     lose_the_first_manager(cluster, env, cli)
+    deploy_by_digest(cluster, env, cli, references)
 
 
 def drain_and_return(cluster: Cluster, env: Any, cli: Any, cli_env: dict[str, str]) -> None:
@@ -266,3 +271,42 @@ def lose_the_first_manager(cluster: Cluster, env: Any, cli: Any) -> None:
     assert "leftover" not in rolled.stdout, rolled.stdout
     assert json.loads(cluster.get(n2.address, env.public(), "/api/version"))["version"] == "1.0.0"
     assert json.loads(cluster.get(n3.address, env.public(), "/api/version"))["version"] == "1.0.0"
+
+
+def push_from_n1(cluster: Cluster, env: Any) -> dict[str, str]:
+    """PUSHED's images go to a registry in the switch's namespace from n1, the only node that
+    holds them, and its manifest names them by digest, as ``nox -s image`` writes it after a
+    push. The references by service image."""
+    folder = env.config_path.parent / "registry"
+    folder.mkdir()
+    cluster.start_registry(folder)
+    tags = {name: f"conveyor-test/{name}:{PUSHED}" for name in ("api", "web")}
+    cluster.load_images(list(tags.values()), only=[cluster.nodes[0]])
+    references = {name: cluster.push(cluster.nodes[0], tag) for name, tag in tags.items()}
+
+    def pin(manifest: dict[str, Any]) -> None:
+        for name, reference in references.items():
+            manifest["images"][name]["reference"] = reference
+
+    artifacts.update_manifest(env.dist / PUSHED, pin)
+    return references
+
+
+def deploy_by_digest(cluster: Cluster, env: Any, cli: Any, references: dict[str, str]) -> None:
+    """n2 and n3 never held PUSHED's images: the deploy pulls them by digest on every node,
+    and each color's service is pinned to that digest."""
+    n2, n3 = cluster.nodes[1:]
+    for node in (n2, n3):
+        assert not node.client.images.list(name=f"conveyor-test/api:{PUSHED}"), node.name
+    ok(cli("deploy", "--version", PUSHED))
+    services = n2.client.services.list(filters={"label": f"conveyor.env={env.name}"})
+    pinned = {
+        spec["Labels"]["conveyor.service"]: spec["TaskTemplate"]["ContainerSpec"]["Image"]
+        for spec in (service.attrs["Spec"] for service in services)
+        if spec["Labels"]["conveyor.version"] == PUSHED
+    }
+    assert pinned == references, pinned
+    for node in (n2, n3):
+        assert json.loads(cluster.get(node.address, env.public(), "/api/version"))["version"] == (
+            PUSHED
+        )
