@@ -19,27 +19,85 @@ from testkit.swarm import Cluster, Node
 VERSIONS = ("1.0.0", "2.0.0", "9.0.1+notready")
 # A release that reaches the nodes only through the registry, pinned to its digests.
 PUSHED = "3.0.0"
+# The canary test's: short windows, the same judging as the defaults (test_canary.py's).
+CANARY = "{ steps = [25, 100], interval = 3 }"
+ANALYSIS = "min_requests = 20\nmax_inconclusive = 2\nsample = 0.5"
+FAILING_SHARE = "9.1.0+failshare"  # 30% of its answers are 500s
 # The api reads its database URL from a file secret: it serves only if Swarm mounted it.
 SECRET_VARIABLE = "SWARM_TEST_DATABASE_URL"  # noqa: S105 - a name, not a value
 SECRET_VALUE = "sqlite:////data/refapi.db"  # noqa: S105 - a test's own, not a password
 
 
-def swarm_environment(cluster: Cluster, make_environment: Any, test_releases: Any) -> Any:
-    for version in (*VERSIONS, PUSHED):
+def swarm_environment(
+    cluster: Cluster,
+    make_environment: Any,
+    test_releases: Any,
+    versions: tuple[str, ...] = VERSIONS,
+    **options: Any,
+) -> Any:
+    for version in (*versions, PUSHED):
         test_releases.make(version)
     # These releases' images are copied onto each node, and the services name them by image
     # ID; PUSHED's go through a registry (deploy_by_digest).
-    tags = [v.replace("+", "-") for v in VERSIONS]
+    tags = [v.replace("+", "-") for v in versions]
     cluster.load_images([f"conveyor-test/{name}:{tag}" for tag in tags for name in ("api", "web")])
     return make_environment(
         hosts=[{"name": n.name, "docker": n.daemon.url, "access": "exec"} for n in cluster.nodes],
         engine="swarm",
         # A front load balancer reaches each node's router on the node's address.
         router_bind="0.0.0.0",  # noqa: S104 - inside the node's own namespace
-        keep_warm=60,
         api_env="",
         api_secrets=f'DATABASE_URL = {{ from = "env:{SECRET_VARIABLE}", as = "file" }}',
+        **{"keep_warm": 60, **options},
     )
+
+
+def test_a_canary_steps_every_node_together_and_is_aborted_on_every_node(
+    swarm_cluster: Cluster, make_environment: Any, test_releases: Any
+) -> None:
+    """The canary gate on a swarm: each node's router splits its own traffic between the two
+    colors' tasks, and the steps move on every node together. A good release reaches 100%
+    without a failed request; one that fails a share of requests is aborted on every node."""
+    cluster = swarm_cluster
+    env = swarm_environment(
+        cluster,
+        make_environment,
+        test_releases,
+        versions=("1.0.0", "2.0.0", FAILING_SHARE),
+        canary=CANARY,
+        analysis=ANALYSIS,
+        keep_warm=0,
+    )
+
+    def cli(*args: str) -> Any:
+        return env.cli(*args, "--env", env.name, env={SECRET_VARIABLE: SECRET_VALUE})
+
+    ok(cli("deploy", "--version", "1.0.0"))
+    load = cluster.start_load(env.public(), "/api/version", rate=100, max_seconds=120)
+    try:
+        good = ok(cli("deploy", "--version", "2.0.0"))
+    finally:
+        good_load = cluster.stop_load(load)
+    assert "canary: 25% of traffic on 2.0.0" in good.stdout, good.stdout
+    assert cluster.versions(env.public()) == {"n1": "2.0.0", "n2": "2.0.0"}
+    for target, result in good_load.items():
+        assert result["requests"] > 100 and result["failures"] == 0, (target, result)
+
+    load = cluster.start_load(env.public(), "/api/version", rate=100, max_seconds=120)
+    try:
+        bad = cli("deploy", "--version", FAILING_SHARE)
+    finally:
+        bad_load = cluster.stop_load(load)
+    assert bad.returncode != 0, bad.stdout
+    assert "[fail-fast]" in bad.stderr.strip().splitlines()[-1], bad.stderr
+    assert "on n1, n2" in bad.stdout, bad.stdout
+    assert sum(result["failures"] for result in bad_load.values()) > 0, "the fault never showed"
+    assert cluster.versions(env.public()) == {"n1": "2.0.0", "n2": "2.0.0"}
+    weights = json.loads(ok(cli("rollout", "--json")).stdout)["weights"]
+    assert {node: shown["api"] for node, shown in weights.items()} == {
+        "n1": {"green": 100},
+        "n2": {"green": 100},
+    }, weights
 
 
 def color_services(cluster: Cluster, env: Any) -> dict[str, str]:
