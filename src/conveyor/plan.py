@@ -250,8 +250,7 @@ def plan_move(
         notes.append(
             f"{record.id} ({record.version}) was interrupted; its leftovers are cleaned up"
         )
-    if env.engine == "swarm":
-        _refuse_removing_what_another_node_reuses(env.name, host_plans)
+    _refuse_removing_what_another_node_reuses(env, host_plans)
     strategy, why = _strategy(env, kind, host_plans)
     if why:
         notes.append(why)
@@ -273,10 +272,12 @@ def plan_move(
     )
 
 
-def _refuse_removing_what_another_node_reuses(env: str, host_plans: list[HostPlan]) -> None:
+def _refuse_removing_what_another_node_reuses(env: Environment, host_plans: list[HostPlan]) -> None:
     """On a swarm a color's service is one for every node: a node that stops it as a leftover
     removes it from a node that reuses it. Plans read from one ledger agree; if they do not,
-    stop before anything changes."""
+    stop before anything changes. (On hosts each has its own containers.)"""
+    if env.engine != "swarm":
+        return
     reused = {m.reuse: h.host for h in host_plans for m in h.moves if m.reuse}
     for host_plan in host_plans:
         for move in host_plan.moves:
@@ -284,8 +285,8 @@ def _refuse_removing_what_another_node_reuses(env: str, host_plans: list[HostPla
                 if name in reused:
                     raise ConveyorError(
                         f"swarm nodes disagree: {host_plan.host} would remove {name}, which "
-                        f"{reused[name]} reuses — see why with invoke status --env {env}, "
-                        f"then run invoke recover --env {env}"
+                        f"{reused[name]} reuses — see why with invoke status --env {env.name}, "
+                        f"then run invoke recover --env {env.name}"
                     )
 
 
