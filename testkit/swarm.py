@@ -28,6 +28,7 @@ from typing import Any
 import docker.errors
 
 from testkit.dockerd import Dockerd
+from testkit.registry import write_config as registry_config
 
 ROOT = Path(__file__).resolve().parents[1]
 SUBNET = "198.18.0"
@@ -211,14 +212,7 @@ class Cluster:
     def start_registry(self, folder: Path, *, timeout: float = 20.0) -> str:
         """Debian's docker-registry in the switch's namespace, its storage in ``folder``,
         stopped by :meth:`remove`; its address."""
-        config = folder / "registry.yml"
-        config.write_text(
-            "version: 0.1\n"
-            "log: {level: error}\n"
-            f"storage: {{filesystem: {{rootdirectory: {folder / 'data'}}}}}\n"
-            f"http: {{addr: {self.registry}}}\n",
-            encoding="utf-8",
-        )
+        config = registry_config(folder, self.registry)
         self.registry_process = subprocess.Popen(
             ["nsenter", f"--net=/run/netns/{self.switch}", "docker-registry", "serve", config],
             stdout=subprocess.DEVNULL,

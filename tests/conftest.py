@@ -20,6 +20,7 @@ from conveyor import config as config_mod
 from conveyor.config import Config
 from conveyor.errors import EngineUnavailable
 from testkit import sandbox
+from testkit.registry import write_config as registry_config
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -68,14 +69,7 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         pytest.fail("docker-registry is not installed — run scripts/setup as root")
     folder = tmp_path_factory.mktemp("registry")
     port = _free_port()
-    config = folder / "config.yml"
-    config.write_text(
-        "version: 0.1\n"
-        "log: {level: error}\n"
-        f"storage: {{filesystem: {{rootdirectory: {folder / 'data'}}}}}\n"
-        f"http: {{addr: 127.0.0.1:{port}}}\n",
-        encoding="utf-8",
-    )
+    config = registry_config(folder, f"127.0.0.1:{port}")
     log = (folder / "registry.log").open("wb")
     process = subprocess.Popen([binary, "serve", str(config)], stdout=log, stderr=log)
     deadline = time.monotonic() + 20

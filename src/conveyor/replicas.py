@@ -63,7 +63,7 @@ class ReplicatedStore(StateStore):
     def image(self, value: str | None) -> None:
         # The router image creates the state container on each copy's engine as well.
         self._image = value
-        for copy in getattr(self, "copies", []):
+        for copy in self.copies:  # set before StateStore.__init__ sets the image
             copy.image = value
 
     def exists(self) -> bool:

@@ -67,7 +67,7 @@ class SwarmNode(HostTarget):
 
     manager: Any = None
     node_id: str = ""
-    # Whether this node is a manager itself (its engine's own view when it was connected).
+    # Whether this node is a manager (its role as the manager saw it when it was connected).
     is_manager: bool = False
 
     # --- observation ---------------------------------------------------------------------
