@@ -208,6 +208,11 @@ class HostTarget:
         self._wait_router(out)
         return True
 
+    def publish_router(self, out: Console) -> None:
+        """At the end of a locked command, record what the router serves where a router that
+        starts anew reads it (a swarm's router service). A host's router keeps its own file,
+        written at every switch: nothing to do."""
+
     def router_change(self) -> str | None:
         """What :meth:`ensure_router` would do to this host's router, in words, read only
         (``--dry-run`` prints it); None when it would leave the router as it is."""

@@ -343,7 +343,7 @@ def _move(
         execution = move.execute(state, record, lock, announce)
         return move.finish(execution, state, announce)
     finally:
-        lock.release()
+        release_lock(session, lock, out)
         announce.close()
 
 
@@ -784,6 +784,22 @@ def take_lock(
     return lock
 
 
+def release_lock(session: Session, lock: EnvironmentLock, out: Console) -> None:
+    """End a command that may have moved traffic: each router's colors are recorded where a
+    router that starts anew reads them (a swarm's router service), then the lock goes. A
+    failure there is a warning: it must not hide how the command itself ended."""
+    try:
+        for target in session.targets:
+            target.publish_router(out)
+    except Exception as exc:
+        out.warn(
+            f"the routers' colors were not published: {str(exc)[:200]} — a node that starts "
+            f"its router anew may serve an older release until invoke recover runs"
+        )
+    finally:
+        lock.release()
+
+
 def converge(session: Session, out: Console, *, by: str) -> EnvironmentState:
     """Holding the lock: settle dead runs, ensure routers, put them on the verified release."""
     state = session.observe(holding_lock=True)
@@ -889,7 +905,7 @@ def recover(
         )
         return stopped
     finally:
-        lock.release()
+        release_lock(session, lock, out)
 
 
 def _phase_tracer() -> Callable[[str], None] | None:

@@ -68,11 +68,15 @@ class Session:
         # base image again, and whether the primary has the tag build_router_image just
         # checked, would be two more engine round trips on every deploy.
         tag = images.build_router_image(self.config, local, self.out, tag=self.router_image)
+        others = [t for t in self.targets if t.client is not local]
+        if others:
+            # By ID: a swarm's router service names the image by it on every node.
+            image = local.images.get(tag)
+            for target in others:
+                if not images.image_present(target.client, image.id):
+                    self.out.say(f"  {target.name}: copying the router image")
+                    target.client.images.load(b"".join(image.save(named=True)))
         for target in self.targets:
-            if target.client is not local and not images.image_present(target.client, tag):
-                self.out.say(f"  {target.name}: copying the router image")
-                data = local.images.get(tag).save(named=True)
-                target.client.images.load(b"".join(data))
             target.router_image = tag
         self.router_image = tag
         self.store.image = tag

@@ -45,13 +45,19 @@ WHAT = {
 
 def put_file(container: Container, folder: str, name: str, data: bytes) -> None:
     """Write one file into a container (running or not) with a single archive upload."""
+    put_files(container, folder, {name: data})
+
+
+def put_files(container: Container, folder: str, files: dict[str, bytes]) -> None:
+    """Write files into one folder of a container with a single archive upload, in order."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
-        info = tarfile.TarInfo(name)
-        info.size = len(data)
-        info.mtime = int(time.time())
-        info.mode = 0o644
-        tar.addfile(info, io.BytesIO(data))
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mtime = int(time.time())
+            info.mode = 0o644
+            tar.addfile(info, io.BytesIO(data))
     container.put_archive(folder, buffer.getvalue())
 
 

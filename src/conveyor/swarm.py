@@ -15,6 +15,8 @@ and each node's router and health probes sit on that node (DECISIONS): a node is
 - **Readiness** is Swarm's: a task with a health check stays ``starting`` until Docker finds it
   healthy, and one that turns unhealthy is replaced; conveyor waits for the task on every node,
   then for its /readyz through that node's router, as on hosts.
+- **The router** is one global service too (:mod:`conveyor.swarmrouter`): a node's router is
+  its task there, reached through the node's engine like a host's router container.
 - **Stopping** a color removes its service on every node at once (Swarm stops each task with
   the stop signal and grace period); Swarm's one-level ``rollback`` is never used: a rollback
   creates the recorded release's service again from the ledger's image.
@@ -27,23 +29,25 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import docker.errors
 from docker.types import Healthcheck, Mount, RestartPolicy, SecretReference, ServiceMode
 
-from conveyor import engine, router
+from conveyor import engine, router, state, swarmrouter
 from conveyor.config import Config, Environment, Service
+from conveyor.console import Console
 from conveyor.containers import (
     ROLE_SERVICE,
     Container,
     ServiceContainer,
+    router_container_name,
     service_container_name,
     service_labels,
 )
 from conveyor.errors import ConveyorError, EngineUnavailable
-from conveyor.hosts import HostTarget
+from conveyor.hosts import ROUTER_DRAIN_SECONDS, HostTarget
 from conveyor.secretfiles import file_secrets
 from conveyor.terms import takes_tasks
 
@@ -52,6 +56,7 @@ SERVICE_LABEL = "com.docker.swarm.service.name"
 MAX_SERVICE_NAME = 63
 # How soon Swarm starts a task again after it exited or turned unhealthy.
 RESTART_DELAY_NS = 1_000_000_000
+RESTART = RestartPolicy(condition="any", delay=RESTART_DELAY_NS)
 # Task containers Swarm is starting or runs; an exited one is task history.
 LIVE_STATES = ("created", "running", "restarting")
 # While waiting for a task, how often to ask the manager whether the node still takes tasks.
@@ -69,6 +74,8 @@ class SwarmNode(HostTarget):
     node_id: str = ""
     # Whether this node is a manager (its role as the manager saw it when it was connected).
     is_manager: bool = False
+    # Every node of the environment, this one included, in deploy.toml's order.
+    peers: list[SwarmNode] = field(default_factory=list, repr=False)
 
     # --- observation ---------------------------------------------------------------------
 
@@ -128,12 +135,144 @@ class SwarmNode(HostTarget):
         return container
 
     def _task_listing(self, service: str, *, live: bool = True) -> dict[str, Any] | None:
-        found = self.client.api.containers(
+        return max(
+            self._task_listings(service, live=live), key=lambda c: c["Created"], default=None
+        )
+
+    def _task_listings(self, service: str, *, live: bool = True) -> list[dict[str, Any]]:
+        """The task containers of ``service`` on this node (only live ones, by default)."""
+        found: list[dict[str, Any]] = self.client.api.containers(
             all=True, filters={"label": [f"{SERVICE_LABEL}={service}"]}
         )
         if live:
             found = [c for c in found if c.get("State") in LIVE_STATES]
-        return max(found, key=lambda c: c["Created"], default=None)
+        return found
+
+    # --- the router: a global service (conveyor.swarmrouter) ---------------------------
+
+    def router_container(self) -> Container | None:
+        """This node's router: the router service's newest live task here."""
+        listing = self._task_listing(swarmrouter.service_name(self.env.name))
+        if listing is None:
+            return None
+        try:
+            container: Container = self.client.containers.get(listing["Id"])
+        except docker.errors.NotFound:  # Swarm replaced it meanwhile
+            return None
+        return container
+
+    def ensure_router(self, live_hint: dict[str, str | None], out: Console) -> bool:
+        """The router service as it should be (this router image, these routes), and one
+        router of it on this node, answering. A node that takes no tasks (drained, down) runs
+        no router: nothing to do there. Returns whether this node's router was started anew.
+
+        The live colors are published only with a new service or task template (from the first
+        node that answers, ``live_hint`` when none does); otherwise :meth:`publish_router`
+        publishes them once the command has moved traffic."""
+        return self._ensure_router(live_hint, out, publish_colors=False)
+
+    def publish_router(self, out: Console) -> None:
+        """Publish the colors the routers serve now, so a node that joins serves them too:
+        once per environment, by the first node with a router."""
+        publisher = next((n for n in self.peers if n.router_container() is not None), None)
+        if publisher is self:
+            self._ensure_router({}, out, publish_colors=True)
+
+    def _ensure_router(
+        self, live_hint: dict[str, str | None], out: Console, *, publish_colors: bool
+    ) -> bool:
+        if self.router_image is None:
+            raise ConveyorError("router image unknown")
+        if not takes_tasks(self.node() or {}):
+            return False
+        before = self.router_container()
+        # The task template does not depend on the colors: they are read only to publish.
+        wanted = self._published(live_hint)
+        found = swarmrouter.find_service(self.manager, self.env.name)
+        restarts = swarmrouter.restarts(found, self.env.name, wanted)
+        if found is None or restarts or publish_colors:
+            wanted = self._published(self._reference_colors(live_hint))
+            if restarts:
+                for node in self.peers:
+                    node._keep_own_colors(wanted.colors)
+            swarmrouter.apply(self.manager, self.env, wanted, RESTART, out)
+        name = swarmrouter.service_name(self.env.name)
+        settled = swarmrouter.settle(
+            lambda: self._task_listings(name),
+            self.client,
+            env=self.env,
+            node=self.name,
+            wanted=wanted,
+            why=lambda: self._task_state(name),
+        )
+        self._wait_router(out)
+        self._retire_container_router()
+        return before is None or before.id != settled.id
+
+    def router_change(self) -> str | None:
+        if not takes_tasks(self.node() or {}):
+            return None
+        wanted = self._published(self._reference_colors({}))
+        what = swarmrouter.change(self.manager, self.env.name, wanted)
+        # The colors are published after a deploy moved traffic, not before (ensure_router).
+        return None if what == swarmrouter.PUBLISH_COLORS else what
+
+    def _reference_colors(self, live_hint: dict[str, str | None]) -> dict[str, str | None]:
+        """The colors to publish: the first node's with a router that answers (the
+        manager's, as a rule), so every node's call in one command publishes the same."""
+        for node in self.peers:
+            if node.router_container() is None:
+                continue
+            with contextlib.suppress(router.RouterError, docker.errors.APIError):
+                return node.live_colors()
+        return live_hint
+
+    def _published(self, live: dict[str, str | None]) -> swarmrouter.Published:
+        assert self.router_image is not None  # noqa: S101 - the callers checked
+        image = str(self.manager.images.get(self.router_image).id)
+        return swarmrouter.published(self.env, self.ports, live, image)
+
+    def _keep_own_colors(self, mark: str) -> None:
+        """Before every router restarts: this node's file keeps its own colors, in the new
+        routes, marked newer than the colors published with them; its next task starts on
+        them."""
+        container = self.router_container()
+        if container is None:
+            return
+        try:
+            live = self.live_colors()
+        except router.RouterError:
+            return  # its next task takes the published colors
+        self._put_router_files(container, live, mark)
+
+    def write_router_config(self, live: dict[str, str | None]) -> None:
+        """As on a host, and marked newer than the colors published now: a task Swarm
+        restarts before the next ones are published starts on these."""
+        found = swarmrouter.find_service(self.manager, self.env.name)
+        mark = swarmrouter.published_colors(found)
+        self._put_router_files(self._existing_router(), live, mark)
+
+    def _put_router_files(
+        self, container: Container, live: dict[str, str | None], mark: str
+    ) -> None:
+        """The router config and the mark of the colors it is newer than, in one upload."""
+        text = router.render(self.env, self.ports, live)
+        files = {
+            router.CONFIG_PATH.rpartition("/")[2]: text.encode(),
+            swarmrouter.MARK_PATH.rpartition("/")[2]: f"{mark}\n".encode(),
+        }
+        state.put_files(container, swarmrouter.VOLUME_TARGET, files)
+
+    def _retire_container_router(self) -> None:
+        """A router container that conveyor placed on this node before the router was a
+        service stops once the service's task serves beside it: softly, as a replaced router
+        does."""
+        try:
+            old = self.client.containers.get(router_container_name(self.env.name))
+        except docker.errors.NotFound:
+            return
+        old.stop(timeout=ROUTER_DRAIN_SECONDS)
+        old.remove(force=True)
 
     # --- the color's service -------------------------------------------------------------
 
@@ -186,7 +325,7 @@ class SwarmNode(HostTarget):
             healthcheck=Healthcheck(**self.healthcheck(service, color)),
             stop_signal="SIGTERM",
             stop_grace_period=int(self.env.timeouts.stop * 1_000_000_000),
-            restart_policy=RestartPolicy(condition="any", delay=RESTART_DELAY_NS),
+            restart_policy=RESTART,
         )
 
     def _mounts(self, service: Service) -> list[Mount]:
@@ -301,7 +440,7 @@ def connect_nodes(config: Config, env: Environment) -> list[HostTarget]:
             f"{env.name}: host {first.name} ({engine.describe(first.endpoint())}) is not a Swarm "
             f"manager — the first host of a swarm environment must be one (docker node promote)"
         )
-    nodes: list[HostTarget] = []
+    nodes: list[SwarmNode] = []
     for host in env.hosts:
         client = manager if host is first else engine.connect(host.endpoint())
         joined = cluster if host is first else _swarm_of(client, host.name, env.name)
@@ -323,7 +462,9 @@ def connect_nodes(config: Config, env: Environment) -> list[HostTarget]:
                 is_manager=seen.get("Role") == "manager",
             )
         )
-    return nodes
+    for node in nodes:
+        node.peers = nodes
+    return list(nodes)
 
 
 def _node_spec(manager: Any, node_id: str) -> dict[str, Any] | None:
