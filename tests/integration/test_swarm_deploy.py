@@ -101,9 +101,28 @@ def test_a_canary_steps_every_node_together_and_is_aborted_on_every_node(
 
 
 def color_services(cluster: Cluster, env: Any) -> dict[str, str]:
-    """The environment's Swarm services: name → the version its spec carries."""
-    services = cluster.manager.client.services.list(filters={"label": f"conveyor.env={env.name}"})
+    """The environment's color services: name → the version its spec carries."""
+    services = cluster.manager.client.services.list(
+        filters={"label": [f"conveyor.env={env.name}", "conveyor.role=service"]}
+    )
     return {s.name: s.attrs["Spec"]["Labels"]["conveyor.version"] for s in services}
+
+
+def router_tasks(cluster: Cluster, env: Any) -> dict[str, list[str]]:
+    """Each node's running router task containers (the router service's), by node."""
+    label = f"com.docker.swarm.service.name=conveyor-{env.name}-router"
+    return {
+        node.name: [c.id for c in node.client.containers.list(filters={"label": label})]
+        for node in cluster.nodes
+    }
+
+
+def wait_for(what: Any, wanted: Any, seconds: float = 60) -> None:
+    """Until ``what()`` returns ``wanted``, within ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while (seen := what()) != wanted:
+        assert time.monotonic() < deadline, seen
+        time.sleep(0.5)
 
 
 def killed_at_second_start(env: Any, cli_env: dict[str, str]) -> str:
@@ -149,11 +168,13 @@ def test_deploys_and_rollbacks_run_every_node_on_swarm_services_without_a_failed
     ok(cli("deploy", "--version", "1.0.0"))
     assert cluster.versions(env.public()) == {"n1": "1.0.0", "n2": "1.0.0"}
     assert set(color_services(cluster, env).values()) == {"1.0.0"}
+    routers = the_router_is_a_global_service(cluster, env)
 
     load = cluster.start_load(env.public(), "/api/version", rate=50, max_seconds=240)
     try:
         new = ok(cli("deploy", "--version", "2.0.0"))
         assert cluster.versions(env.public()) == {"n1": "2.0.0", "n2": "2.0.0"}
+        assert router_tasks(cluster, env) == routers, "publishing the colors restarts none"
         assert set(color_services(cluster, env).values()) == {"1.0.0", "2.0.0"}, "1.0.0 warm"
         warm = ok(cli("rollback"))
         assert cluster.versions(env.public()) == {"n1": "1.0.0", "n2": "1.0.0"}
@@ -183,13 +204,7 @@ def test_deploys_and_rollbacks_run_every_node_on_swarm_services_without_a_failed
     # services, the unhealthy ones and the killed deploy's are gone.
     assert sorted(color_services(cluster, env).values()) == ["1.0.0", "1.0.0", "2.0.0", "2.0.0"]
 
-    # The file secret reached every task through Swarm (the api read its database URL from
-    # /run/secrets), and its value is in no service's spec.
-    manager = cluster.manager.client
-    assert [s.name.rsplit("-", 1)[0] for s in manager.secrets.list()] == [
-        f"conveyor-{env.name}-DATABASE_URL"
-    ]
-    assert all(SECRET_VALUE not in json.dumps(s.attrs) for s in manager.services.list())
+    the_secret_is_swarms_alone(cluster, env)
 
     status = json.loads(ok(cli("status", "--json")).stdout)
     assert status["live_version"] == "1.0.0"
@@ -199,6 +214,7 @@ def test_deploys_and_rollbacks_run_every_node_on_swarm_services_without_a_failed
 
     assert "swarm manager 198.18.0.1 ready, active — serves" in ok(cli("status")).stdout
 
+    a_router_task_is_replaced(cluster, env)
     drain_and_return(cluster, env, cli, cli_env={SECRET_VARIABLE: SECRET_VALUE})
     a_node_joins(cluster, env, cli)
     references = push_from_n1(cluster, env)
@@ -206,14 +222,43 @@ def test_deploys_and_rollbacks_run_every_node_on_swarm_services_without_a_failed
     deploy_by_digest(cluster, env, cli, references)
 
 
+def the_secret_is_swarms_alone(cluster: Cluster, env: Any) -> None:
+    """The file secret reached every task through Swarm (the api read its database URL from
+    /run/secrets), and its value is in no service's spec."""
+    manager = cluster.manager.client
+    assert [s.name.rsplit("-", 1)[0] for s in manager.secrets.list()] == [
+        f"conveyor-{env.name}-DATABASE_URL"
+    ]
+    assert all(SECRET_VALUE not in json.dumps(s.attrs) for s in manager.services.list())
+
+
+def the_router_is_a_global_service(cluster: Cluster, env: Any) -> dict[str, list[str]]:
+    """One router service, global: a task on each node. Those tasks."""
+    router_service = cluster.manager.client.services.get(f"conveyor-{env.name}-router")
+    assert "Global" in router_service.attrs["Spec"]["Mode"]
+    routers = router_tasks(cluster, env)
+    assert [len(ids) for ids in routers.values()] == [1, 1], routers
+    return routers
+
+
+def a_router_task_is_replaced(cluster: Cluster, env: Any) -> None:
+    """n2's router task killed: Swarm starts another, which serves the live release again
+    with no conveyor command."""
+    (killed,) = router_tasks(cluster, env)["n2"]
+    cluster.nodes[1].client.containers.get(killed).kill()
+    wait_for(lambda: cluster.versions(env.public())["n2"], "1.0.0")
+    replaced = router_tasks(cluster, env)["n2"]
+    assert len(replaced) == 1 and replaced != [killed], replaced
+
+
 def drain_and_return(cluster: Cluster, env: Any, cli: Any, cli_env: dict[str, str]) -> None:
     """Under load through a front HAProxy that ``conveyor front`` wrote (in the switch's
-    namespace): n2 drained while a deploy moves n1. Swarm stops n2's tasks and its router
-    answers 503; the front stops sending there, retrying those requests on n1. The deploy fails
+    namespace): n2 drained while a deploy moves n1. Swarm stops n2's tasks, its router task
+    among them; the front stops sending there, retrying those requests on n1. The deploy fails
     as it reaches n2, in one line naming the drain, and puts n1 back. Status says n2 does not
     serve, and another deploy is refused before anything changes. Made active again, n2 gets
-    the live release's tasks from Swarm; its router, which kept the live color, serves it, and
-    the front sends to it again. Not one request fails."""
+    the live release's tasks from Swarm, its router too, which serves the live release; the
+    front sends to it again. Not one request fails."""
     n2 = cluster.nodes[1]
     config = env.config_path.parent / "front.cfg"
     ok(cli("front", "--bind", f"127.0.0.1:{env.public()}", "--out", str(config)))
@@ -235,10 +280,7 @@ def drain_and_return(cluster: Cluster, env: Any, cli: Any, cli_env: dict[str, st
         assert "swarm node n2 is ready, drain" in refused.stderr.strip().splitlines()[-1]
         assert cluster.versions(env.public())["n1"] == "1.0.0"
         set_availability(cluster, n2, "active")
-        deadline = time.monotonic() + 60
-        while cluster.versions(env.public()) != {"n1": "1.0.0", "n2": "1.0.0"}:
-            assert time.monotonic() < deadline, cluster.versions(env.public())
-            time.sleep(0.5)
+        wait_for(lambda: cluster.versions(env.public()), {"n1": "1.0.0", "n2": "1.0.0"})
         time.sleep(3)  # the front's two good checks, then requests on n2 again
     finally:
         results = cluster.stop_load(load)
@@ -286,21 +328,20 @@ def list_hosts(env: Any, nodes: list[Node]) -> None:
 
 
 def a_node_joins(cluster: Cluster, env: Any, cli: Any) -> None:
-    """n3 joins the swarm after the deploys, and Swarm starts the live release's tasks there.
-    Listed in hosts, ``recover`` places its router on the live colors: it serves the live
-    release, status says so, and the front's config lists it."""
+    """n3 joins the swarm after the deploys, and Swarm starts the live release's tasks there,
+    its router among them, on the live colors that the last command published in the router
+    service's labels: it serves the live release before conveyor knows of it. Listed in
+    hosts, status says it serves, and the front's config lists it."""
     n3 = cluster.add_node()
+    everywhere = {"n1": "1.0.0", "n2": "1.0.0", "n3": "1.0.0"}
+    wait_for(lambda: cluster.versions(env.public()), everywhere)
     list_hosts(env, cluster.nodes)
-    recovered = ok(cli("recover"))
-    assert cluster.versions(env.public()) == {"n1": "1.0.0", "n2": "1.0.0", "n3": "1.0.0"}, (
-        recovered.stdout
-    )
     status = json.loads(ok(cli("status", "--json")).stdout)
     assert [(h["name"], h["serving"]) for h in status["hosts"]] == [
         ("n1", True),
         ("n2", True),
         ("n3", True),
-    ], recovered.stdout
+    ], status["hosts"]
     front = ok(cli("front")).stdout
     assert f"server n3 {n3.address}:{env.public()}" in front, front
 
@@ -357,7 +398,9 @@ def deploy_by_digest(cluster: Cluster, env: Any, cli: Any, references: dict[str,
     for node in (n2, n3):
         assert not node.client.images.list(name=f"conveyor-test/api:{PUSHED}"), node.name
     ok(cli("deploy", "--version", PUSHED))
-    services = n2.client.services.list(filters={"label": f"conveyor.env={env.name}"})
+    services = n2.client.services.list(
+        filters={"label": [f"conveyor.env={env.name}", "conveyor.role=service"]}
+    )
     pinned = {
         spec["Labels"]["conveyor.service"]: spec["TaskTemplate"]["ContainerSpec"]["Image"]
         for spec in (service.attrs["Spec"] for service in services)
