@@ -196,6 +196,8 @@ class SwarmNode(HostTarget):
                 for node in self.peers:
                     node._keep_own_colors(wanted.colors)
             swarmrouter.apply(self.manager, self.env, wanted, RESTART, out)
+            if found is not None and not restarts:
+                return False  # the labels alone: every router runs on as it was
         name = swarmrouter.service_name(self.env.name)
         settled = swarmrouter.settle(
             lambda: self._task_listings(name),
@@ -205,9 +207,11 @@ class SwarmNode(HostTarget):
             wanted=wanted,
             why=lambda: self._task_state(name),
         )
-        self._wait_router(out)
+        started = before is None or before.id != settled.id
+        if started:
+            self._wait_router(out)
         self._retire_container_router()
-        return before is None or before.id != settled.id
+        return started
 
     def router_change(self) -> str | None:
         if not takes_tasks(self.node() or {}):
