@@ -214,7 +214,7 @@ def test_deploys_and_rollbacks_run_every_node_on_swarm_services_without_a_failed
 
     assert "swarm manager 198.18.0.1 ready, active — serves" in ok(cli("status")).stdout
 
-    a_router_task_is_replaced(cluster, env)
+    routers_come_back(cluster, env, cli)
     drain_and_return(cluster, env, cli, cli_env={SECRET_VARIABLE: SECRET_VALUE})
     a_node_joins(cluster, env, cli)
     references = push_from_n1(cluster, env)
@@ -241,6 +241,12 @@ def the_router_is_a_global_service(cluster: Cluster, env: Any) -> dict[str, list
     return routers
 
 
+def routers_come_back(cluster: Cluster, env: Any, cli: Any) -> None:
+    """A router task killed, then every router replaced twice by new routes."""
+    a_router_task_is_replaced(cluster, env)
+    new_routes_restart_every_router_without_a_failed_request(cluster, env, cli)
+
+
 def a_router_task_is_replaced(cluster: Cluster, env: Any) -> None:
     """n2's router task killed: Swarm starts another, which serves the live release again
     with no conveyor command."""
@@ -249,6 +255,34 @@ def a_router_task_is_replaced(cluster: Cluster, env: Any) -> None:
     wait_for(lambda: cluster.versions(env.public())["n2"], "1.0.0")
     replaced = router_tasks(cluster, env)["n2"]
     assert len(replaced) == 1 and replaced != [killed], replaced
+
+
+def new_routes_restart_every_router_without_a_failed_request(
+    cluster: Cluster, env: Any, cli: Any
+) -> None:
+    """Under load, the routers' config changes shape twice (the canary strategy adds request
+    logging, then goes): each time ``recover`` updates the router service start-first, and
+    every node's new router takes over from the old one, on the colors that node served."""
+    toml = env.config_path.read_text()
+    canary = 'engine = "swarm"\nstrategy = "canary"\ncanary = { steps = [25, 100] }'
+    before = router_tasks(cluster, env)
+    load = cluster.start_load(env.public(), "/api/version", rate=50, max_seconds=90)
+    try:
+        env.config_path.write_text(toml.replace('engine = "swarm"', canary, 1))
+        restarted = ok(cli("recover"))
+        logging = router_tasks(cluster, env)
+        env.config_path.write_text(toml)
+        ok(cli("recover"))
+        after = router_tasks(cluster, env)
+    finally:
+        results = cluster.stop_load(load)
+    assert "every node starts its router anew" in restarted.stdout, restarted.stdout
+    for tasks in (logging, after):
+        assert [len(ids) for ids in tasks.values()] == [1, 1], tasks
+    assert all(before[n] != logging[n] != after[n] for n in before), (before, logging, after)
+    assert cluster.versions(env.public()) == {"n1": "1.0.0", "n2": "1.0.0"}
+    for target, result in results.items():
+        assert result["requests"] > 100 and result["failures"] == 0, (target, result)
 
 
 def drain_and_return(cluster: Cluster, env: Any, cli: Any, cli_env: dict[str, str]) -> None:
