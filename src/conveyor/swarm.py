@@ -420,6 +420,7 @@ class SwarmNode(HostTarget):
         if found is not None:
             with contextlib.suppress(docker.errors.NotFound):
                 found.remove()
+            self._prune_secrets()
         deadline = time.monotonic() + self.env.timeouts.stop + STOP_MARGIN
         while self._task_listing(name) is not None:
             if time.monotonic() > deadline:
@@ -428,6 +429,23 @@ class SwarmNode(HostTarget):
                     f"{self.env.timeouts.stop + STOP_MARGIN:g} s"
                 )
             time.sleep(0.1)
+
+    def _prune_secrets(self) -> None:
+        """Remove this environment's Swarm secrets that no service names any more (a value
+        replaced since): each value otherwise stays on the managers for good."""
+        services = self.manager.services.list(filters={"label": f"conveyor.env={self.env.name}"})
+        used = {
+            reference["SecretID"]
+            for service in services
+            for reference in service.attrs["Spec"]["TaskTemplate"]["ContainerSpec"].get(
+                "Secrets", []
+            )
+        }
+        for secret in self.manager.secrets.list(filters={"label": f"conveyor.env={self.env.name}"}):
+            if secret.id not in used:
+                # A service that another command just created may use it: Swarm refuses then.
+                with contextlib.suppress(docker.errors.APIError):
+                    secret.remove()
 
     def remove_service_container(self, name: str) -> None:
         self.stop_service_container(name)

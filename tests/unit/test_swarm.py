@@ -6,6 +6,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any
 
+import docker.errors
 import pytest
 from tests.unit.test_plan import STAGING, container, deployed
 
@@ -106,3 +107,32 @@ def test_status_says_whether_a_node_serves(state: str, availability: str, serves
     assert line.endswith(
         f"worker n {state}, {availability} — {'serves' if serves else 'NOT serving'}"
     )
+
+
+def test_a_removed_color_takes_the_secrets_no_service_names_any_more_with_it() -> None:
+    class Secret:
+        def __init__(self, ident: str, removed: list[str]) -> None:
+            self.id, self._removed = ident, removed
+
+        def remove(self) -> None:
+            if self.id == "raced":  # a service another command just made names it
+                raise docker.errors.APIError("secret 'raced' is in use by the following service")
+            self._removed.append(self.id)
+
+    def service(*secret_ids: str) -> Any:
+        secrets = [{"SecretID": ident} for ident in secret_ids]
+        spec = {"TaskTemplate": {"ContainerSpec": {"Secrets": secrets} if secrets else {}}}
+        return SimpleNamespace(attrs={"Spec": spec})
+
+    removed: list[str] = []
+    services = [service("current"), service("current", "warm"), service()]
+    manager = SimpleNamespace(
+        services=SimpleNamespace(list=lambda filters: services),
+        secrets=SimpleNamespace(
+            list=lambda filters: [Secret(i, removed) for i in ("current", "warm", "old", "raced")]
+        ),
+    )
+    swarm_node = node(listing=[])
+    swarm_node.manager = manager
+    swarm_node._prune_secrets()
+    assert removed == ["old"]
