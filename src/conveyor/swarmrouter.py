@@ -187,8 +187,8 @@ def apply(
 
 def _relabel(manager: Any, found: Any, labels: dict[str, str]) -> None:
     """Change the service's labels alone: the rest of its spec goes back exactly as stored,
-    so no task restarts. (The SDK's ``Service.update`` rebuilds the task template, and that
-    restarted every router.)"""
+    so no task restarts. (The SDK's ``Service.update`` sends a task template of its own
+    making: in the swarm test that restarted every router.)"""
     spec = found.attrs["Spec"]
     manager.api.update_service(
         found.id,
