@@ -7,8 +7,9 @@
 
 Debian's server binaries live in /usr/lib/postgresql/<major>/bin (not on PATH), and initdb
 refuses to run as root: as root, every server command runs through ``runuser -u postgres``.
-The cluster never listens on 5432 nor on any address but 127.0.0.1; its Unix socket sits in
-its own temp dir. It is stopped (immediate) and deleted on exit.
+The cluster never listens on 5432 nor on any address but 127.0.0.1, or the address a test
+gives in a network namespace it made itself (``host=``, ``netns=``: a swarm's nodes reach it
+there); its Unix socket sits in its own temp dir. It is stopped (immediate) and deleted on exit.
 """
 
 from __future__ import annotations
@@ -71,6 +72,15 @@ class PostgresServer:
     password: str
     database: str
     as_postgres: tuple[str, ...]
+    # Where it listens: 127.0.0.1 in this namespace, or an address in a test's own network
+    # namespace (a swarm's switch, which every node reaches).
+    host: str = "127.0.0.1"
+    netns: str | None = None
+
+    @property
+    def in_netns(self) -> tuple[str, ...]:
+        """The prefix that runs a command in the server's network namespace."""
+        return ("nsenter", f"--net=/run/netns/{self.netns}") if self.netns else ()
 
     @property
     def socket_dir(self) -> Path:
@@ -89,7 +99,7 @@ class PostgresServer:
         return self.url_for(self.database)
 
     def url_for(self, database: str) -> str:
-        return f"postgresql://{self.user}:{self.password}@127.0.0.1:{self.port}/{database}"
+        return f"postgresql://{self.user}:{self.password}@{self.host}:{self.port}/{database}"
 
     def psql(
         self, sql: str, *, database: str | None = None, check: bool = True, timeout: float = 30
@@ -98,6 +108,7 @@ class PostgresServer:
         psql = self.bindir / "psql"
         return subprocess.run(
             [
+                *self.in_netns,
                 str(psql) if psql.exists() else "psql",
                 "--no-psqlrc",
                 "--quiet",
@@ -141,7 +152,7 @@ class PostgresServer:
 
     def _run(self, program: Path, *args: str) -> None:
         result = subprocess.run(
-            [*self.as_postgres, str(program), *args],
+            [*self.in_netns, *self.as_postgres, str(program), *args],
             capture_output=True,
             text=True,
             timeout=START_TIMEOUT_SECONDS + 30,
@@ -154,17 +165,25 @@ class PostgresServer:
 
 @contextlib.contextmanager
 def postgres_server(
-    *, user: str = "conveyor", database: str = "conveyor", attempts: int = 3
+    *,
+    user: str = "conveyor",
+    database: str = "conveyor",
+    attempts: int = 3,
+    host: str = "127.0.0.1",
+    netns: str | None = None,
 ) -> Iterator[PostgresServer]:
     """Start a cluster (initdb + pg_ctl start), create ``database`` owned by a password
-    ``user``, yield it, then stop it and delete everything it wrote."""
+    ``user``, yield it, then stop it and delete everything it wrote. It listens on ``host``
+    only, in the network namespace ``netns`` when given (a namespace the test made)."""
     bindir = server_bindir()
     root_user = os.geteuid() == 0
     if root_user and shutil.which("runuser") is None:
         raise PostgresUnavailable("running as root and no runuser to drop to the postgres user")
     as_postgres = ("runuser", "-u", "postgres", "--") if root_user else ()
     root = Path(tempfile.mkdtemp(prefix="conveyor-pg-"))
-    server = PostgresServer(bindir, root, 0, user, secrets.token_hex(12), database, as_postgres)
+    server = PostgresServer(
+        bindir, root, 0, user, secrets.token_hex(12), database, as_postgres, host, netns
+    )
     try:
         if root_user:
             shutil.chown(root, user="postgres", group="postgres")
@@ -181,6 +200,11 @@ def postgres_server(
         (server.socket_dir).mkdir()
         if root_user:
             shutil.chown(server.socket_dir, user="postgres", group="postgres")
+        if netns:
+            # initdb admits TCP from loopback only; the hosts on the namespace's own subnets
+            # (a swarm's nodes) come with the password too.
+            with (server.data_dir / "pg_hba.conf").open("a") as hba:
+                hba.write("host all all samenet scram-sha-256\n")
         _start(server, attempts)
         server._superuser_sql(f"CREATE ROLE \"{user}\" LOGIN PASSWORD '{server.password}'")
         server._superuser_sql(f'CREATE DATABASE "{database}" OWNER "{user}"')
@@ -203,7 +227,7 @@ def _start(server: PostgresServer, attempts: int) -> None:
     for attempt in range(1, attempts + 1):
         server.port = free_port()
         options = (
-            f"-k {server.socket_dir} -p {server.port} -c listen_addresses=127.0.0.1 "
+            f"-k {server.socket_dir} -p {server.port} -c listen_addresses={server.host} "
             "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         )
         try:

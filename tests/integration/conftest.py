@@ -34,6 +34,7 @@ from conveyor.errors import EngineUnavailable
 from testkit import sandbox
 from testkit.dockerd import Dockerd, DockerdFailed
 from testkit.loadgen import LoadResult
+from testkit.migrating import MigratingReleases
 from testkit.swarm import Cluster
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -322,6 +323,14 @@ class TestReleases:
                 self.client, self.base, self.dist, version, fault=fault
             )
         return version
+
+
+@pytest.fixture(scope="session")
+def migrating(
+    docker_client: Any, release_images: dict[str, Any], shared_folder: Path
+) -> MigratingReleases:
+    """Releases with extra Alembic revisions (testkit.migrating), made when a test asks."""
+    return MigratingReleases(docker_client, release_images, shared_folder)
 
 
 @pytest.fixture(scope="session")
