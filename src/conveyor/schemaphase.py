@@ -30,6 +30,7 @@ from conveyor.config import Environment, Service
 from conveyor.console import Console
 from conveyor.errors import ConveyorError, MigrationFailed, SchemaMismatch
 from conveyor.hosts import HostTarget
+from conveyor.images import image_present
 from conveyor.ledger import ReleaseRecord
 from conveyor.releases import Release
 from conveyor.schema import Acceptance, MigrationCommand, SchemaPlan
@@ -64,7 +65,26 @@ class SchemaPhase:
     image_source: Any = None
 
     def site(self) -> backups.Site:
+        """Where backups run: the primary, given the PostgreSQL tools image if it lacks it."""
+        for service in migrating_services(self.env):
+            settings = service.migrations
+            if settings is not None and settings.backup_kind == "postgres":
+                self._ensure_tools(settings.backup_image)
         return backups.Site(self.primary.client, self.env.name, self.log_dir)
+
+    def _ensure_tools(self, tag: str) -> None:
+        """Copy the backup tools image, which scripts/setup builds on this machine, to a
+        primary that lacks it (a swarm's manager, a remote host), as a release's images are
+        copied; with none here either, the backup says what to run."""
+        source = self.image_source
+        if (
+            source is None
+            or source is self.primary.client
+            or image_present(self.primary.client, tag)
+        ):
+            return
+        if image_present(source, tag):
+            self.primary.ensure_image(source.images.get(tag).id, tag, source)
 
     def command(self, service: Service, image: str, release: str) -> MigrationCommand:
         return MigrationCommand(

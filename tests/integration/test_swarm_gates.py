@@ -1,0 +1,165 @@
+"""The other gates on a real two-node swarm (issue 16): an approval bound to the release's
+images, a schema migration run once for every node, a feature flag that every node's tasks read.
+
+The api's database is a PostgreSQL in the switch's namespace, which both nodes reach, as a
+cluster's services reach their database: the migration runs once, in a one-off container on
+the manager, and the tasks on both nodes use the schema it made.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable
+from typing import Any
+
+from conveyor.config import DEFAULT_PGTOOLS_IMAGE
+from conveyor.images import image_present
+from testkit import sandbox
+from testkit.migrating import MigratingReleases, give
+from testkit.postgres import PostgresServer, postgres_server
+from testkit.steps import ok
+from testkit.swarm import Cluster
+
+FLAG = "new-notes-view"
+GATE = "approval = { required = true, allow_self_approval = false, expires_hours = 24 }\n"
+EXPAND = "e1a000000001"  # testkit.migrating's "m2": a table and notes.color
+
+
+def gated_swarm_environment(
+    cluster: Cluster, make_environment: Any, migrating: MigratingReleases, url: str
+) -> Any:
+    """A production-like swarm environment: approvals required from someone other than the
+    deployer (and a passed scan), the api's migrations a release phase (a PostgreSQL backup
+    first), its flags read from the flags volume, its database URL a file secret."""
+    env = make_environment(
+        hosts=[{"name": n.name, "docker": n.daemon.url, "access": "exec"} for n in cluster.nodes],
+        engine="swarm",
+        router_bind="0.0.0.0",  # noqa: S104 - inside the node's own namespace
+        ready=30,
+        verify=1,
+        flags=True,
+        migrations='{ backup = "postgres:DATABASE_URL", timeout = 60 }',
+        api_env='SECRET_FILE_WAIT = "30"',
+        api_secrets='DATABASE_URL = { from = "env:TEST_PG_URL", as = "file" }',
+        keep_warm=60,
+    )
+    for version, revisions in (("m1.0.0", None), ("m2.0.0", "m2")):
+        give(env, migrating, version, revisions)
+        sandbox.record_scan(env.dist / version, passed=True)  # as `nox -s scan` records it
+        cluster.load_images([f"conveyor-test/{name}:{version}" for name in ("api", "web")])
+    marker = f"[environments.{env.name}]\n"
+    head, sep, rest = env.config_path.read_text().partition(marker)
+    env.config_path.write_text(head + sep + GATE + rest)
+    env.secret_env = {"TEST_PG_URL": url}
+    return env
+
+
+def as_user(env: Any, user: str) -> Callable[..., Any]:
+    """The CLI on ``env`` as ``user`` (outside GitHub Actions: the ledger's approvals count)."""
+
+    def cli(*args: str) -> Any:
+        extra = {**env.secret_env, "GITHUB_ACTOR": user, "GITHUB_ACTIONS": ""}
+        return env.cli(*args, "--env", env.name, env=extra)
+
+    return cli
+
+
+def approved_by_alice(env: Any, version: str) -> None:
+    """bob's deploy of ``version`` is refused before anything changes, with the release key
+    to approve; alice approves that key."""
+    refused = as_user(env, "bob")("deploy", "--version", version)
+    assert refused.returncode != 0, refused.stdout
+    assert "Traceback" not in refused.stderr, refused.stderr
+    line = refused.stderr.strip().splitlines()[-1]
+    key = re.search(r"needs an approval of \S+ with release key ([0-9a-f]{16})", line)
+    assert key and "nothing was changed" in line, line
+    approved = ok(as_user(env, "alice")("approve", "--release", key.group(1)))
+    assert f"✓ alice approved {version}" in approved.stdout, approved.stdout
+
+
+def tools_on(cluster: Cluster) -> list[str]:
+    """The nodes that hold the backup tools image (scripts/setup builds it on this machine)."""
+    return [n.name for n in cluster.nodes if image_present(n.client, DEFAULT_PGTOOLS_IMAGE)]
+
+
+def color_versions(cluster: Cluster, env: Any) -> list[str]:
+    services = cluster.manager.client.services.list(
+        filters={"label": [f"conveyor.env={env.name}", "conveyor.role=service"]}
+    )
+    return sorted(s.attrs["Spec"]["Labels"]["conveyor.version"] for s in services)
+
+
+def flags_on(cluster: Cluster, env: Any) -> dict[str, bool]:
+    """Per node, whether its api answers the flag on (no X-User: one key for everyone)."""
+    return {
+        node.name: json.loads(cluster.get(node.address, env.public(), "/api/flags"))["flags"][FLAG]
+        for node in cluster.nodes
+    }
+
+
+def schema(postgres: PostgresServer, env: Any) -> tuple[str, list[str]]:
+    """The database's Alembic revision, and the columns of its notes table."""
+    database = env.secret_env["TEST_PG_URL"].rsplit("/", 1)[1]
+    revision = postgres.psql("SELECT version_num FROM alembic_version", database=database)
+    columns = postgres.psql(
+        "SELECT column_name FROM information_schema.columns WHERE table_name = 'notes' "
+        "ORDER BY column_name",
+        database=database,
+    )
+    return revision.stdout.strip(), columns.stdout.split()
+
+
+def test_an_approval_a_migration_and_a_flag_reach_every_node_of_a_swarm(
+    swarm_cluster: Cluster, make_environment: Any, migrating: MigratingReleases
+) -> None:
+    """bob's deploys wait for alice's approval of their exact images. The first creates the
+    schema, the second runs an expand revision once, before its tasks start, under load on
+    both nodes without a failed request; a rollback needs no new approval and runs the old
+    release on the new schema. A flag turned on is read by the tasks on every node."""
+    cluster = swarm_cluster
+    with postgres_server(host=cluster.client_address, netns=cluster.switch) as postgres:
+        url = postgres.create_database("conveyor_swarm")
+        env = gated_swarm_environment(cluster, make_environment, migrating, url)
+        bob = as_user(env, "bob")
+
+        approved_by_alice(env, "m1.0.0")
+        assert color_versions(cluster, env) == [], "a refused deploy starts nothing"
+        assert not tools_on(cluster), "no node holds the backup tools before a backup"
+        first = ok(bob("deploy", "--version", "m1.0.0"))
+        assert "Approved by alice" in first.stdout, first.stdout
+        # conveyor copied them from this machine to the manager, where backups run.
+        assert tools_on(cluster) == ["n1"]
+        assert cluster.versions(env.public()) == {"n1": "m1.0.0", "n2": "m1.0.0"}
+        assert "color" not in schema(postgres, env)[1]
+
+        approved_by_alice(env, "m2.0.0")
+        load = cluster.start_load(env.public(), "/api/version", rate=50, max_seconds=120)
+        try:
+            second = ok(bob("deploy", "--version", "m2.0.0"))
+            assert cluster.versions(env.public()) == {"n1": "m2.0.0", "n2": "m2.0.0"}
+            rolled = ok(bob("rollback"))
+            assert cluster.versions(env.public()) == {"n1": "m1.0.0", "n2": "m1.0.0"}
+        finally:
+            results = cluster.stop_load(load)
+        for target, result in results.items():
+            assert result["requests"] > 100 and result["failures"] == 0, (target, result)
+        # Run once for the cluster (by the manager), before any task of m2.0.0 started.
+        migration = f"run {EXPAND} (expand: add scratch table and notes.color)"
+        assert second.stdout.count(migration) == 1, second.stdout
+        assert second.stdout.index(migration) < second.stdout.index("n1: starting"), second.stdout
+        assert schema(postgres, env) == (EXPAND, ["color", "created_at", "id", "pinned", "text"])
+        assert "approval" not in rolled.stdout.lower(), rolled.stdout
+
+        assert flags_on(cluster, env) == {"n1": False, "n2": False}
+        ok(bob("flag-set", FLAG, "--on"))
+        deadline = time.monotonic() + 5  # the provider's bound is 2 s; the probes add some
+        while (seen := flags_on(cluster, env)) != {"n1": True, "n2": True}:
+            assert time.monotonic() < deadline, seen
+        records = json.loads(ok(bob("history", "--json")).stdout)
+    assert [(r["kind"], r["version"], r["outcome"]) for r in records] == [
+        ("deploy", "m1.0.0", "succeeded"),
+        ("deploy", "m2.0.0", "succeeded"),
+        ("rollback", "m1.0.0", "succeeded"),
+    ], records
