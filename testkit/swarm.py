@@ -142,9 +142,9 @@ class Cluster:
                 listen_addr=f"{node.address}:{SWARM_PORT}",
             )
 
-    def add_node(self, *, timeout: float = 60.0) -> Node:
+    def add_node(self, *, timeout: float = 60.0, leave_out: Sequence[str] = ()) -> Node:
         """One more node, joined as a worker, with every image :meth:`load_images` put on the
-        others (it would pull them from a registry)."""
+        others (it would pull them from a registry) but those in ``leave_out``."""
         node = self._make_node(len(self.nodes) + 1, timeout)
         self.nodes.append(node)
         self.size += 1
@@ -154,8 +154,8 @@ class Cluster:
             advertise_addr=node.address,
             listen_addr=f"{node.address}:{SWARM_PORT}",
         )
-        if self.images:
-            self._load(self.images, [node])
+        if loaded := [name for name in self.images if name not in leave_out]:
+            self._load(loaded, [node])
         self.wait_ready(timeout)
         return node
 

@@ -501,6 +501,26 @@ def router_image_tag(config: Config, client: Any) -> str:
     return f"{local_name(config, spec)}:{digest}"
 
 
+def push_router_image(config: Config, client: Any, tag: str) -> None:
+    """Push the router image ``tag`` from ``client``'s engine to the registry (deploy.toml's
+    ``[registry] url`` or CONVEYOR_REGISTRY), where a swarm node that joins pulls it; nothing
+    without a registry. Pushing what the registry holds sends no layer."""
+    repository = remote_name(config, _router_spec(config))
+    if repository is None:
+        return
+    _, version = split_reference(tag)
+    client.images.get(tag).tag(repository, version)
+    push(client, repository, version)
+
+
+def router_reference(image: Any) -> str:
+    """How a swarm's router service names the router ``image`` (an SDK image): by registry
+    digest once it was pushed (a node that joins pulls it), else by image ID (only the nodes
+    that conveyor copied it to hold it)."""
+    digests = sorted(image.attrs.get("RepoDigests") or [])
+    return str(digests[-1]) if digests else str(image.id)
+
+
 def build_router_image(
     config: Config, client: Any, out: Console = console, *, tag: str | None = None
 ) -> str:

@@ -62,20 +62,25 @@ class Session:
         return None
 
     def ensure_router_images(self) -> None:
-        """The router image on every host: built once here, copied to the others."""
+        """The router image on every host: built once here, copied to the others. On a swarm
+        with a registry it is pushed instead: the router service names it by digest, and every
+        node, one that joins too, pulls it."""
         local = self.primary.client
         # The tag read when the session opened (same engine, same Dockerfile): asking for the
         # base image again, and whether the primary has the tag build_router_image just
         # checked, would be two more engine round trips on every deploy.
         tag = images.build_router_image(self.config, local, self.out, tag=self.router_image)
+        image = local.images.get(tag)
+        pulled = False
+        if self.env.engine == "swarm":
+            images.push_router_image(self.config, local, tag)
+            pulled = "@sha256:" in images.router_reference(local.images.get(tag))
         others = [t for t in self.targets if t.client is not local]
-        if others:
-            # By ID: a swarm's router service names the image by it on every node.
-            image = local.images.get(tag)
-            for target in others:
-                if not images.image_present(target.client, image.id):
-                    self.out.say(f"  {target.name}: copying the router image")
-                    target.client.images.load(b"".join(image.save(named=True)))
+        for target in [] if pulled else others:
+            # By ID: without a registry, a swarm's router service names the image by it.
+            if not images.image_present(target.client, image.id):
+                self.out.say(f"  {target.name}: copying the router image")
+                target.client.images.load(b"".join(image.save(named=True)))
         for target in self.targets:
             target.router_image = tag
         self.router_image = tag

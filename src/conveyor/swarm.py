@@ -35,7 +35,7 @@ from typing import Any
 import docker.errors
 from docker.types import Healthcheck, Mount, RestartPolicy, SecretReference, ServiceMode
 
-from conveyor import engine, router, state, swarmrouter
+from conveyor import engine, images, router, state, swarmrouter
 from conveyor.config import Config, Environment, Service
 from conveyor.console import Console
 from conveyor.containers import (
@@ -233,7 +233,7 @@ class SwarmNode(HostTarget):
 
     def _published(self, live: dict[str, str | None]) -> swarmrouter.Published:
         assert self.router_image is not None  # noqa: S101 - the callers checked
-        image = str(self.manager.images.get(self.router_image).id)
+        image = images.router_reference(self.manager.images.get(self.router_image))
         return swarmrouter.published(self.env, self.ports, live, image)
 
     def _keep_own_colors(self, mark: str) -> None:

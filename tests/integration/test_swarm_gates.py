@@ -12,6 +12,7 @@ import json
 import re
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from conveyor.config import DEFAULT_PGTOOLS_IMAGE
@@ -112,16 +113,19 @@ def schema(postgres: PostgresServer, env: Any) -> tuple[str, list[str]]:
 
 
 def test_an_approval_a_migration_and_a_flag_reach_every_node_of_a_swarm(
-    swarm_cluster: Cluster, make_environment: Any, migrating: MigratingReleases
+    swarm_cluster: Cluster, make_environment: Any, migrating: MigratingReleases, tmp_path: Path
 ) -> None:
     """bob's deploys wait for alice's approval of their exact images. The first creates the
     schema, the second runs an expand revision once, before its tasks start, under load on
     both nodes without a failed request; a rollback needs no new approval and runs the old
     release on the new schema. A flag turned on is read by the tasks on every node."""
     cluster = swarm_cluster
+    (tmp_path / "registry").mkdir()
+    registry = cluster.start_registry(tmp_path / "registry")
     with postgres_server(host=cluster.client_address, netns=cluster.switch) as postgres:
         url = postgres.create_database("conveyor_swarm")
         env = gated_swarm_environment(cluster, make_environment, migrating, url)
+        env.secret_env["CONVEYOR_REGISTRY"] = registry  # where the router image goes
         bob = as_user(env, "bob")
 
         approved_by_alice(env, "m1.0.0")
@@ -158,8 +162,26 @@ def test_an_approval_a_migration_and_a_flag_reach_every_node_of_a_swarm(
         while (seen := flags_on(cluster, env)) != {"n1": True, "n2": True}:
             assert time.monotonic() < deadline, seen
         records = json.loads(ok(bob("history", "--json")).stdout)
+        a_node_joins_and_pulls_the_router(cluster, env)
     assert [(r["kind"], r["version"], r["outcome"]) for r in records] == [
         ("deploy", "m1.0.0", "succeeded"),
         ("deploy", "m2.0.0", "succeeded"),
         ("rollback", "m1.0.0", "succeeded"),
     ], records
+
+
+def a_node_joins_and_pulls_the_router(cluster: Cluster, env: Any) -> None:
+    """The router service names its image by digest in the registry (where conveyor pushed
+    it), so n3, which joins with the releases' images but not the router's, pulls it and
+    serves the live release with no conveyor command."""
+    service = cluster.manager.client.services.get(f"conveyor-{env.name}-router")
+    image = service.attrs["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"]
+    assert image.startswith(f"{cluster.registry}/") and "@sha256:" in image, image
+    router_tags = [name for name in cluster.images if "/router:" in name]
+    assert router_tags, cluster.images
+    n3 = cluster.add_node(leave_out=router_tags)
+    assert not any(image_present(n3.client, tag) for tag in router_tags)
+    deadline = time.monotonic() + 60
+    while (seen := cluster.versions(env.public())) != dict.fromkeys(("n1", "n2", "n3"), "m1.0.0"):
+        assert time.monotonic() < deadline, seen
+        time.sleep(0.5)

@@ -14,7 +14,7 @@ import pytest
 from docker.types import RestartPolicy
 from tests.unit.test_plan import STAGING
 
-from conveyor import router, swarmrouter
+from conveyor import images, router, swarmrouter
 from conveyor.errors import ConveyorError
 
 PORTS = router.Ports.of(STAGING, 0)
@@ -272,3 +272,13 @@ def test_a_node_is_not_settled_until_it_runs_one_router_of_the_generation(
         lambda: [task(GENERATION)], client, env=STAGING, node="n1", wanted=BLUE, why=str
     )
     assert settled == "t1"
+
+
+def test_the_router_service_names_a_pushed_image_by_digest_else_by_id() -> None:
+    """A node that joins can pull a digest from the registry; an ID only names a copy."""
+    pushed = SimpleNamespace(
+        id="sha256:r1", attrs={"RepoDigests": ["198.18.0.254:5000/p/router@sha256:d1"]}
+    )
+    local = SimpleNamespace(id="sha256:r1", attrs={"RepoDigests": []})
+    assert images.router_reference(pushed) == "198.18.0.254:5000/p/router@sha256:d1"
+    assert images.router_reference(local) == "sha256:r1"
