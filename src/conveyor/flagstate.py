@@ -66,13 +66,29 @@ def read(target: HostTarget, image: str) -> Definitions | None:
     return flags.parse(raw, f"{target.name}:{volume_name(target.env.name)}/{image}.json")
 
 
-def write(target: HostTarget, image: str, definitions: Definitions) -> None:
-    """Replace the image's flag file on one host: upload under a temporary name, rename."""
+def stamp_file(image: str) -> str:
+    """Beside ``<image>.json``: when it was written (ns), so that an older write never
+    replaces it (a swarm's flag service writes only a newer one: conveyor.swarmflags)."""
+    return f".stamp-{image}"
+
+
+def write(target: HostTarget, image: str, definitions: Definitions, stamp: int) -> None:
+    """Replace the image's flag file on one host: upload under a temporary name, rename; then
+    its stamp."""
     flags.validate(definitions, f"{image} flags")
-    incoming = f".incoming-{image}-{time.time_ns()}.json"
-    helper = _helper(target, ["mv", "-f", f"{MOUNT}/{incoming}", container_file(image)])
+    incoming = f".incoming-{image}-{time.time_ns()}"
+    renames = 'mv -f "$1.json" "$2" && mv -f "$1.stamp" "$3"'
+    helper = _helper(
+        target,
+        ["sh", "-c", renames, "sh", f"{MOUNT}/{incoming}", container_file(image),
+         f"{MOUNT}/{stamp_file(image)}"],
+    )  # fmt: skip
     try:
-        state.put_file(helper, MOUNT, incoming, flags.dumps(definitions))
+        state.put_files(
+            helper,
+            MOUNT,
+            {f"{incoming}.json": flags.dumps(definitions), f"{incoming}.stamp": b"%d\n" % stamp},
+        )
         helper.start()
         result = helper.wait(timeout=30)
         if result.get("StatusCode") != 0:
@@ -92,10 +108,16 @@ def read_all(
 
 
 def write_all(targets: Iterable[HostTarget], states: Mapping[str, Definitions]) -> None:
-    """Every host gets the same flag files (an abort on one would leave hosts apart)."""
-    for target in targets:
+    """Every host gets the same flag files (an abort on one would leave hosts apart); then
+    the first publishes them for hosts not listed (a swarm's: a node that joins)."""
+    stamp = time.time_ns()
+    listed = list(targets)
+    for target in listed:
         for image, definitions in states.items():
-            write(target, image, definitions)
+            write(target, image, definitions, stamp)
+    if listed:
+        files = {image: flags.dumps(definitions) for image, definitions in states.items()}
+        listed[0].publish_flags(files, stamp)
 
 
 def images_with_flags(services: Iterable[Service]) -> list[str]:

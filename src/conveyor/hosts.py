@@ -213,6 +213,10 @@ class HostTarget:
         starts anew reads it (a swarm's router service). A host's router keeps its own file,
         written at every switch: nothing to do."""
 
+    def publish_flags(self, files: dict[str, bytes], stamp: int) -> None:
+        """After every listed host got these flag files (by image), make them reach hosts that
+        are not listed (a swarm's nodes that joined: conveyor.swarmflags). A host has none."""
+
     def router_change(self) -> str | None:
         """What :meth:`ensure_router` would do to this host's router, in words, read only
         (``--dry-run`` prints it); None when it would leave the router as it is."""

@@ -35,7 +35,7 @@ from typing import Any
 import docker.errors
 from docker.types import Healthcheck, Mount, RestartPolicy, SecretReference, ServiceMode
 
-from conveyor import engine, images, router, state, swarmrouter
+from conveyor import engine, images, router, state, swarmflags, swarmrouter
 from conveyor.config import Config, Environment, Service
 from conveyor.console import Console
 from conveyor.containers import (
@@ -232,9 +232,16 @@ class SwarmNode(HostTarget):
         return live_hint
 
     def _published(self, live: dict[str, str | None]) -> swarmrouter.Published:
+        return swarmrouter.published(self.env, self.ports, live, self._router_service_image())
+
+    def _router_service_image(self) -> str:
+        """The router image as Swarm services name it (the router's, the flags')."""
         assert self.router_image is not None  # noqa: S101 - the callers checked
-        image = images.router_reference(self.manager.images.get(self.router_image))
-        return swarmrouter.published(self.env, self.ports, live, image)
+        return images.router_reference(self.manager.images.get(self.router_image))
+
+    def publish_flags(self, files: dict[str, bytes], stamp: int) -> None:
+        """Each image's flag service writes these files on every node, one that joins too."""
+        swarmflags.publish(self.manager, self.env, self._router_service_image(), files, stamp)
 
     def _keep_own_colors(self, mark: str) -> None:
         """Before every router restarts: this node's file keeps its own colors, in the new

@@ -1,0 +1,101 @@
+"""Feature flags on a swarm: every node's flag volume holds the current files, a node that
+joins (or one that missed a change) too.
+
+conveyor writes each image's flag file on every listed node at once (:mod:`conveyor.flagstate`):
+that is how a change reaches running tasks within the provider's bound. A node it does not list
+(one that joined since) would keep an empty volume, and its tasks the image's defaults. So each
+write is also *published*: one global Swarm service per image, ``conveyor-<env>-flags-<image>``,
+whose task on every node writes the file from its environment into the node's volume, then
+sleeps. Swarm runs it on a node that joins; a change updates the service, and Swarm replaces the
+task on every node, which writes the new file.
+
+Every write carries a stamp (nanoseconds at the change, from conveyor's clock), kept beside the
+file in the volume, and a task writes only a newer one: a task of an older change that Swarm
+starts late never undoes a newer file, and a restarted task rewrites nothing.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import docker.errors
+from docker.types import Mount, RestartPolicy, ServiceMode, UpdateConfig
+
+from conveyor.config import Environment
+from conveyor.errors import ConveyorError
+from conveyor.flagstate import MOUNT, ROLE, stamp_file, volume_name
+
+STAMP_LABEL = "conveyor.flags-stamp"
+# Swarm's limit on a service's name (a DNS label).
+MAX_NAME = 63
+# The task only sleeps: nothing to drain, so it stops at once.
+STOP_SIGNAL = "SIGKILL"
+RESTART = RestartPolicy(condition="any", delay=1_000_000_000)
+# Every node's task at once: each only writes a file.
+UPDATE = UpdateConfig(parallelism=0, order="stop-first", failure_action="continue")
+
+# The task's command, run by sh in the router image (it has sh, base64 and mv). The file and
+# its stamp are renamed into place, the file first: a stamp never names a file not yet there.
+WRITE = """set -eu
+file="$FLAGS_DIR/$FLAGS_IMAGE.json"
+stamp="$FLAGS_DIR/$FLAGS_STAMP_FILE"
+held=$(cat "$stamp" 2>/dev/null || echo 0)
+if [ "$held" -lt "$FLAGS_STAMP" ]; then
+  printf '%s' "$FLAGS_CONTENT" | base64 -d > "$file.published"
+  mv -f "$file.published" "$file"
+  printf '%s\\n' "$FLAGS_STAMP" > "$stamp.published"
+  mv -f "$stamp.published" "$stamp"
+fi
+exec sleep infinity
+"""
+
+
+def service_name(env: str, image: str) -> str:
+    name = f"conveyor-{env}-flags-{image}"
+    if len(name) > MAX_NAME:
+        raise ConveyorError(
+            f"Swarm service name {name} is longer than {MAX_NAME} characters — shorten the "
+            f"environment's or the image's name"
+        )
+    return name
+
+
+def task_env(image: str, content: bytes, stamp: int) -> list[str]:
+    return [
+        f"FLAGS_DIR={MOUNT}",
+        f"FLAGS_IMAGE={image}",
+        f"FLAGS_STAMP={stamp}",
+        f"FLAGS_STAMP_FILE={stamp_file(image)}",
+        f"FLAGS_CONTENT={base64.b64encode(content).decode()}",
+    ]
+
+
+def publish(
+    manager: Any, env: Environment, helper_image: str, files: dict[str, bytes], stamp: int
+) -> None:
+    """Create or update each image's flag service to write ``files[image]`` with ``stamp``.
+
+    ``helper_image`` is the router image as the router service names it, so a node that can
+    run a router can run this too."""
+    for image, content in files.items():
+        name = service_name(env.name, image)
+        labels = {"conveyor.env": env.name, "conveyor.role": ROLE, STAMP_LABEL: str(stamp)}
+        spec: dict[str, Any] = {
+            "command": ["sh", "-c", WRITE],
+            "env": task_env(image, content, stamp),
+            "labels": labels,
+            "container_labels": {"conveyor.env": env.name, "conveyor.role": ROLE},
+            "mounts": [Mount(target=MOUNT, source=volume_name(env.name), type="volume")],
+            "networks": ["host"],
+            "user": "0",
+            "stop_signal": STOP_SIGNAL,
+            "restart_policy": RESTART,
+            "update_config": UPDATE,
+        }
+        try:
+            found = manager.services.get(name)
+        except docker.errors.NotFound:
+            manager.services.create(helper_image, name=name, mode=ServiceMode("global"), **spec)
+        else:
+            found.update(image=helper_image, **spec)
