@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
 from conveyor.config import Service
+from conveyor.errors import ConveyorError
 
 # Values of the ``conveyor.role`` label: what a container is for.
 ROLE_SERVICE = "service"
@@ -70,6 +71,21 @@ class Container(Protocol):
 
 def service_container_name(env: str, service: str, color: str, release: str) -> str:
     return f"conveyor-{env}-{service}-{color}-{release}"
+
+
+# Swarm's limit on a service's name (a DNS label).
+MAX_SWARM_SERVICE_NAME = 63
+
+
+def swarm_service_name(name: str, shorten: str) -> str:
+    """``name``, if Swarm takes it as a service's name; else one line saying to shorten
+    ``shorten`` (what the name is made of)."""
+    if len(name) > MAX_SWARM_SERVICE_NAME:
+        raise ConveyorError(
+            f"Swarm service name {name} is longer than {MAX_SWARM_SERVICE_NAME} characters — "
+            f"shorten {shorten}"
+        )
+    return name
 
 
 def router_container_name(env: str) -> str:

@@ -45,6 +45,7 @@ from conveyor.containers import (
     router_container_name,
     service_container_name,
     service_labels,
+    swarm_service_name,
 )
 from conveyor.errors import ConveyorError, EngineUnavailable
 from conveyor.hosts import ROUTER_DRAIN_SECONDS, HostTarget
@@ -52,8 +53,6 @@ from conveyor.secretfiles import file_secrets
 from conveyor.terms import takes_tasks
 
 SERVICE_LABEL = "com.docker.swarm.service.name"
-# Swarm's limit on a service's name (a DNS label).
-MAX_SERVICE_NAME = 63
 # How soon Swarm starts a task again after it exited or turned unhealthy.
 RESTART_DELAY_NS = 1_000_000_000
 RESTART = RestartPolicy(condition="any", delay=RESTART_DELAY_NS)
@@ -299,12 +298,10 @@ class SwarmNode(HostTarget):
     ) -> Container:
         """The color's global service (made by the first node that asks), then this node's
         task container once Swarm has started it."""
-        name = service_container_name(self.env.name, service.name, color, release)
-        if len(name) > MAX_SERVICE_NAME:
-            raise ConveyorError(
-                f"Swarm service name {name} is longer than {MAX_SERVICE_NAME} characters — "
-                f"shorten the environment's or the service's name"
-            )
+        name = swarm_service_name(
+            service_container_name(self.env.name, service.name, color, release),
+            "the environment's or the service's name",
+        )
         if self._service(name) is None:
             labels = service_labels(self.env.name, service, color, release, version)
             image = reference if "@sha256:" in reference else image_id

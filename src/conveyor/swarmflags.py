@@ -23,12 +23,10 @@ import docker.errors
 from docker.types import Mount, RestartPolicy, ServiceMode, UpdateConfig
 
 from conveyor.config import Environment
-from conveyor.errors import ConveyorError
+from conveyor.containers import swarm_service_name
 from conveyor.flagstate import MOUNT, ROLE, stamp_file, volume_name
 
 STAMP_LABEL = "conveyor.flags-stamp"
-# Swarm's limit on a service's name (a DNS label).
-MAX_NAME = 63
 # The task only sleeps: nothing to drain, so it stops at once.
 STOP_SIGNAL = "SIGKILL"
 RESTART = RestartPolicy(condition="any", delay=1_000_000_000)
@@ -52,13 +50,9 @@ exec sleep infinity
 
 
 def service_name(env: str, image: str) -> str:
-    name = f"conveyor-{env}-flags-{image}"
-    if len(name) > MAX_NAME:
-        raise ConveyorError(
-            f"Swarm service name {name} is longer than {MAX_NAME} characters — shorten the "
-            f"environment's or the image's name"
-        )
-    return name
+    return swarm_service_name(
+        f"conveyor-{env}-flags-{image}", "the environment's or the image's name"
+    )
 
 
 def task_env(image: str, content: bytes, stamp: int) -> list[str]:
