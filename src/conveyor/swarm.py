@@ -392,8 +392,8 @@ class SwarmNode(HostTarget):
             return None
         return (
             f"swarm node {self.name} became {node.get('state')}, {node.get('availability')} "
-            f"during the deploy: Swarm stops its tasks there — make it active (docker node "
-            f"update --availability active <node>) and deploy again"
+            f"while it was being moved: Swarm stops its tasks there — make it active (docker "
+            f"node update --availability active <node>) and run the command again"
         )
 
     def _raise_if_not_taking_tasks(self) -> None:
