@@ -9,6 +9,7 @@ join it or reach it. ``scripts/setup --swarm`` makes it; it is idempotent, like 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,37 +17,58 @@ from conveyor import engine, machine
 from conveyor.errors import EngineUnavailable
 from conveyor.images import image_present
 
-RUN = Path("/run/conveyor-swarm")
-SOCKET = RUN / "docker.sock"
-# The endpoint deploy.toml's swarm environment names.
-ENDPOINT = f"unix://{SOCKET}"
-DATA = Path("/var/lib/conveyor-swarm")
-LOG = Path("/var/log/conveyor-swarm-dockerd.log")
-ARGS = (
-    "-H",
-    ENDPOINT,
-    f"--data-root={DATA}",
-    f"--exec-root={RUN / 'exec'}",
-    f"--pidfile={RUN / 'docker.pid'}",
-    "--bridge=none",
-    "--iptables=false",
-    f"--containerd={machine.CONTAINERD_SOCKET}",
-    "--containerd-namespace=conveyor-swarm",
-    "--containerd-plugins-namespace=conveyor-swarm-plugins",
-)
-ADDRESS = "127.0.0.1"
+
+@dataclass(frozen=True)
+class Place:
+    """Where the swarm's dockerd keeps its socket, data and log, the containerd namespaces it
+    uses, and the address it advertises (the quickstart's: :data:`QUICKSTART`)."""
+
+    run: Path = Path("/run/conveyor-swarm")
+    data: Path = Path("/var/lib/conveyor-swarm")
+    log: Path = Path("/var/log/conveyor-swarm-dockerd.log")
+    containerd_namespace: str = "conveyor-swarm"
+    address: str = "127.0.0.1"
+
+    @property
+    def endpoint(self) -> str:
+        """The endpoint deploy.toml's swarm environment names."""
+        return f"unix://{self.run / 'docker.sock'}"
+
+    def dockerd_args(self) -> tuple[str, ...]:
+        return (
+            "-H",
+            self.endpoint,
+            f"--data-root={self.data}",
+            f"--exec-root={self.run / 'exec'}",
+            f"--pidfile={self.run / 'docker.pid'}",
+            "--bridge=none",
+            "--iptables=false",
+            f"--containerd={machine.CONTAINERD_SOCKET}",
+            f"--containerd-namespace={self.containerd_namespace}",
+            f"--containerd-plugins-namespace={self.containerd_namespace}-plugins",
+        )
 
 
-def ensure(report: machine.Report, main: Any, images: list[str], *, wait: float = 60.0) -> Any:
+QUICKSTART = Place()
+
+
+def ensure(
+    report: machine.Report,
+    main: Any,
+    images: list[str],
+    *,
+    place: Place = QUICKSTART,
+    wait: float = 60.0,
+) -> Any:
     """The swarm's engine, started and made a one-node swarm if it is not, holding ``images``
     (copied from the machine's engine ``main``: the router's base, built there offline)."""
-    client = _engine(report, wait)
+    client = _engine(report, place, wait)
     state = (client.info().get("Swarm") or {}).get("LocalNodeState")
     if state == "active":
-        report.skipped(f"local swarm: {ENDPOINT} is already a swarm manager")
+        report.skipped(f"local swarm: {place.endpoint} is already a swarm manager")
     else:
-        client.swarm.init(advertise_addr=ADDRESS, listen_addr=f"{ADDRESS}:2377")
-        report.did(f"made {ENDPOINT} a one-node swarm (advertising {ADDRESS})")
+        client.swarm.init(advertise_addr=place.address, listen_addr=f"{place.address}:2377")
+        report.did(f"made {place.endpoint} a one-node swarm (advertising {place.address})")
     for tag in images:
         if image_present(client, tag):
             report.skipped(f"local swarm: {tag} is already present")
@@ -56,20 +78,20 @@ def ensure(report: machine.Report, main: Any, images: list[str], *, wait: float 
     return client
 
 
-def _engine(report: machine.Report, wait: float) -> Any:
+def _engine(report: machine.Report, place: Place, wait: float) -> Any:
     try:
-        client = engine.connect(ENDPOINT, timeout=30)
+        client = engine.connect(place.endpoint, timeout=30)
     except EngineUnavailable:
         pass
     else:
-        report.skipped(f"local swarm engine: already answers at {ENDPOINT}")
+        report.skipped(f"local swarm engine: already answers at {place.endpoint}")
         return client
     if not machine.is_root():
         raise EngineUnavailable(
-            f"no swarm engine at {ENDPOINT} and not root — run scripts/setup --swarm as root"
+            f"no swarm engine at {place.endpoint} and not root — run scripts/setup --swarm as root"
         )
     machine.ensure_containerd(report, wait=wait)
-    RUN.mkdir(parents=True, exist_ok=True)
-    client = machine.start_dockerd(ARGS, LOG, ENDPOINT, wait=wait)
-    report.did(f"started the swarm's dockerd at {ENDPOINT} (log: {LOG})")
+    place.run.mkdir(parents=True, exist_ok=True)
+    client = machine.start_dockerd(place.dockerd_args(), place.log, place.endpoint, wait=wait)
+    report.did(f"started the swarm's dockerd at {place.endpoint} (log: {place.log})")
     return client

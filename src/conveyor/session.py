@@ -66,6 +66,7 @@ class Session:
         with a registry it is pushed instead: the router service names it by digest, and every
         node, one that joins too, pulls it."""
         local = self.primary.client
+        self._copy_router_image_here()
         # The tag read when the session opened (same engine, same Dockerfile): asking for the
         # base image again, and whether the primary has the tag build_router_image just
         # checked, would be two more engine round trips on every deploy.
@@ -85,6 +86,18 @@ class Session:
             target.router_image = tag
         self.router_image = tag
         self.store.image = tag
+
+    def _copy_router_image_here(self) -> None:
+        """A primary that lacks the router image gets this machine's copy of the same tag
+        (the same Dockerfile on the same base) rather than building it again: a build needs
+        Debian's mirror, which a swarm's node may not reach."""
+        tag = self.router_image
+        if tag is None or images.image_present(self.primary.client, tag):
+            return
+        source = self.image_source()
+        if source is not self.primary.client and images.image_present(source, tag):
+            self.out.say(f"  {self.primary.name}: copying the router image from this machine")
+            self.primary.client.images.load(b"".join(source.images.get(tag).save(named=True)))
 
     def image_source(self) -> Any:
         """Where a host that lacks a release's image (and has no registry to pull it from)
