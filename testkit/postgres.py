@@ -125,7 +125,10 @@ class PostgresServer:
         )
 
     def connect(self, *, autocommit: bool = True, database: str | None = None) -> Any:
-        """A psycopg (3) connection as the test user; psycopg comes with refapi[postgres]."""
+        """A psycopg (3) connection as the test user; psycopg comes with refapi[postgres].
+        Not to a server in another namespace (this process cannot reach it): use psql."""
+        if self.netns:
+            raise RuntimeError(f"{self.host} is in namespace {self.netns}: use psql()")
         try:
             psycopg = importlib.import_module("psycopg")
         except ModuleNotFoundError:

@@ -108,16 +108,21 @@ def read_all(
 
 
 def write_all(targets: Iterable[HostTarget], states: Mapping[str, Definitions]) -> None:
-    """Every host gets the same flag files (an abort on one would leave hosts apart); then
-    the first publishes them for hosts not listed (a swarm's: a node that joins)."""
-    stamp = time.time_ns()
+    """Every host gets the same flag files (an abort on one would leave hosts apart). They
+    are published first, for the hosts not listed (a swarm's flag services: a node that
+    joins), so that a failed publication changes nothing."""
     listed = list(targets)
+    if not listed:
+        return
+    for image, definitions in states.items():
+        flags.validate(definitions, f"{image} flags")
+    stamp = listed[0].flags_stamp(sorted(states), time.time_ns())
+    listed[0].publish_flags(
+        {image: flags.dumps(definitions) for image, definitions in states.items()}, stamp
+    )
     for target in listed:
         for image, definitions in states.items():
             write(target, image, definitions, stamp)
-    if listed:
-        files = {image: flags.dumps(definitions) for image, definitions in states.items()}
-        listed[0].publish_flags(files, stamp)
 
 
 def images_with_flags(services: Iterable[Service]) -> list[str]:

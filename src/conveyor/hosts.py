@@ -213,9 +213,15 @@ class HostTarget:
         starts anew reads it (a swarm's router service). A host's router keeps its own file,
         written at every switch: nothing to do."""
 
+    def flags_stamp(self, images_with_files: list[str], now: int) -> int:
+        """The stamp for flag files written now (ns): ``now`` on hosts, where only conveyor
+        writes them; on a swarm, also newer than what its flag services publish."""
+        del images_with_files
+        return now
+
     def publish_flags(self, files: dict[str, bytes], stamp: int) -> None:
-        """After every listed host got these flag files (by image), make them reach hosts that
-        are not listed (a swarm's nodes that joined: conveyor.swarmflags). A host has none."""
+        """Before every listed host gets these flag files (by image), make them reach hosts
+        that are not listed (a swarm's nodes that join: conveyor.swarmflags). A host has none."""
 
     def router_change(self) -> str | None:
         """What :meth:`ensure_router` would do to this host's router, in words, read only

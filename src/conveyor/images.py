@@ -501,24 +501,36 @@ def router_image_tag(config: Config, client: Any) -> str:
     return f"{local_name(config, spec)}:{digest}"
 
 
-def push_router_image(config: Config, client: Any, tag: str) -> None:
-    """Push the router image ``tag`` from ``client``'s engine to the registry (deploy.toml's
-    ``[registry] url`` or CONVEYOR_REGISTRY), where a swarm node that joins pulls it; nothing
-    without a registry. Pushing what the registry holds sends no layer."""
-    repository = remote_name(config, _router_spec(config))
+def router_repository(config: Config) -> str | None:
+    """Where the router image is pushed: its repository in the registry (deploy.toml's
+    ``[registry] url`` or CONVEYOR_REGISTRY); None without a registry."""
+    return remote_name(config, _router_spec(config))
+
+
+def push_router_image(config: Config, client: Any, tag: str, out: Console = console) -> None:
+    """Push the router image ``tag`` from ``client``'s engine to the registry, where a swarm
+    node that joins pulls it; nothing without a registry. Pushing what the registry holds
+    sends no layer. A failed push is one line, not a failed command: the listed nodes hold
+    the image anyway, and a flag kill switch must not wait for a registry."""
+    repository = router_repository(config)
     if repository is None:
         return
     _, version = split_reference(tag)
     client.images.get(tag).tag(repository, version)
-    push(client, repository, version)
+    try:
+        push(client, repository, version)
+    except RegistryError as exc:
+        out.warn(f"the router image was not pushed ({exc}); a swarm node that joins needs it")
 
 
-def router_reference(image: Any) -> str:
-    """How a swarm's router service names the router ``image`` (an SDK image): by registry
-    digest once it was pushed (a node that joins pulls it), else by image ID (only the nodes
-    that conveyor copied it to hold it)."""
-    digests = sorted(image.attrs.get("RepoDigests") or [])
-    return str(digests[-1]) if digests else str(image.id)
+def router_reference(image: Any, repository: str | None) -> str:
+    """How a swarm's services name the router ``image`` (an SDK image): by its digest in
+    ``repository`` once pushed there (a node that joins pulls it), else by image ID (only the
+    nodes that conveyor copied it to hold it)."""
+    for digest in image.attrs.get("RepoDigests") or []:
+        if repository and str(digest).startswith(f"{repository}@"):
+            return str(digest)
+    return str(image.id)
 
 
 def build_router_image(

@@ -84,7 +84,8 @@ class SchemaPhase:
         ):
             return
         if image_present(source, tag):
-            self.primary.ensure_image(source.images.get(tag).id, tag, source)
+            self.out.say(f"  {self.primary.name}: copying the backup tools image {tag}")
+            self.primary.client.images.load(b"".join(source.images.get(tag).save(named=tag)))
 
     def command(self, service: Service, image: str, release: str) -> MigrationCommand:
         return MigrationCommand(

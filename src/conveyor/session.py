@@ -63,26 +63,21 @@ class Session:
 
     def ensure_router_images(self) -> None:
         """The router image on every host: built once here, copied to the others. On a swarm
-        with a registry it is pushed instead: the router service names it by digest, and every
-        node, one that joins too, pulls it."""
+        with a registry it is also pushed: the router service names it by digest there, so a
+        node that joins pulls it. Every listed host holds the tag itself, which the flag and
+        state helpers run."""
         local = self.primary.client
         self._copy_router_image_here()
         # The tag read when the session opened (same engine, same Dockerfile): asking for the
         # base image again, and whether the primary has the tag build_router_image just
         # checked, would be two more engine round trips on every deploy.
         tag = images.build_router_image(self.config, local, self.out, tag=self.router_image)
-        image = local.images.get(tag)
-        pulled = False
         if self.env.engine == "swarm":
-            images.push_router_image(self.config, local, tag)
-            pulled = "@sha256:" in images.router_reference(local.images.get(tag))
-        others = [t for t in self.targets if t.client is not local]
-        for target in [] if pulled else others:
-            # By ID: without a registry, a swarm's router service names the image by it.
-            if not images.image_present(target.client, image.id):
-                self.out.say(f"  {target.name}: copying the router image")
-                target.client.images.load(b"".join(image.save(named=True)))
+            images.push_router_image(self.config, local, tag, self.out)
         for target in self.targets:
+            if target.client is not local and not images.image_present(target.client, tag):
+                self.out.say(f"  {target.name}: copying the router image")
+                target.client.images.load(b"".join(local.images.get(tag).save(named=tag)))
             target.router_image = tag
         self.router_image = tag
         self.store.image = tag
@@ -97,7 +92,7 @@ class Session:
         source = self.image_source()
         if source is not self.primary.client and images.image_present(source, tag):
             self.out.say(f"  {self.primary.name}: copying the router image from this machine")
-            self.primary.client.images.load(b"".join(source.images.get(tag).save(named=True)))
+            self.primary.client.images.load(b"".join(source.images.get(tag).save(named=tag)))
 
     def image_source(self) -> Any:
         """Where a host that lacks a release's image (and has no registry to pull it from)

@@ -48,6 +48,7 @@ from conveyor.containers import (
     swarm_service_name,
 )
 from conveyor.errors import ConveyorError, EngineUnavailable
+from conveyor.flags import FlagError
 from conveyor.hosts import ROUTER_DRAIN_SECONDS, HostTarget
 from conveyor.secretfiles import file_secrets
 from conveyor.terms import takes_tasks
@@ -75,6 +76,8 @@ class SwarmNode(HostTarget):
     is_manager: bool = False
     # Every node of the environment, this one included, in deploy.toml's order.
     peers: list[SwarmNode] = field(default_factory=list, repr=False)
+    # Where the router image is pushed (None: no registry); services name it by digest there.
+    router_repository: str | None = None
 
     # --- observation ---------------------------------------------------------------------
 
@@ -236,11 +239,29 @@ class SwarmNode(HostTarget):
     def _router_service_image(self) -> str:
         """The router image as Swarm services name it (the router's, the flags')."""
         assert self.router_image is not None  # noqa: S101 - the callers checked
-        return images.router_reference(self.manager.images.get(self.router_image))
+        image = self.manager.images.get(self.router_image)
+        return images.router_reference(image, self.router_repository)
+
+    def flags_stamp(self, images_with_files: list[str], now: int) -> int:
+        """Newer than what each image's flag service publishes, whatever the clock of the
+        machine that published it said."""
+        try:
+            return swarmflags.next_stamp(self.manager, self.env, images_with_files, now)
+        except docker.errors.APIError as exc:
+            raise FlagError(
+                f"{self.env.name}: cannot read the flag services on the manager "
+                f"({str(exc)[:160]}); nothing was written — run the command again"
+            ) from None
 
     def publish_flags(self, files: dict[str, bytes], stamp: int) -> None:
         """Each image's flag service writes these files on every node, one that joins too."""
-        swarmflags.publish(self.manager, self.env, self._router_service_image(), files, stamp)
+        try:
+            swarmflags.publish(self.manager, self.env, self._router_service_image(), files, stamp)
+        except docker.errors.APIError as exc:
+            raise FlagError(
+                f"{self.env.name}: the flag services did not take the new flags "
+                f"({str(exc)[:160]}); no node's flags were changed — run the command again"
+            ) from None
 
     def _keep_own_colors(self, mark: str) -> None:
         """Before every router restarts: this node's file keeps its own colors, in the new
@@ -457,7 +478,6 @@ class SwarmNode(HostTarget):
 
 def connect_nodes(config: Config, env: Environment) -> list[HostTarget]:
     """Every host of a swarm environment as a node of one swarm, the first its manager."""
-    del config  # the same signature as hosts.connect_hosts
     first = env.hosts[0]
     manager = engine.connect(first.endpoint())
     cluster = _swarm_of(manager, first.name, env.name)
@@ -486,6 +506,7 @@ def connect_nodes(config: Config, env: Environment) -> list[HostTarget]:
                 node_id=joined["NodeID"],
                 # The manager's view: a node just promoted keeps a copy at once.
                 is_manager=seen.get("Role") == "manager",
+                router_repository=images.router_repository(config),
             )
         )
     for node in nodes:

@@ -1,18 +1,18 @@
 """Feature flags on a swarm: every node's flag volume holds the current files, a node that
-joins (or one that missed a change) too.
+joins (and is not listed yet) too.
 
 conveyor writes each image's flag file on every listed node at once (:mod:`conveyor.flagstate`):
 that is how a change reaches running tasks within the provider's bound. A node it does not list
 (one that joined since) would keep an empty volume, and its tasks the image's defaults. So each
-write is also *published*: one global Swarm service per image, ``conveyor-<env>-flags-<image>``,
-whose task on every node writes the file from its environment into the node's volume, then
-sleeps. Swarm runs it on a node that joins; a change updates the service, and Swarm replaces the
-task on every node, which writes the new file.
+change is also *published*, just before those writes: one global Swarm service per image,
+``conveyor-<env>-flags-<image>``, whose task on every node writes the file from its environment
+into the node's volume, then sleeps. Swarm runs it on a node that joins; a change updates the
+service, and Swarm replaces the task on every node, which writes the new file.
 
-Every write carries a stamp (nanoseconds at the change, from conveyor's clock), kept beside the
-file in the volume, and a task writes only a newer one: a task of an older change that Swarm
-starts late never undoes a newer file, and a restarted task rewrites nothing.
-"""
+Every write carries a stamp (nanoseconds at the change; newer than any stamp already published,
+whatever the publishing machine's clock said), kept beside the file in the volume, and a task
+writes only a newer one: a task of an older change that Swarm starts late never undoes a newer
+file, and a restarted task rewrites nothing."""
 
 from __future__ import annotations
 
@@ -38,7 +38,8 @@ UPDATE = UpdateConfig(parallelism=0, order="stop-first", failure_action="continu
 WRITE = """set -eu
 file="$FLAGS_DIR/$FLAGS_IMAGE.json"
 stamp="$FLAGS_DIR/$FLAGS_STAMP_FILE"
-held=$(cat "$stamp" 2>/dev/null || echo 0)
+held=$(cat "$stamp" 2>/dev/null || true)
+case "$held" in ''|*[!0-9]*) held=0 ;; esac
 if [ "$held" -lt "$FLAGS_STAMP" ]; then
   printf '%s' "$FLAGS_CONTENT" | base64 -d > "$file.published"
   mv -f "$file.published" "$file"
@@ -63,6 +64,21 @@ def task_env(image: str, content: bytes, stamp: int) -> list[str]:
         f"FLAGS_STAMP_FILE={stamp_file(image)}",
         f"FLAGS_CONTENT={base64.b64encode(content).decode()}",
     ]
+
+
+def next_stamp(manager: Any, env: Environment, images: list[str], now: int) -> int:
+    """``now``, or one more than the newest stamp the images' flag services publish, if a
+    machine with a clock ahead of this one published it: a newer write must win."""
+    newest = 0
+    for image in images:
+        name = service_name(env.name, image)  # a name Swarm refuses fails before any write
+        try:
+            found = manager.services.get(name)
+        except docker.errors.NotFound:
+            continue
+        label = (found.attrs["Spec"].get("Labels") or {}).get(STAMP_LABEL, "0")
+        newest = max(newest, int(label) if label.isdigit() else 0)
+    return max(now, newest + 1)
 
 
 def publish(

@@ -31,27 +31,36 @@ CHROMIUM_FLAGS = [
 ]
 
 
-def rendered_page(url: str) -> str:
-    """The page's DOM after its scripts ran, as headless Chromium sees it."""
+def rendered_page(url: str, attempts: int = 3) -> str:
+    """The page's DOM after its scripts ran, as headless Chromium sees it.
+
+    Chromium sometimes exits 0 having printed nothing at all (seen once in CI, 2026-12-01):
+    not even the empty ``<html>`` it prints for a page that failed. Only that is tried again;
+    any DOM, an error page's too, is returned as it is."""
     browser = shutil.which("chromium")
     if browser is None:
         pytest.fail("chromium is not installed — run scripts/setup as root")
-    with tempfile.TemporaryDirectory(prefix="conveyor-chromium-") as profile:
-        result = subprocess.run(
-            [
-                browser,
-                *CHROMIUM_FLAGS,
-                f"--user-data-dir={profile}",
-                "--virtual-time-budget=10000",
-                "--dump-dom",
-                url,
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=True,
-        )
-    return result.stdout
+    said = ""
+    for _ in range(attempts):
+        with tempfile.TemporaryDirectory(prefix="conveyor-chromium-") as profile:
+            result = subprocess.run(
+                [
+                    browser,
+                    *CHROMIUM_FLAGS,
+                    f"--user-data-dir={profile}",
+                    "--virtual-time-budget=10000",
+                    "--dump-dom",
+                    url,
+                ],
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=True,
+            )
+        if result.stdout.strip():
+            return result.stdout
+        said = result.stderr[-1500:]
+    pytest.fail(f"chromium printed no DOM in {attempts} runs; its last stderr: {said}")
 
 
 @pytest.fixture

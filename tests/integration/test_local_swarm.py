@@ -85,9 +85,9 @@ def local_place() -> Iterator[tuple[str, Place]]:
         log=folder / "dockerd.log",
         containerd_namespace=f"conveyor-test-swarm-{tag}",
     )
-    subprocess.run(["ip", "netns", "add", netns], check=True)
-    subprocess.run(["ip", "-n", netns, "link", "set", "lo", "up"], check=True)
     try:
+        subprocess.run(["ip", "netns", "add", netns], check=True)
+        subprocess.run(["ip", "-n", netns, "link", "set", "lo", "up"], check=True)
         yield netns, place
     finally:
         remove(netns, place, folder)
@@ -99,10 +99,16 @@ def remove(netns: str, place: Place, folder: Path) -> None:
         for service in client.services.list():
             service.remove()
         client.swarm.leave(force=True)
-    pid_file = place.run / "docker.pid"
-    with contextlib.suppress(OSError, ValueError):
-        pid = int(pid_file.read_text())
-        os.kill(pid, signal.SIGTERM)
+    # Its dockerd, found by its socket (a pid file may not have been written yet).
+    found = subprocess.run(
+        ["pgrep", "-f", f"dockerd -H {place.endpoint} "],
+        check=False,
+        capture_output=True,
+        text=True,
+    )
+    for pid in map(int, found.stdout.split()):
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + 60
         while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
             time.sleep(0.2)

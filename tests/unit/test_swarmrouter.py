@@ -275,10 +275,15 @@ def test_a_node_is_not_settled_until_it_runs_one_router_of_the_generation(
 
 
 def test_the_router_service_names_a_pushed_image_by_digest_else_by_id() -> None:
-    """A node that joins can pull a digest from the registry; an ID only names a copy."""
+    """A node that joins can pull a digest from the registry; an ID only names a copy. A
+    digest in another repository (an old registry) is not this registry's."""
+    repository = "198.18.0.254:5000/p/router"
     pushed = SimpleNamespace(
-        id="sha256:r1", attrs={"RepoDigests": ["198.18.0.254:5000/p/router@sha256:d1"]}
+        id="sha256:r1",
+        attrs={"RepoDigests": ["192.0.2.9:5000/p/router@sha256:d0", f"{repository}@sha256:d1"]},
     )
     local = SimpleNamespace(id="sha256:r1", attrs={"RepoDigests": []})
-    assert images.router_reference(pushed) == "198.18.0.254:5000/p/router@sha256:d1"
-    assert images.router_reference(local) == "sha256:r1"
+    assert images.router_reference(pushed, repository) == f"{repository}@sha256:d1"
+    assert images.router_reference(pushed, None) == "sha256:r1"
+    assert images.router_reference(pushed, "192.0.2.7:5000/p/router") == "sha256:r1"
+    assert images.router_reference(local, repository) == "sha256:r1"
