@@ -25,7 +25,7 @@ def test_every_host_is_a_server_checked_through_its_router_for_every_service() -
             "    http-check expect status 200"
         ) in text
     assert text.count("http-check connect") == len(STAGING.services)
-    assert "default-server check inter 1s fall 1 rise 2" in text
+    assert "default-server check inter 1s fall 2 rise 2" in text
 
 
 def test_a_503_is_retried_on_another_host_only_for_safe_methods() -> None:
