@@ -27,6 +27,18 @@ from conveyor.scanners import gate
 UNHEALTHY = {"unhealthy", "starting"}
 
 
+def first_check_pending(state: EnvironmentState) -> bool:
+    """Whether a container taking live traffic has not had its first health check yet
+    (Docker runs it one interval after the start): judged now, it would be refused as
+    "starting" right after a deploy that found it ready."""
+    return any(
+        container.health == "starting"
+        for host in state.hosts
+        for service in host.live
+        if (container := host.live_container(service)) is not None
+    )
+
+
 class PromotionRefused(ConveyorError):
     """The source environment's release may not be promoted; nothing was changed."""
 

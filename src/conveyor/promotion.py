@@ -9,18 +9,23 @@ The target's gate (:func:`conveyor.approvals.admit`) and approval are checked by
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from conveyor import ledger as ledger_mod
 from conveyor import operations, terms
-from conveyor.admission import promotable, promoted_release
+from conveyor.admission import first_check_pending, promotable, promoted_release
 from conveyor.config import Config
 from conveyor.console import Console, console
 from conveyor.errors import UsageError
 from conveyor.ledger import ReleaseRecord
+from conveyor.observe import EnvironmentState
 from conveyor.plan import DeployPlan
 from conveyor.releases import Release, for_services, release_key, short
 from conveyor.session import Session
+
+# How long a promote waits for the source's live containers' first health check.
+FIRST_CHECK_WAIT = 30.0
 
 
 @dataclass(frozen=True)
@@ -41,7 +46,7 @@ def candidate(
     config.environment(source)
     if source == target:
         raise UsageError(f"cannot promote {source} to itself")
-    state = Session(config, source, out).observe()
+    state = _observed(Session(config, source, out), out)
     record, checks = promotable(state, set(target_env.services))
     release = for_services(promoted_release(record, source), target_env.services)
     return PromotionCandidate(
@@ -51,6 +56,20 @@ def candidate(
         key=release_key(release.digests()),
         checks=tuple(checks),
     )
+
+
+def _observed(session: Session, out: Console) -> EnvironmentState:
+    """The source as it runs, once its live containers had their first health check (at most
+    ``FIRST_CHECK_WAIT`` seconds): a promote right after a deploy is judged on Docker's
+    verdict, not on "starting"."""
+    state = session.observe()
+    deadline = time.monotonic() + FIRST_CHECK_WAIT
+    if first_check_pending(state):
+        out.say(f"  waiting for the first health check of {session.env.name}'s live containers")
+    while first_check_pending(state) and time.monotonic() < deadline:
+        time.sleep(0.5)
+        state = session.observe()
+    return state
 
 
 def promote(

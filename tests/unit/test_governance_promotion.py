@@ -129,6 +129,22 @@ def test_refused_when_the_live_container_is_unhealthy() -> None:
         admission.promotable(sick, SERVICES)
 
 
+def test_a_promote_waits_only_for_a_live_container_whose_first_check_is_pending() -> None:
+    """Right after a deploy, Docker may not have run a live container's first health check:
+    the promote waits for it, then judges (a starting one is still refused)."""
+    starting = state(
+        [record()], api=container("api", API, health="starting"), web=container("web", WEB)
+    )
+    assert admission.first_check_pending(starting)
+    assert not admission.first_check_pending(state([record()]))
+    unhealthy = state(
+        [record()], api=container("api", API, health="unhealthy"), web=container("web", WEB)
+    )
+    assert not admission.first_check_pending(unhealthy)
+    with pytest.raises(admission.PromotionRefused, match="is starting"):
+        admission.promotable(starting, SERVICES)
+
+
 def test_refused_when_the_target_runs_a_service_the_source_lacks() -> None:
     with pytest.raises(admission.PromotionRefused, match="no image for worker"):
         admission.promotable(state([record()]), SERVICES | {"worker"})
