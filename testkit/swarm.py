@@ -201,13 +201,7 @@ class Cluster:
         self, node: Node, argv: Sequence[str], *, timeout: float = 30.0
     ) -> subprocess.CompletedProcess[str]:
         """Run ``argv`` in ``node``'s network namespace (how a test reaches its addresses)."""
-        return subprocess.run(
-            ["nsenter", f"--net=/run/netns/{node.netns}", *argv],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
+        return run_in_netns(node.netns, argv, timeout=timeout)
 
     def start_registry(self, folder: Path, *, timeout: float = 20.0) -> str:
         """Debian's docker-registry in the switch's namespace, its storage in ``folder``,
@@ -349,6 +343,19 @@ class Cluster:
             subprocess.run(["ip", "netns", "del", name], check=False, capture_output=True)
         self.nodes.clear()
         self.namespaces.clear()
+
+
+def run_in_netns(
+    netns: str, argv: Sequence[str], *, timeout: float = 30.0
+) -> subprocess.CompletedProcess[str]:
+    """Run ``argv`` in the network namespace ``netns`` (under /run/netns); its output."""
+    return subprocess.run(
+        ["nsenter", f"--net=/run/netns/{netns}", *argv],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def ip(*args: str) -> None:

@@ -31,6 +31,7 @@ from conveyor import config as config_mod
 from conveyor import images
 from conveyor.localswarm import Place
 from testkit.steps import ok
+from testkit.swarm import run_in_netns
 
 # What scripts/setup --swarm runs (machine.run), with the test's place, in the namespace.
 SETUP = """
@@ -44,20 +45,12 @@ localswarm.ensure(machine.Report(say=print), engine.connect(), json.loads(sys.ar
 """
 
 
-def in_netns(netns: str, argv: list[str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["nsenter", f"--net=/run/netns/{netns}", *argv],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-
-
 def set_up(netns: str, place: Place, wanted: list[str]) -> str:
     """Run localswarm.ensure as setup does; what it reported."""
     fields = {k: os.fspath(v) if isinstance(v, Path) else v for k, v in asdict(place).items()}
-    done = in_netns(netns, [sys.executable, "-c", SETUP, json.dumps(fields), json.dumps(wanted)])
+    done = run_in_netns(
+        netns, [sys.executable, "-c", SETUP, json.dumps(fields), json.dumps(wanted)], timeout=120
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout
 
@@ -67,7 +60,9 @@ def version_at(netns: str, port: int) -> str:
         "import sys, urllib.request; "
         "print(urllib.request.urlopen(sys.argv[1], timeout=3).read().decode())"
     )
-    answer = in_netns(netns, [sys.executable, "-c", fetch, f"http://127.0.0.1:{port}/api/version"])
+    answer = run_in_netns(
+        netns, [sys.executable, "-c", fetch, f"http://127.0.0.1:{port}/api/version"]
+    )
     assert answer.returncode == 0, answer.stderr[-300:]
     return str(json.loads(answer.stdout)["version"])
 
