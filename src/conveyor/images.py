@@ -42,6 +42,12 @@ def image_present(client: Any, name: str) -> bool:
     return True
 
 
+def copy_image(source: Any, target: Any, tag: str) -> None:
+    """Copy the image ``tag`` from the engine ``source`` to the engine ``target``, tag and all
+    (one ``docker save`` streamed into one ``docker load``)."""
+    target.images.load(b"".join(source.images.get(tag).save(named=tag)))
+
+
 def split_reference(name: str) -> tuple[str, str]:
     """``repo:tag`` → (repo, tag); a colon in a registry's host:port is not a tag."""
     last = name.rsplit("/", 1)[-1]

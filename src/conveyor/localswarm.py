@@ -15,7 +15,7 @@ from typing import Any
 
 from conveyor import engine, machine
 from conveyor.errors import EngineUnavailable
-from conveyor.images import image_present
+from conveyor.images import copy_image, image_present
 
 
 @dataclass(frozen=True)
@@ -73,7 +73,7 @@ def ensure(
         if image_present(client, tag):
             report.skipped(f"local swarm: {tag} is already present")
             continue
-        client.images.load(b"".join(main.images.get(tag).save(named=True)))
+        copy_image(main, client, tag)
         report.did(f"copied {tag} to the local swarm")
     return client
 

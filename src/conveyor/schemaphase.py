@@ -25,12 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from conveyor import backups, router
+from conveyor import backups, images, router
 from conveyor.config import Environment, Service
 from conveyor.console import Console
 from conveyor.errors import ConveyorError, MigrationFailed, SchemaMismatch
 from conveyor.hosts import HostTarget
-from conveyor.images import image_present
 from conveyor.ledger import ReleaseRecord
 from conveyor.releases import Release
 from conveyor.schema import Acceptance, MigrationCommand, SchemaPlan
@@ -80,12 +79,12 @@ class SchemaPhase:
         if (
             source is None
             or source is self.primary.client
-            or image_present(self.primary.client, tag)
+            or images.image_present(self.primary.client, tag)
         ):
             return
-        if image_present(source, tag):
+        if images.image_present(source, tag):
             self.out.say(f"  {self.primary.name}: copying the backup tools image {tag}")
-            self.primary.client.images.load(b"".join(source.images.get(tag).save(named=tag)))
+            images.copy_image(source, self.primary.client, tag)
 
     def command(self, service: Service, image: str, release: str) -> MigrationCommand:
         return MigrationCommand(

@@ -77,7 +77,7 @@ class Session:
         for target in self.targets:
             if target.client is not local and not images.image_present(target.client, tag):
                 self.out.say(f"  {target.name}: copying the router image")
-                target.client.images.load(b"".join(local.images.get(tag).save(named=tag)))
+                images.copy_image(local, target.client, tag)
             target.router_image = tag
         self.router_image = tag
         self.store.image = tag
@@ -92,7 +92,7 @@ class Session:
         source = self.image_source()
         if source is not self.primary.client and images.image_present(source, tag):
             self.out.say(f"  {self.primary.name}: copying the router image from this machine")
-            self.primary.client.images.load(b"".join(source.images.get(tag).save(named=tag)))
+            images.copy_image(source, self.primary.client, tag)
 
     def image_source(self) -> Any:
         """Where a host that lacks a release's image (and has no registry to pull it from)
