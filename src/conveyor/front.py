@@ -2,7 +2,8 @@
 
 Each host (each swarm node) runs its own router; something in front must spread the traffic
 across them and stop sending to a node that does not serve, before its requests fail
-(DECISIONS: a drained node's router answers 503 for every route). ``conveyor front`` writes
+(DECISIONS: draining a node removes its router task too, so its port refuses connections).
+``conveyor front`` writes
 that front's config from deploy.toml and the engines:
 
 - **One server per host**, at the host's address (a swarm node's, as its manager knows it; a
