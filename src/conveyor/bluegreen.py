@@ -597,7 +597,7 @@ class BlueGreen:
                     target.admin("; ".join(commands))
                 target.write_router_config(back)
             except Exception as exc:
-                self.out.warn(f"{host_name}: could not switch back: {exc}")
+                self.out.warn(f"{host_name}: could not switch back: {self._why_not(target, exc)}")
         for host_plan in run.plan.hosts:
             if host_plan.host in self.lost:
                 continue
@@ -605,6 +605,21 @@ class BlueGreen:
                 self.targets[host_plan.host].admin(
                     router.park_commands(m.service for m in host_plan.moves)
                 )
+
+    @staticmethod
+    def _why_not(target: HostTarget, exc: Exception) -> str:
+        """A swarm node that stopped taking tasks has no router left to switch; the colors
+        published as the command ends are what its next router starts on."""
+        node = None
+        with contextlib.suppress(Exception):  # explaining a failure must not hide it
+            if target.not_taking_tasks() is not None:
+                node = target.node() or {}
+        if node is None:
+            return str(exc)
+        return (
+            f"its node is {node.get('state')}, {node.get('availability')}, so its router "
+            "stopped; its next router starts on the colors this command publishes"
+        )
 
     def stop_started(self, run: Execution) -> None:
         stops: list[tuple[HostTarget, str]] = []

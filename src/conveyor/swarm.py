@@ -175,7 +175,9 @@ class SwarmNode(HostTarget):
 
     def publish_router(self, out: Console) -> None:
         """Publish the colors the routers serve now, so a node that joins serves them too:
-        once per environment, by the first node with a router."""
+        once per environment, by the first node with a router. Each command's publication is
+        its own, newer than every node's file, even with the same colors: a node whose router
+        was gone when the command switched it back starts its next router on these."""
         publisher = next((n for n in self.peers if n.router_container() is not None), None)
         if publisher is self:
             self._ensure_router({}, out, publish_colors=True)
@@ -193,7 +195,8 @@ class SwarmNode(HostTarget):
         found = swarmrouter.find_service(self.manager, self.env.name)
         restarts = swarmrouter.restarts(found, self.env.name, wanted)
         if found is None or restarts or publish_colors:
-            wanted = self._published(self._reference_colors(live_hint))
+            serial = swarmrouter.new_serial() if publish_colors else ""
+            wanted = self._published(self._reference_colors(live_hint), serial=serial)
             if restarts:
                 for node in self.peers:
                     node._keep_own_colors(wanted.colors)
@@ -233,8 +236,10 @@ class SwarmNode(HostTarget):
                 return node.live_colors()
         return live_hint
 
-    def _published(self, live: dict[str, str | None]) -> swarmrouter.Published:
-        return swarmrouter.published(self.env, self.ports, live, self._router_service_image())
+    def _published(self, live: dict[str, str | None], *, serial: str = "") -> swarmrouter.Published:
+        return swarmrouter.published(
+            self.env, self.ports, live, self._router_service_image(), serial=serial
+        )
 
     def _router_service_image(self) -> str:
         """The router image as Swarm services name it (the router's, the flags')."""

@@ -10,6 +10,10 @@
   than the colors published at that moment. So a task that Swarm replaces mid-deploy comes back
   on the colors its node served. A task renders the published colors over the file only when
   they are newer than the file: a node new to the swarm, or one back after it missed a release.
+- **Every command that may have moved traffic ends with a publication of its own**, even of
+  the same colors. So every file written before it is older: a switch that the command undid
+  on every node but one whose router it could no longer reach (drained in its verify window)
+  is not what that node's next router starts on.
 - **Publishing colors restarts no router.** A new router image or new routes do: that is a
   start-first update on every node at once. The new task binds beside the old one
   (SO_REUSEPORT). Once it is healthy, Swarm stops the old one with SIGUSR1, HAProxy's soft
@@ -23,6 +27,7 @@
 from __future__ import annotations
 
 import hashlib
+import secrets
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -97,6 +102,9 @@ class Published:
     image: str
     template: str
     live: str
+    # Set at a command's end: this publication is newer than any file written before it,
+    # even one of the same colors.
+    serial: str = ""
 
     @property
     def generation(self) -> str:
@@ -106,7 +114,7 @@ class Published:
     @property
     def colors(self) -> str:
         """Of the published colors in that generation: changes with a switch, restarts none."""
-        return _digest(self.generation, self.live)
+        return _digest(self.generation, self.live, self.serial)
 
 
 def _digest(*parts: str) -> str:
@@ -114,10 +122,22 @@ def _digest(*parts: str) -> str:
 
 
 def published(
-    env: Environment, ports: router.Ports, live: Mapping[str, str | None], image: str
+    env: Environment,
+    ports: router.Ports,
+    live: Mapping[str, str | None],
+    image: str,
+    *,
+    serial: str = "",
 ) -> Published:
     colors = ",".join(f"{service}={color}" for service, color in sorted(live.items()) if color)
-    return Published(image=image, template=router.render(env, ports, {}), live=colors)
+    return Published(
+        image=image, template=router.render(env, ports, {}), live=colors, serial=serial
+    )
+
+
+def new_serial() -> str:
+    """A publication's own: no two commands' are the same."""
+    return secrets.token_hex(6)
 
 
 def service_name(env_name: str) -> str:

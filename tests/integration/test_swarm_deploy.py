@@ -328,16 +328,17 @@ def new_routes_restart_every_router_without_a_failed_request(
 
 def drain_and_return(cluster: Cluster, env: Any, cli: Any, cli_env: dict[str, str]) -> None:
     """Under load through a front HAProxy that ``conveyor front`` wrote (in the switch's
-    namespace): n2 drained while a deploy moves n1. Swarm stops n2's tasks, its router task
-    among them; the front stops sending there, retrying those requests on n1. The deploy fails
-    as it reaches n2, in one line naming the drain, and puts n1 back. Status says n2 does not
-    serve, and another deploy is refused before anything changes. Made active again, n2 gets
-    the live release's tasks from Swarm, its router too, which serves the live release; the
-    front sends to it again. Not one request fails."""
+    namespace): n2 drained while a deploy verifies it, after its switch. Swarm stops n2's
+    tasks, its router task among them; the front stops sending there, retrying those requests
+    on n1. The deploy fails in one line naming the drain, and puts n1 back; n2's router is gone,
+    so its file still names the new color. Status says n2 does not serve, and another deploy is
+    refused before anything changes. Made active again, n2 gets the live release's tasks from
+    Swarm, its router too, which serves the live release (the deploy's own publication is newer
+    than n2's file); the front sends to it again. Not one request fails."""
     n2 = cluster.nodes[1]
     config = env.config_path.parent / "front.cfg"
     ok(cli("front", "--bind", f"127.0.0.1:{env.public()}", "--out", str(config)))
-    front = cluster.start_front(config)
+    front = cluster.start_front(config, env.public())
     load = cluster.start_load(
         env.public(), "/api/version", rate=50, max_seconds=150,
         targets=[f"127.0.0.1:{env.public()}"],
@@ -368,6 +369,9 @@ def drain_and_return(cluster: Cluster, env: Any, cli: Any, cli_env: dict[str, st
         drained_deploy.stderr
     )
     assert "n1: switching traffic back" in drained_deploy.stdout, drained_deploy.stdout
+    assert "n2: could not switch back: its node is ready, drain, so its router stopped" in (
+        drained_deploy.stderr
+    ), drained_deploy.stderr
     (result,) = results.values()
     assert result["requests"] > 100, result
     assert result["failures"] == 0, f"{result}\n{said}"
@@ -387,19 +391,29 @@ def what_runs_on(node: Node) -> str:
 
 
 def deploy_draining_n2(cluster: Cluster, env: Any, cli_env: dict[str, str]) -> Any:
-    """A deploy of 2.0.0 during which n2 is drained, as n1's new color gets ready."""
-    process = env.cli_running(
-        "deploy", "--env", env.name, "--version", "2.0.0",
-        env={**cli_env, "CONVEYOR_TRACE_PHASES": "1"},
-    )  # fmt: skip
-    assert process.stderr is not None
-    seen = []
-    for line in process.stderr:
-        seen.append(line)
-        if line.strip() == "phase: ready":
-            set_availability(cluster, cluster.nodes[1], "drain")
-            break
-    stdout, stderr = process.communicate(timeout=120)
+    """A deploy of 2.0.0 during which n2 is drained in its verify window, after its switch:
+    its router stops, so the deploy cannot switch it back. (That window is 6 s for this
+    deploy alone: Swarm takes a few seconds to stop a drained node's tasks.)"""
+    toml = env.config_path.read_text()
+    longer = toml.replace("verify = 1.0\n", "verify = 6.0\n", 1)
+    assert longer != toml
+    env.config_path.write_text(longer)
+    try:
+        process = env.cli_running(
+            "deploy", "--env", env.name, "--version", "2.0.0",
+            env={**cli_env, "CONVEYOR_TRACE_PHASES": "1"},
+        )  # fmt: skip
+        assert process.stderr is not None
+        seen, verifies = [], 0
+        for line in process.stderr:
+            seen.append(line)
+            verifies += line.strip() == "phase: verify"
+            if verifies == 2:
+                set_availability(cluster, cluster.nodes[1], "drain")
+                break
+        stdout, stderr = process.communicate(timeout=120)
+    finally:
+        env.config_path.write_text(toml)
     return subprocess.CompletedProcess(
         process.args, process.returncode, stdout, "".join(seen) + stderr
     )

@@ -71,6 +71,30 @@ def test_a_task_keeps_its_nodes_own_file_unless_it_missed_the_published_colors(
     assert (tmp_path / "volume" / "published").read_text() == f"{green.colors}\n"
 
 
+def test_a_commands_publication_is_newer_than_a_file_written_before_it_of_any_colors(
+    tmp_path: Path,
+) -> None:
+    """A node drained in its verify window: its file says green, marked with the colors
+    published then, and its router was gone when the deploy switched it back. The command's
+    own publication of the same colors (blue) is newer than that file."""
+    (tmp_path / "volume").mkdir()
+    (tmp_path / "template.cfg").write_text(BLUE.template)
+    green = router.render(STAGING, PORTS, {"api": "green", "web": "green"})
+    (tmp_path / "volume" / "haproxy.cfg").write_text(green)
+    (tmp_path / "volume" / "published").write_text(f"{BLUE.colors}\n")
+    ended = swarmrouter.published(
+        STAGING, PORTS, {"api": "blue", "web": "blue"}, "sha256:r1", serial=swarmrouter.new_serial()
+    )
+    again = swarmrouter.published(
+        STAGING, PORTS, {"api": "blue", "web": "blue"}, "sha256:r1", serial=swarmrouter.new_serial()
+    )
+    assert (ended.live, ended.generation) == (BLUE.live, BLUE.generation)
+    assert len({BLUE.colors, ended.colors, again.colors}) == 3
+    assert start(tmp_path, ended.live, ended.colors) == (
+        router.render(STAGING, PORTS, {"api": "blue", "web": "blue"})
+    )
+
+
 @pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy binary not on this machine")
 def test_haproxy_accepts_the_published_config_with_the_bound_socket(tmp_path: Path) -> None:
     config = tmp_path / "haproxy.cfg"
