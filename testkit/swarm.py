@@ -231,10 +231,12 @@ class Cluster:
         digests = node.client.images.get(f"{target}:{tag}").attrs["RepoDigests"]
         return str(next(d for d in digests if d.startswith(f"{target}@")))
 
-    def start_front(self, config: Path) -> subprocess.Popen[str]:
+    def start_front(
+        self, config: Path, port: int, *, timeout: float = 10.0
+    ) -> subprocess.Popen[str]:
         """HAProxy with ``config`` (``conveyor front``'s) in the switch's namespace: the front
-        load balancer, between clients and every node's router. Stop it with
-        :meth:`stop_front`."""
+        load balancer, between clients and every node's router, once it answers on
+        127.0.0.1:``port`` there. Stop it with :meth:`stop_front`."""
         checked = subprocess.run(
             ["haproxy", "-c", "-q", "-f", os.fspath(config)],
             capture_output=True,
@@ -243,12 +245,19 @@ class Cluster:
         )
         if checked.returncode != 0:
             raise SwarmFailed(f"the front's config is refused: {checked.stderr.strip()[-500:]}")
-        return subprocess.Popen(
+        front = subprocess.Popen(
             ["nsenter", f"--net=/run/netns/{self.switch}", "haproxy", "-db", "-f", config],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
         )
+        deadline = time.monotonic() + timeout
+        while not self.get("127.0.0.1", port, "/api/version", timeout=1).startswith("{"):
+            if front.poll() is not None or time.monotonic() > deadline:
+                said = self.stop_front(front)
+                raise SwarmFailed(f"the front did not answer on port {port}: {said[-500:]}")
+            time.sleep(0.2)
+        return front
 
     @staticmethod
     def stop_front(front: subprocess.Popen[str]) -> str:
