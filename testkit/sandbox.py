@@ -130,6 +130,7 @@ def environment_toml(
     flags: bool = False,
     engine: str = "docker",
     router_bind: str = "127.0.0.1",
+    placement: str | None = None,
 ) -> str:
     """A deploy.toml for one sandbox environment with the reference api and web services.
 
@@ -139,7 +140,8 @@ def environment_toml(
     e.g. ``{ steps = [25, 100], interval = 4 }``) sets ``strategy = "canary"``; ``analysis``
     (the inside of the ``[analysis]`` table, as TOML lines) tunes how its windows are judged.
     ``engine = "swarm"`` makes the hosts the nodes of a swarm, the first its manager;
-    ``router_bind`` where the routers listen (a swarm node's own address: "0.0.0.0").
+    ``router_bind`` where the routers listen (a swarm node's own address: "0.0.0.0");
+    ``placement`` a swarm's constraints (a TOML array).
 
     Docker's health check runs every 2 s, not 1: each is a ``docker exec``, about 0.1 core per
     container at 1 s on the 2-core machine, and a deploy's readiness is conveyor's own probe."""
@@ -152,6 +154,8 @@ def environment_toml(
     if api_secrets is not None:
         api_extra += f"secrets = {{ {api_secrets} }}\n"
     strategy = f'strategy = "canary"\ncanary = {canary}\n' if canary is not None else ""
+    if placement is not None:
+        strategy += f"placement = {placement}\n"
     analysis_table = f"\n[analysis]\n{analysis}\n" if analysis is not None else ""
     return (
         project_toml(dist, docker_dir, migrate=migrations is not None, flags=flags)

@@ -33,7 +33,7 @@ from conveyor.errors import ConveyorError, DeployFailed
 from conveyor.hosts import HostTarget
 from conveyor.ledger import Ledger, ReleaseRecord
 from conveyor.plan import DeployPlan, HostPlan, ServiceMove
-from conveyor.terms import DEPLOY_KINDS, Phase
+from conveyor.terms import DEPLOY_KINDS, Phase, node_condition
 
 # How often a wait reads a container's state from the engine (an inspect call).
 INSPECT_EVERY = 0.25
@@ -617,8 +617,8 @@ class BlueGreen:
         if node is None:
             return str(exc)
         return (
-            f"its node is {node.get('state')}, {node.get('availability')}, so its router "
-            "stopped; its next router starts on the colors this command publishes"
+            f"its node is {node_condition(node)}, so its router stopped; its next router "
+            "starts on the colors this command publishes"
         )
 
     def stop_started(self, run: Execution) -> None:

@@ -18,7 +18,7 @@ from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from conveyor import tomltable
+from conveyor import placement, tomltable
 from conveyor.errors import ConfigError, UsageError
 from conveyor.terms import COLORS, ENGINES, STRATEGIES, Engine, Strategy
 from conveyor.tomltable import TomlTable, did_you_mean
@@ -310,6 +310,8 @@ class Environment:
     # "swarm": each color is a global Swarm service; the first host is the manager conveyor
     # talks to (services, ledger, lock) and every host is a node (its router, its probes).
     engine: Engine = "docker"
+    # A swarm's: the Swarm constraints a node meets to run this environment (conveyor.placement).
+    placement: tuple[str, ...] = ()
 
     @property
     def gated(self) -> bool:
@@ -682,6 +684,7 @@ def _load_environment(
         canary=_load_canary(table),
         analysis=analysis,
         engine=table.string("engine", Environment.engine, choices=ENGINES),
+        placement=_load_placement(table),
     )
     table.finish()
     _check_ports(env, table)
@@ -798,9 +801,30 @@ def _check_ports(env: Environment, table: TomlTable) -> None:
         used[port] = what
 
 
+def _load_placement(table: TomlTable) -> tuple[str, ...]:
+    """Swarm constraints, each checked as Swarm would read it."""
+    raw = table.value("placement", [])
+    if not isinstance(raw, list) or not all(isinstance(item, str) for item in raw):
+        raise table.error(
+            "placement", "expected an array of strings like 'node.labels.tier == web'"
+        )
+    for index, text in enumerate(raw):
+        try:
+            placement.parse(text)
+        except ValueError as exc:
+            raise table.error(f"placement[{index}]", str(exc)) from None
+    return tuple(raw)
+
+
 def _check_swarm(env: Environment, table: TomlTable) -> None:
     """A Swarm service is one spec for every node: one set of ports, no per-host offset."""
     if env.engine != "swarm":
+        if env.placement:
+            raise table.error(
+                "placement",
+                'places Swarm tasks, and this environment runs on hosts — set engine = "swarm" '
+                "or remove placement",
+            )
         return
     for index, host in enumerate(env.hosts):
         if host.port_offset:

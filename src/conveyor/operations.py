@@ -988,10 +988,7 @@ def _node_state(host: HostState, live: ReleaseRecord | None) -> str:
     if node is None:
         return ""
     serves = "serves" if host.serving(live) else "NOT serving"
-    return (
-        f"; swarm {node['role']} {node['address']} {node['state']}, {node['availability']}"
-        f" — {serves}"
-    )
+    return f"; swarm {node['role']} {node['address']} {terms.node_condition(node)} — {serves}"
 
 
 def rollout_in_progress(state: EnvironmentState) -> ReleaseRecord | None:

@@ -35,7 +35,7 @@ from typing import Any
 import docker.errors
 from docker.types import Healthcheck, Mount, RestartPolicy, SecretReference, ServiceMode
 
-from conveyor import engine, images, router, state, swarmflags, swarmrouter
+from conveyor import engine, images, placement, router, state, swarmflags, swarmrouter
 from conveyor.config import Config, Environment, Service
 from conveyor.console import Console
 from conveyor.containers import (
@@ -51,7 +51,7 @@ from conveyor.errors import ConveyorError, EngineUnavailable
 from conveyor.flags import FlagError
 from conveyor.hosts import ROUTER_DRAIN_SECONDS, HostTarget
 from conveyor.secretfiles import file_secrets
-from conveyor.terms import takes_tasks
+from conveyor.terms import node_condition, takes_tasks
 
 SERVICE_LABEL = "com.docker.swarm.service.name"
 # How soon Swarm starts a task again after it exited or turned unhealthy.
@@ -111,6 +111,7 @@ class SwarmNode(HostTarget):
             "availability": str(attrs["Spec"]["Availability"]),
             "role": str(attrs["Spec"]["Role"]),
             "address": str(attrs["Status"].get("Addr", "")),
+            "unmet_placement": placement.unmet(self.env.placement, attrs) or "",
         }
 
     def keeps_state_copy(self) -> bool:
@@ -123,9 +124,8 @@ class SwarmNode(HostTarget):
         node = self.node() or {}
         if not takes_tasks(node):
             raise ConveyorError(
-                f"swarm node {self.name} is {node.get('state')}, {node.get('availability')} — "
-                f"make it active (docker node update --availability active <node>) or take it "
-                f"out of deploy.toml's hosts, then deploy again"
+                f"swarm node {self.name} is {node_condition(node)} — {_remedy(node)} or take "
+                f"it out of deploy.toml's hosts, then deploy again"
             )
 
     def service_container(self, name: str) -> Container:
@@ -360,6 +360,7 @@ class SwarmNode(HostTarget):
             stop_signal="SIGTERM",
             stop_grace_period=int(self.env.timeouts.stop * 1_000_000_000),
             restart_policy=RESTART,
+            constraints=list(self.env.placement),
         )
 
     def _mounts(self, service: Service) -> list[Mount]:
@@ -417,9 +418,8 @@ class SwarmNode(HostTarget):
         if takes_tasks(node):
             return None
         return (
-            f"swarm node {self.name} became {node.get('state')}, {node.get('availability')} "
-            f"while it was being moved: Swarm stops its tasks there — make it active (docker "
-            f"node update --availability active <node>) and run the command again"
+            f"swarm node {self.name} became {node_condition(node)} while it was being moved: "
+            f"Swarm stops its tasks there — {_remedy(node)} and run the command again"
         )
 
     def _raise_if_not_taking_tasks(self) -> None:
@@ -479,6 +479,13 @@ class SwarmNode(HostTarget):
 
     def remove_service_container(self, name: str) -> None:
         self.stop_service_container(name)
+
+
+def _remedy(node: dict[str, str]) -> str:
+    """What makes a node that takes no tasks of the environment take them, in words."""
+    if node.get("unmet_placement"):
+        return "give it what the environment's placement names (docker node update --label-add)"
+    return "make it active (docker node update --availability active <node>)"
 
 
 def connect_nodes(config: Config, env: Environment) -> list[HostTarget]:

@@ -102,6 +102,8 @@ def publish(
             "stop_signal": STOP_SIGNAL,
             "restart_policy": RESTART,
             "update_config": UPDATE,
+            # Only where the environment's tasks run (conveyor.placement).
+            "constraints": list(env.placement),
         }
         try:
             found = manager.services.get(name)

@@ -102,14 +102,17 @@ class Published:
     image: str
     template: str
     live: str
+    # The environment's placement constraints: the nodes that run a router.
+    placement: tuple[str, ...] = ()
     # Set at a command's end: this publication is newer than any file written before it,
     # even one of the same colors.
     serial: str = ""
 
     @property
     def generation(self) -> str:
-        """Of the task template: changes with the image or the routes, and restarts routers."""
-        return "router-" + _digest(self.image, self.template)
+        """Of the task template: changes with the image, the routes or the placement, and
+        restarts routers."""
+        return "router-" + _digest(self.image, self.template, *self.placement)
 
     @property
     def colors(self) -> str:
@@ -131,7 +134,11 @@ def published(
 ) -> Published:
     colors = ",".join(f"{service}={color}" for service, color in sorted(live.items()) if color)
     return Published(
-        image=image, template=router.render(env, ports, {}), live=colors, serial=serial
+        image=image,
+        template=router.render(env, ports, {}),
+        live=colors,
+        placement=env.placement,
+        serial=serial,
     )
 
 
@@ -266,6 +273,7 @@ def _spec(
             f'CONVEYOR_PUBLISHED={{{{index .Service.Labels "{PUBLISHED_LABEL}"}}}}',
         ],
         "mode": ServiceMode("global"),
+        "constraints": list(wanted.placement),
         "networks": ["host"],
         "mounts": [Mount(target=VOLUME_TARGET, source=volume_name(env.name), type="volume")],
         "configs": [

@@ -63,9 +63,23 @@ ENGINES: tuple[Engine, ...] = get_args(Engine)
 
 
 def takes_tasks(node: Mapping[str, str]) -> bool:
-    """Whether Swarm schedules tasks on a node, from its manager's view of it (state ready or
-    down; availability active, pause or drain)."""
-    return node.get("state") == "ready" and node.get("availability") == "active"
+    """Whether Swarm schedules the environment's tasks on a node, from its manager's view of
+    it (state ready or down; availability active, pause or drain; the environment's placement
+    met or not)."""
+    return (
+        node.get("state") == "ready"
+        and node.get("availability") == "active"
+        and not node.get("unmet_placement")
+    )
+
+
+def node_condition(node: Mapping[str, str]) -> str:
+    """How a node stands for the environment, in words: "ready, drain", or the placement
+    constraint it does not meet."""
+    unmet = node.get("unmet_placement")
+    if unmet:
+        return f"outside the environment's placement ({unmet} is not met)"
+    return f"{node.get('state')}, {node.get('availability')}"
 
 
 def other(color: str) -> Color:

@@ -27,6 +27,8 @@ FAILING_SHARE = "9.1.0+failshare"  # 30% of its answers are 500s
 # The api reads its database URL from a file secret: it serves only if Swarm mounted it.
 SECRET_VARIABLE = "SWARM_TEST_DATABASE_URL"  # noqa: S105 - a name, not a value
 SECRET_VALUE = "sqlite:////data/refapi.db"  # noqa: S105 - a test's own, not a password
+# The node label that places the canary test's environment.
+PLACED_LABEL = "conveyor-test.serves"
 
 
 def swarm_environment(
@@ -58,8 +60,14 @@ def test_a_canary_steps_every_node_together_and_is_aborted_on_every_node(
 ) -> None:
     """The canary gate on a swarm: each node's router splits its own traffic between the two
     colors' tasks, and the steps move on every node together. A good release reaches 100%
-    without a failed request; one that fails a share of requests is aborted on every node."""
+    without a failed request; one that fails a share of requests is aborted on every node.
+
+    The environment is placed on the nodes labelled for it: n3 joins without the label, and
+    runs nothing of it (no color, no router, no flags); listed, it is refused before anything
+    changes."""
     cluster = swarm_cluster
+    for node in cluster.nodes:
+        update_node(cluster, node, Labels={PLACED_LABEL: "yes"})
     env = swarm_environment(
         cluster,
         make_environment,
@@ -68,6 +76,7 @@ def test_a_canary_steps_every_node_together_and_is_aborted_on_every_node(
         canary=CANARY,
         analysis=ANALYSIS,
         keep_warm=0,
+        placement=f'["node.labels.{PLACED_LABEL} == yes"]',
     )
 
     def cli(*args: str) -> Any:
@@ -99,6 +108,44 @@ def test_a_canary_steps_every_node_together_and_is_aborted_on_every_node(
         "n1": {"green": 100},
         "n2": {"green": 100},
     }, weights
+    outside_the_placement(cluster, env, cli)
+
+
+def outside_the_placement(cluster: Cluster, env: Any, cli: Any) -> None:
+    """n3 joins without the environment's label: Swarm starts none of its tasks there (no
+    color, no router), while every one of its services is global. Listed in hosts, a deploy
+    refuses n3 before anything changes, and status says why it does not serve."""
+    placed = list(cluster.nodes)
+    outside = cluster.add_node(leave_out=cluster.images)
+    services = color_services(cluster, env)
+    time.sleep(3)  # Swarm schedules a global service's task on a node within a second
+
+    def runs_on_n3() -> list[str]:
+        """The tasks the manager gave n3 (even ones that cannot start there: n3 has no
+        image), and the containers on n3, of the environment."""
+        node_id = outside.client.info()["Swarm"]["NodeID"]
+        names = {s.id: s.name for s in cluster.manager.client.services.list()}
+        tasks = cluster.manager.client.api.tasks(filters={"node": node_id})
+        label = f"conveyor.env={env.name}"
+        containers = outside.client.containers.list(all=True, filters={"label": label})
+        return [names.get(t["ServiceID"], t["ServiceID"]) for t in tasks] + [
+            c.name for c in containers
+        ]
+
+    assert runs_on_n3() == []
+    list_hosts(env, [*placed, outside])
+    refused = cli("deploy", "--version", "1.0.0")
+    status = ok(cli("status")).stdout
+    list_hosts(env, placed)
+    assert refused.returncode != 0, refused.stdout
+    unmet = f"outside the environment's placement (node.labels.{PLACED_LABEL} == yes is not met)"
+    assert f"swarm node n3 is {unmet}" in refused.stderr.strip().splitlines()[-1], refused.stderr
+    assert f"{unmet} — NOT serving" in status, status
+    assert color_services(cluster, env) == services, "the refused deploy started nothing"
+    versions = cluster.versions(env.public())
+    assert (versions["n1"], versions["n2"]) == ("2.0.0", "2.0.0"), versions
+    assert "Connection refused" in versions["n3"], versions
+    assert runs_on_n3() == []
 
 
 def color_services(cluster: Cluster, env: Any) -> dict[str, str]:

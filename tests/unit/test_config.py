@@ -255,3 +255,29 @@ def test_a_swarm_node_may_not_shift_its_ports(data: dict[str, Any]) -> None:
     assert "same ports" in message
     staging["hosts"][1].pop("port_offset")
     assert [h.name for h in parse(data).environment("staging").hosts] == ["n1", "n2"]
+
+
+def test_a_swarm_places_its_tasks_by_constraints_swarm_reads(data: dict[str, Any]) -> None:
+    staging = data["environments"]["staging"]
+    staging["placement"] = ["node.labels.tier == web"]
+    with pytest.raises(
+        ConfigError, match=r"\[environments.staging.placement\]: .*engine = \"swarm\""
+    ):
+        parse(data)
+    staging["engine"] = "swarm"
+    staging["placement"] = ["node.role == manager", "node.labels.tier != batch"]
+    assert parse(data).environment("staging").placement == (
+        "node.role == manager",
+        "node.labels.tier != batch",
+    )
+    staging["placement"] = ["node.role == manager", "node.labels.tier"]
+    with pytest.raises(
+        ConfigError, match=r"placement\[1\]\]: 'node.labels.tier' is not a constraint"
+    ):
+        parse(data)
+    staging["placement"] = ["node.rack == a"]
+    with pytest.raises(ConfigError, match=r"'node.rack' is not an attribute Swarm places by"):
+        parse(data)
+    staging["placement"] = "node.role == manager"
+    with pytest.raises(ConfigError, match=r"expected an array of strings"):
+        parse(data)

@@ -3,6 +3,7 @@ when a node's router counts as settled."""
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import subprocess
 from pathlib import Path
@@ -267,6 +268,19 @@ def test_a_missing_service_is_created_with_its_published_config() -> None:
     (spec,) = fake.created
     assert spec["name"] == "conveyor-staging-router"
     assert spec["mode"].mode == "global"
+    assert spec["constraints"] == []
+
+
+def test_the_placement_puts_routers_only_where_it_is_met_and_a_new_one_restarts_them() -> None:
+    placed = dataclasses.replace(STAGING, engine="swarm", placement=("node.labels.tier == web",))
+    wanted = swarmrouter.published(placed, PORTS, {"api": "blue", "web": "blue"}, "sha256:r1")
+    assert wanted.generation != BLUE.generation
+    service = FakeService(GENERATION, BLUE.colors)
+    fake = manager(service, [GENERATION])
+    assert swarmrouter.restarts(service, STAGING.name, wanted)
+    assert swarmrouter.apply(fake, placed, wanted, RESTART, Said())
+    (spec,) = service.updates
+    assert spec["constraints"] == ["node.labels.tier == web"]
 
 
 def task(generation: str, state: str = "running") -> dict[str, Any]:
