@@ -17,8 +17,10 @@ import contextlib
 import json
 import os
 import secrets
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -65,6 +67,16 @@ class Cluster:
     # What load_images put on every node, in the order asked.
     images: list[str] = field(default_factory=list)
     registry_process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def by_address(self) -> Path:
+        """A folder where each node's engine socket is also found by the node's address."""
+        return Path(tempfile.gettempdir()) / f"cvs{self.tag}-nodes"
+
+    @property
+    def other_nodes_docker(self) -> str:
+        """deploy.toml's ``other_nodes.docker`` for these nodes: their sockets by address."""
+        return f"unix://{self.by_address}/{{address}}.sock"
 
     @property
     def manager(self) -> Node:
@@ -126,6 +138,8 @@ class Cluster:
         )
         node = Node(name, address, netns, daemon)
         daemon.start(timeout=timeout)
+        self.by_address.mkdir(exist_ok=True)
+        (self.by_address / f"{address}.sock").symlink_to(daemon.socket)
         return node
 
     def _form_swarm(self) -> None:
@@ -352,6 +366,7 @@ class Cluster:
             subprocess.run(["ip", "netns", "del", name], check=False, capture_output=True)
         self.nodes.clear()
         self.namespaces.clear()
+        shutil.rmtree(self.by_address, ignore_errors=True)
 
 
 def run_in_netns(

@@ -11,6 +11,7 @@ import contextlib
 import itertools
 import os
 import re
+import string
 import sys
 import tomllib
 from collections.abc import Mapping
@@ -312,6 +313,9 @@ class Environment:
     engine: Engine = "docker"
     # A swarm's: the Swarm constraints a node meets to run this environment (conveyor.placement).
     placement: tuple[str, ...] = ()
+    # A swarm's: how to reach a node that runs the environment and that hosts does not list (one
+    # that joined): its docker endpoint names the node's {address}. None: such a node is refused.
+    other_nodes: Host | None = None
 
     @property
     def gated(self) -> bool:
@@ -685,6 +689,7 @@ def _load_environment(
         analysis=analysis,
         engine=table.string("engine", Environment.engine, choices=ENGINES),
         placement=_load_placement(table),
+        other_nodes=_load_other_nodes(table),
     )
     table.finish()
     _check_ports(env, table)
@@ -816,15 +821,51 @@ def _load_placement(table: TomlTable) -> tuple[str, ...]:
     return tuple(raw)
 
 
+def _load_other_nodes(table: TomlTable) -> Host | None:
+    """``{ docker = "ssh://deploy@{address}", access = "exec" }``: a swarm node's endpoint
+    from its address, for the nodes that hosts does not list."""
+    raw = table.value("other_nodes", None)
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping):
+        raise table.error(
+            "other_nodes", 'expected a table like { docker = "ssh://deploy@{address}" }'
+        )
+    section = TomlTable(raw, f"{table.path}.other_nodes", table.source)
+    docker = section.string("docker")
+    if not docker.startswith(("unix://", "tcp://", "ssh://")):
+        raise section.error(
+            "docker", "expected 'unix://…', 'tcp://…' or 'ssh://…' naming {address}"
+        )
+    try:
+        fields = {name for _, name, _, _ in string.Formatter().parse(docker) if name is not None}
+    except ValueError:
+        fields = {"?"}
+    if fields != {"address"}:
+        raise section.error(
+            "docker",
+            "must name the node's address as {address} and nothing else in braces, e.g. "
+            "'ssh://deploy@{address}'",
+        )
+    host = Host(
+        name="{address}",
+        docker=docker,
+        access=section.string("access", Host.access, choices=HOST_ACCESS),
+    )
+    section.finish()
+    return host
+
+
 def _check_swarm(env: Environment, table: TomlTable) -> None:
     """A Swarm service is one spec for every node: one set of ports, no per-host offset."""
     if env.engine != "swarm":
-        if env.placement:
-            raise table.error(
-                "placement",
-                'places Swarm tasks, and this environment runs on hosts — set engine = "swarm" '
-                "or remove placement",
-            )
+        for key in ("placement", "other_nodes"):
+            if getattr(env, key):
+                raise table.error(
+                    key,
+                    'is for a swarm, and this environment runs on hosts — set engine = "swarm" '
+                    f"or remove {key}",
+                )
         return
     for index, host in enumerate(env.hosts):
         if host.port_offset:

@@ -28,15 +28,16 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import ipaddress
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import docker.errors
 from docker.types import Healthcheck, Mount, RestartPolicy, SecretReference, ServiceMode
 
 from conveyor import engine, images, placement, router, state, swarmflags, swarmrouter
-from conveyor.config import Config, Environment, Service
+from conveyor.config import Config, Environment, Host, Service
 from conveyor.console import Console
 from conveyor.containers import (
     ROLE_SERVICE,
@@ -104,15 +105,7 @@ class SwarmNode(HostTarget):
 
     def node(self) -> dict[str, str] | None:
         """The manager's view of this node: ready or down, active, paused or drained."""
-        attrs = self.manager.api.inspect_node(self.node_id)
-        return {
-            "id": self.node_id[:12],
-            "state": str(attrs["Status"]["State"]),
-            "availability": str(attrs["Spec"]["Availability"]),
-            "role": str(attrs["Spec"]["Role"]),
-            "address": str(attrs["Status"].get("Addr", "")),
-            "unmet_placement": placement.unmet(self.env.placement, attrs) or "",
-        }
+        return describe_node(self.manager.api.inspect_node(self.node_id), self.env)
 
     def keeps_state_copy(self) -> bool:
         """Every manager keeps a copy of the ledger, so it survives losing one (DECISIONS)."""
@@ -126,6 +119,26 @@ class SwarmNode(HostTarget):
             raise ConveyorError(
                 f"swarm node {self.name} is {node_condition(node)} — {_remedy(node)} or take "
                 f"it out of deploy.toml's hosts, then deploy again"
+            )
+        if self is self.peers[0]:
+            self._refuse_unlisted_nodes()
+
+    def _refuse_unlisted_nodes(self) -> None:
+        """A node that runs the environment's tasks (it joined, or was left out of hosts) but
+        that deploy.toml does not list: conveyor cannot reach its router to switch it, so it
+        would go on serving the old release, then nothing once that release stops. Refuse
+        before anything changes."""
+        listed = {peer.node_id for peer in self.peers}
+        for attrs in self.manager.api.nodes():
+            node = describe_node(attrs, self.env)
+            if attrs["ID"] in listed or not takes_tasks(node):
+                continue
+            name = attrs.get("Description", {}).get("Hostname", node["id"])
+            raise ConveyorError(
+                f"swarm node {name} ({node['address']}) runs {self.env.name}'s tasks but is not "
+                f"in deploy.toml's hosts, so its router cannot be switched and would keep the "
+                f"old release — add it to hosts with its engine endpoint (or set other_nodes), "
+                f"drain it, or leave it out with placement; then run the command again"
             )
 
     def service_container(self, name: str) -> Container:
@@ -481,6 +494,19 @@ class SwarmNode(HostTarget):
         self.stop_service_container(name)
 
 
+def describe_node(attrs: dict[str, Any], env: Environment) -> dict[str, str]:
+    """A node as its manager sees it, for the environment: ready or down, active, paused or
+    drained, and the placement constraint it misses (none: "")."""
+    return {
+        "id": str(attrs["ID"])[:12],
+        "state": str(attrs["Status"]["State"]),
+        "availability": str(attrs["Spec"]["Availability"]),
+        "role": str(attrs["Spec"]["Role"]),
+        "address": str(attrs["Status"].get("Addr", "")),
+        "unmet_placement": placement.unmet(env.placement, attrs) or "",
+    }
+
+
 def _remedy(node: dict[str, str]) -> str:
     """What makes a node that takes no tasks of the environment take them, in words."""
     if node.get("unmet_placement"):
@@ -499,6 +525,22 @@ def connect_nodes(config: Config, env: Environment) -> list[HostTarget]:
             f"manager — the first host of a swarm environment must be one (docker node promote)"
         )
     nodes: list[SwarmNode] = []
+
+    def add(host: Host, client: Any, node_id: str, role: str) -> None:
+        nodes.append(
+            SwarmNode(
+                host=host,
+                env=env,
+                client=client,
+                ports=router.Ports.of(env, 0),
+                manager=manager,
+                node_id=node_id,
+                # The manager's view: a node just promoted keeps a copy at once.
+                is_manager=role == "manager",
+                router_repository=images.router_repository(config),
+            )
+        )
+
     for host in env.hosts:
         client = manager if host is first else engine.connect(host.endpoint())
         joined = cluster if host is first else _swarm_of(client, host.name, env.name)
@@ -508,22 +550,56 @@ def connect_nodes(config: Config, env: Environment) -> list[HostTarget]:
                 f"{env.name}: host {host.name} is not a node of the swarm that {first.name} "
                 f"manages — join it (docker swarm join-token worker, on {first.name})"
             )
-        nodes.append(
-            SwarmNode(
-                host=host,
-                env=env,
-                client=client,
-                ports=router.Ports.of(env, 0),
-                manager=manager,
-                node_id=joined["NodeID"],
-                # The manager's view: a node just promoted keeps a copy at once.
-                is_manager=seen.get("Role") == "manager",
-                router_repository=images.router_repository(config),
-            )
-        )
+        add(host, client, joined["NodeID"], seen.get("Role", ""))
+    for host, attrs in _other_nodes(manager, env, {node.node_id for node in nodes}):
+        add(host, _connect_other(host, env, attrs["ID"]), attrs["ID"], attrs["Spec"]["Role"])
     for node in nodes:
         node.peers = nodes
     return list(nodes)
+
+
+def _other_nodes(
+    manager: Any, env: Environment, listed: set[str]
+) -> list[tuple[Host, dict[str, Any]]]:
+    """With ``other_nodes``: each node that runs the environment's tasks and that hosts does
+    not list, as a host named by its address, in the order of their addresses."""
+    if env.other_nodes is None:
+        return []
+    found = []
+    for attrs in manager.api.nodes():
+        node = describe_node(attrs, env)
+        if attrs["ID"] in listed or not takes_tasks(node) or not node["address"]:
+            continue
+        docker = env.other_nodes.docker.format(address=node["address"])
+        found.append((replace(env.other_nodes, name=node["address"], docker=docker), attrs))
+    return sorted(found, key=lambda pair: _address_order(pair[0].name))
+
+
+def _address_order(address: str) -> tuple[int, int, str]:
+    try:
+        parsed = ipaddress.ip_address(address)
+    except ValueError:
+        return (9, 0, address)
+    return (parsed.version, int(parsed), address)
+
+
+def _connect_other(host: Host, env: Environment, node_id: str) -> Any:
+    """A node's engine reached through ``other_nodes``, once it is that node's: when it does
+    not answer, or is another engine, one line that says how conveyor tried."""
+    why = f"{env.name}: swarm node {host.name} runs the environment's tasks and hosts does not "
+    try:
+        client = engine.connect(host.endpoint())
+    except EngineUnavailable as exc:
+        raise EngineUnavailable(
+            f"{why}list it; other_nodes reaches it at {host.docker}: {exc}"
+        ) from None
+    reached = (client.info().get("Swarm") or {}).get("NodeID")
+    if reached != node_id:
+        raise EngineUnavailable(
+            f"{why}list it; other_nodes reaches it at {host.docker}, which is the engine of "
+            f"another node ({reached or 'none'}) — fix other_nodes.docker or list the node in hosts"
+        )
+    return client
 
 
 def _node_spec(manager: Any, node_id: str) -> dict[str, Any] | None:

@@ -481,11 +481,19 @@ def list_hosts(env: Any, nodes: list[Node]) -> None:
 def a_node_joins(cluster: Cluster, env: Any, cli: Any) -> None:
     """n3 joins the swarm after the deploys, and Swarm starts the live release's tasks there,
     its router among them, on the live colors that the last command published in the router
-    service's labels: it serves the live release before conveyor knows of it. Listed in
-    hosts, status says it serves, and the front's config lists it."""
+    service's labels: it serves the live release before conveyor knows of it. A deploy is
+    refused while n3 is not listed (its router could not be switched), before anything
+    changes. Listed in hosts, status says it serves, and the front's config lists it."""
     n3 = cluster.add_node()
     everywhere = {"n1": "1.0.0", "n2": "1.0.0", "n3": "1.0.0"}
     wait_for(lambda: cluster.versions(env.public()), everywhere)
+    refused = cli("deploy", "--version", "2.0.0")
+    assert refused.returncode != 0, refused.stdout
+    assert (
+        f"({n3.address}) runs {env.name}'s tasks but is not in deploy.toml's hosts"
+        in (refused.stderr.strip().splitlines()[-1])
+    ), refused.stderr
+    assert cluster.versions(env.public()) == everywhere
     list_hosts(env, cluster.nodes)
     status = json.loads(ok(cli("status", "--json")).stdout)
     assert [(h["name"], h["serving"]) for h in status["hosts"]] == [
@@ -513,6 +521,18 @@ def lose_the_first_manager(cluster: Cluster, env: Any, cli: Any) -> None:
     update_node(cluster, n1, through=n2, Role="worker")
     n1.daemon.stop()
     list_hosts(env, [node for node in cluster.nodes if node is not n1])
+
+    def n1_as_n2_sees_it() -> str:
+        entries = n2.client.nodes.list()
+        return next(
+            e.attrs["Status"]["State"]
+            for e in entries
+            if e.attrs["Status"].get("Addr") == n1.address
+        )
+
+    # Until then n1 looks ready to the manager, so it would run the environment's tasks
+    # unlisted: a deploy or rollback would be refused.
+    wait_for(n1_as_n2_sees_it, "down")
 
     assert json.loads(ok(cli("history", "--json")).stdout) == history
     rolled = ok(cli("rollback"))

@@ -163,6 +163,7 @@ def test_an_approval_a_migration_and_a_flag_reach_every_node_of_a_swarm(
         records = json.loads(ok(bob("history", "--json")).stdout)
         a_node_joins_and_pulls_the_router(cluster, env)
         flags_reach_a_node_that_joined(cluster, env)
+        a_node_that_joined_is_moved_with_the_others(cluster, env)
     assert [(r["kind"], r["version"], r["outcome"]) for r in records] == [
         ("deploy", "m1.0.0", "succeeded"),
         ("deploy", "m2.0.0", "succeeded"),
@@ -191,6 +192,32 @@ def flags_reach_a_node_that_joined(cluster: Cluster, env: Any) -> None:
     wait_for(lambda: flags_on(cluster, env), dict.fromkeys(("n1", "n2", "n3"), True))
     ok(as_user(env, "bob")("flag-set", FLAG, "--off"))
     wait_for(lambda: flags_on(cluster, env), dict.fromkeys(("n1", "n2", "n3"), False))
+
+
+def a_node_that_joined_is_moved_with_the_others(cluster: Cluster, env: Any) -> None:
+    """With ``other_nodes`` (how to reach a node by its address), n3 is a node of the
+    environment while hosts still lists only n1 and n2: status says it serves, and a rollback
+    to m2.0.0 moves it with the others. Without the key, that rollback is refused."""
+    bob = as_user(env, "bob")
+    n3 = cluster.nodes[2]
+    refused = bob("rollback", "--to", "r0002")
+    assert (
+        f"({n3.address}) runs {env.name}'s tasks but is not in deploy.toml's hosts"
+        in (refused.stderr.strip().splitlines()[-1])
+    ), refused.stderr
+    marker = f"[environments.{env.name}]\n"
+    reach = f'other_nodes = {{ docker = "{cluster.other_nodes_docker}", access = "exec" }}\n'
+    head, sep, rest = env.config_path.read_text().partition(marker)
+    env.config_path.write_text(head + sep + reach + rest)
+    status = json.loads(ok(bob("status", "--json")).stdout)
+    assert [(h["name"], h["serving"]) for h in status["hosts"]] == [
+        ("n1", True),
+        ("n2", True),
+        (n3.address, True),
+    ], status["hosts"]
+    rolled = ok(bob("rollback", "--to", "r0002"))
+    assert f"  {n3.address}: switching traffic" in rolled.stdout, rolled.stdout
+    assert cluster.versions(env.public()) == dict.fromkeys(("n1", "n2", "n3"), "m2.0.0")
 
 
 def wait_for(what: Callable[[], Any], wanted: Any, seconds: float = 60) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Any
 
@@ -280,4 +281,33 @@ def test_a_swarm_places_its_tasks_by_constraints_swarm_reads(data: dict[str, Any
         parse(data)
     staging["placement"] = "node.role == manager"
     with pytest.raises(ConfigError, match=r"expected an array of strings"):
+        parse(data)
+
+
+def test_a_swarm_reaches_the_nodes_hosts_does_not_list_by_their_address(
+    data: dict[str, Any],
+) -> None:
+    staging = data["environments"]["staging"]
+    staging["other_nodes"] = {"docker": "ssh://deploy@{address}"}
+    with pytest.raises(ConfigError, match=r"other_nodes\]: is for a swarm"):
+        parse(data)
+    staging["engine"] = "swarm"
+    staging["services"]["api"]["migrations"] = {"backup": "none"}
+    other = parse(data).environment("staging").other_nodes
+    assert other is not None
+    assert (other.docker, other.access) == ("ssh://deploy@{address}", "auto")
+    staging["other_nodes"] = {"docker": "unix:///run/nodes/{address}.sock", "access": "exec"}
+    assert parse(data).environment("staging").other_nodes.access == "exec"  # type: ignore[union-attr]
+    for docker, says in (
+        ("ssh://deploy@worker1", "must name the node's address as {address}"),
+        ("ssh://deploy@{addr}", "must name the node's address as {address}"),
+        ("ssh://deploy@{address}:{port}", "nothing else in braces"),
+        ("ssh://deploy@{address", "must name the node's address"),
+        ("env:NODE_{address}", "expected 'unix://"),
+    ):
+        staging["other_nodes"] = {"docker": docker}
+        with pytest.raises(ConfigError, match=re.escape(says)):
+            parse(data)
+    staging["other_nodes"] = {"docker": "ssh://deploy@{address}", "name": "x"}
+    with pytest.raises(ConfigError, match=r"other_nodes.*name"):
         parse(data)

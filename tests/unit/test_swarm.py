@@ -3,6 +3,7 @@ history left out, and the node's own state deciding whether it serves and takes 
 
 from __future__ import annotations
 
+import dataclasses
 from types import SimpleNamespace
 from typing import Any
 
@@ -10,8 +11,8 @@ import docker.errors
 import pytest
 from tests.unit.test_plan import STAGING, container, deployed
 
-from conveyor import router
-from conveyor.errors import ConveyorError
+from conveyor import config, router, swarm
+from conveyor.errors import ConveyorError, EngineUnavailable
 from conveyor.observe import HostState
 from conveyor.operations import render_status
 from conveyor.swarm import SERVICE_LABEL, SwarmNode
@@ -38,23 +39,37 @@ def task(service: str, state: str, created: int, ident: str) -> dict[str, Any]:
     }
 
 
-def node(listing: list[dict[str, Any]], attrs: dict[str, Any] | None = None) -> SwarmNode:
+def node(
+    listing: list[dict[str, Any]],
+    attrs: dict[str, Any] | None = None,
+    others: tuple[dict[str, Any], ...] = (),
+    env: Any = STAGING,
+) -> SwarmNode:
+    """The environment's only listed node; the swarm's other nodes are ``others``."""
     engine = SimpleNamespace(api=SimpleNamespace(containers=lambda **_: listing))
-    manager = SimpleNamespace(api=SimpleNamespace(inspect_node=lambda _id: attrs))
-    return SwarmNode(
+    manager = SimpleNamespace(
+        api=SimpleNamespace(inspect_node=lambda _id: attrs, nodes=lambda: [attrs, *others])
+    )
+    found = SwarmNode(
         host=STAGING.hosts[0],
-        env=STAGING,
+        env=env,
         client=engine,
         ports=router.Ports.of(STAGING, 0),
         manager=manager,
         node_id="abcdef1234567890",
     )
+    found.peers = [found]
+    return found
 
 
-def node_attrs(state: str, availability: str) -> dict[str, Any]:
+def node_attrs(
+    state: str, availability: str, ident: str = "abcdef1234567890", **labels: str
+) -> dict[str, Any]:
     return {
-        "Status": {"State": state, "Addr": "192.0.2.1"},
-        "Spec": {"Availability": availability, "Role": "manager"},
+        "ID": ident,
+        "Status": {"State": state, "Addr": f"192.0.2.{len(ident)}"},
+        "Spec": {"Availability": availability, "Role": "manager", "Labels": labels},
+        "Description": {"Hostname": f"host-{ident[:4]}"},
     }
 
 
@@ -76,6 +91,26 @@ def test_a_drained_node_is_refused_before_a_deploy_changes_anything() -> None:
         node(listing=[], attrs=node_attrs("ready", "drain")).preflight()
     with pytest.raises(ConveyorError, match=r"is down, active"):
         node(listing=[], attrs=node_attrs("down", "active")).preflight()
+
+
+def test_a_node_that_runs_the_environment_but_is_not_listed_is_refused_before_anything() -> None:
+    """Its router could not be switched: it would keep the old release, then serve nothing."""
+    listed = node_attrs("ready", "active")
+    joined = node_attrs("ready", "active", ident="9f8e7d", tier="batch")
+    with pytest.raises(ConveyorError) as info:
+        node(listing=[], attrs=listed, others=(joined,)).preflight()
+    assert str(info.value).startswith(
+        "swarm node host-9f8e (192.0.2.6) runs staging's tasks but is not in deploy.toml's hosts"
+    )
+    # Nodes that run none of them: drained, down, or outside the environment's placement.
+    drained = node_attrs("ready", "drain", ident="1a2b3c")
+    down = node_attrs("down", "active", ident="4d5e6f")
+    node(listing=[], attrs=listed, others=(drained, down)).preflight()
+    placed = dataclasses.replace(STAGING, engine="swarm", placement=("node.labels.tier == web",))
+    web = node_attrs("ready", "active", tier="web")
+    node(listing=[], attrs=web, others=(joined,), env=placed).preflight()
+    with pytest.raises(ConveyorError, match=r"is outside the environment's placement"):
+        node(listing=[], attrs=listed, env=placed).preflight()
 
 
 @pytest.mark.parametrize(
@@ -136,3 +171,44 @@ def test_a_removed_color_takes_the_secrets_no_service_names_any_more_with_it() -
     swarm_node.manager = manager
     swarm_node._prune_secrets()
     assert removed == ["old"]
+
+
+def test_other_nodes_are_the_unlisted_ones_that_run_the_environment_named_by_address() -> None:
+    template = config.Host(name="{address}", docker="ssh://deploy@{address}", access="exec")
+    env = dataclasses.replace(STAGING, engine="swarm", other_nodes=template)
+    listed = node_attrs("ready", "active")
+    joined = node_attrs("ready", "active", ident="9f8e7d")
+    later = node_attrs("ready", "active", ident="3c4d5e6f7a")
+    drained = node_attrs("ready", "drain", ident="1a2b3c")
+    manager = SimpleNamespace(api=SimpleNamespace(nodes=lambda: [later, listed, drained, joined]))
+    found = swarm._other_nodes(manager, env, {listed["ID"]})
+    assert [(host.name, host.docker, host.access, attrs["ID"]) for host, attrs in found] == [
+        ("192.0.2.6", "ssh://deploy@192.0.2.6", "exec", "9f8e7d"),
+        ("192.0.2.10", "ssh://deploy@192.0.2.10", "exec", "3c4d5e6f7a"),
+    ]
+    assert swarm._other_nodes(manager, STAGING, {listed["ID"]}) == [], "none without the key"
+
+
+def test_an_other_node_must_answer_as_the_node_it_was_found_as(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    host = config.Host(name="192.0.2.6", docker="ssh://deploy@192.0.2.6")
+    engine_of = {"192.0.2.6": "9f8e7d"}
+
+    def connect(endpoint: str) -> Any:
+        if endpoint.endswith("192.0.2.6"):
+            return SimpleNamespace(info=lambda: {"Swarm": {"NodeID": engine_of["192.0.2.6"]}})
+        raise EngineUnavailable(f"cannot reach {endpoint}")
+
+    monkeypatch.setattr(swarm.engine, "connect", connect)
+    assert swarm._connect_other(host, STAGING, "9f8e7d") is not None
+    engine_of["192.0.2.6"] = "0a0b0c"
+    with pytest.raises(EngineUnavailable, match=r"which is the engine of another node \(0a0b0c\)"):
+        swarm._connect_other(host, STAGING, "9f8e7d")
+    gone = dataclasses.replace(host, name="192.0.2.7", docker="ssh://deploy@192.0.2.7")
+    with pytest.raises(
+        EngineUnavailable,
+        match=r"swarm node 192.0.2.7 runs the environment's tasks and hosts does not list it; "
+        r"other_nodes reaches it at ssh://deploy@192.0.2.7: cannot reach",
+    ):
+        swarm._connect_other(gone, STAGING, "9f8e7d")
