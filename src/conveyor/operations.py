@@ -404,6 +404,10 @@ class Move:
         for problem in state.disagreements():
             self.out.say(f"  first, recover: {problem}")
         for target in self.session.targets:
+            try:
+                target.preflight()
+            except ConveyorError as exc:  # a swarm node drained, down or not listed
+                self.out.say(f"  refused before anything changes: {exc}")
             change = target.router_change()
             if change is not None:
                 self.out.say(f"  first, [{target.name}] {change}")

@@ -483,16 +483,18 @@ def a_node_joins(cluster: Cluster, env: Any, cli: Any) -> None:
     its router among them, on the live colors that the last command published in the router
     service's labels: it serves the live release before conveyor knows of it. A deploy is
     refused while n3 is not listed (its router could not be switched), before anything
-    changes. Listed in hosts, status says it serves, and the front's config lists it."""
+    changes, and its dry run says so. Listed in hosts, status says it serves, and the front's
+    config lists it."""
     n3 = cluster.add_node()
     everywhere = {"n1": "1.0.0", "n2": "1.0.0", "n3": "1.0.0"}
     wait_for(lambda: cluster.versions(env.public()), everywhere)
+    unlisted = f"({n3.address}) runs {env.name}'s tasks but is not in deploy.toml's hosts"
+    planned = ok(cli("deploy", "--version", "2.0.0", "--dry-run")).stdout
+    assert "refused before anything changes: swarm node " in planned, planned
+    assert unlisted in planned, planned
     refused = cli("deploy", "--version", "2.0.0")
     assert refused.returncode != 0, refused.stdout
-    assert (
-        f"({n3.address}) runs {env.name}'s tasks but is not in deploy.toml's hosts"
-        in (refused.stderr.strip().splitlines()[-1])
-    ), refused.stderr
+    assert unlisted in refused.stderr.strip().splitlines()[-1], refused.stderr
     assert cluster.versions(env.public()) == everywhere
     list_hosts(env, cluster.nodes)
     status = json.loads(ok(cli("status", "--json")).stdout)
