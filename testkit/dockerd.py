@@ -8,6 +8,7 @@ networking): what it runs answers on 127.0.0.1 like the main engine's containers
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import shutil
 import signal
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import docker
+import docker.errors
 
 
 class DockerdFailed(RuntimeError):
@@ -178,8 +180,12 @@ class Dockerd:
     def remove(self) -> None:
         """Remove every container, stop the daemon and undo what it mounted; delete it all."""
         if self.process is not None and self.process.poll() is None and self.client is not None:
-            for container in self.client.containers.list(all=True):
-                container.remove(force=True)
+            # A swarm node's agent removes its own task containers as it leaves the swarm: one
+            # gone or being removed meanwhile must not leave the daemon and its mounts behind.
+            with contextlib.suppress(docker.errors.APIError, OSError):
+                for container in self.client.containers.list(all=True):
+                    with contextlib.suppress(docker.errors.APIError):
+                        container.remove(force=True)
         if self.client is not None:
             self.client.close()
         self.stop(timeout=30)

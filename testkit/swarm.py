@@ -357,11 +357,16 @@ class Cluster:
         if self.registry_process is not None:
             self.registry_process.terminate()
             self.registry_process.wait(timeout=10)
-        for node in reversed(self.nodes):
-            if node.client is not None:
-                with contextlib.suppress(docker.errors.APIError, OSError):
-                    node.client.swarm.leave(force=True)
-            node.daemon.remove()
+        try:
+            for node in reversed(self.nodes):
+                if node.client is not None:
+                    with contextlib.suppress(docker.errors.APIError, OSError):
+                        node.client.swarm.leave(force=True)
+                node.daemon.remove()
+        finally:
+            self._remove_namespaces()
+
+    def _remove_namespaces(self) -> None:
         for name in reversed(self.namespaces):
             subprocess.run(["ip", "netns", "del", name], check=False, capture_output=True)
         self.nodes.clear()
