@@ -49,9 +49,10 @@ CHAOS_FIGURES = "chaos.jsonl"
 # -- which worker runs what ----------------------------------------------------------------
 # The tests on a second engine hold load on two hosts and start services on both: the heaviest
 # on CPU. Two of them at once on a 2-core machine starved the services they start past their
-# ready timeout (CI, two-host canary beside two-host chaos). nox runs the suite with
-# ``--dist loadgroup``, so these all go to one worker, which also starts one second dockerd
-# instead of one in each worker.
+# ready timeout once (CI, two-host canary beside two-host chaos). nox runs the suite with
+# ``--dist loadgroup`` to put these on one worker, but under pytest 9.2 that groups nothing:
+# pytest-xdist 3.8 writes the group into ``item._nodeid``, which pytest 9.2 no longer reads
+# (README, "What the suite costs"). The marks stay for an xdist that reads them again.
 SECOND_ENGINE = frozenset({"second_dockerd", "second_engine", "make_dockerd", "swarm_cluster"})
 
 
