@@ -128,11 +128,13 @@ class CrashHarness:
         *argv: str,
         nth: int = 1,
         act: Callable[[subprocess.Popen[str]], None],
+        env_vars: dict[str, str] | None = None,
     ) -> subprocess.CompletedProcess[str]:
-        """Run the command with its phases traced and call ``act`` (kill it, kill its daemon)
-        as it announces ``phase`` the ``nth`` time (each host announces its own); then let it
-        end. Its stderr keeps the traced phases."""
-        process = env.cli_running(*argv, env={"CONVEYOR_TRACE_PHASES": "1"})
+        """Run the command with its phases traced (and ``env_vars`` in its environment) and
+        call ``act`` (kill it, kill its daemon, drain a node) as it announces ``phase`` the
+        ``nth`` time (each host announces its own); then let it end. Its stderr keeps the
+        traced phases."""
+        process = env.cli_running(*argv, env={**(env_vars or {}), "CONVEYOR_TRACE_PHASES": "1"})
         assert process.stderr is not None and process.stdout is not None
         seen: list[str] = []
         for line in process.stderr:

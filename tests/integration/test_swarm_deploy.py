@@ -8,7 +8,6 @@ a node's address). Load runs from the switch's namespace on both nodes' routers 
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 from typing import Any
 
@@ -205,7 +204,11 @@ def set_availability(cluster: Cluster, node: Node, availability: str) -> None:
 
 
 def test_deploys_and_rollbacks_run_every_node_on_swarm_services_without_a_failed_request(
-    swarm_cluster: Cluster, make_environment: Any, test_releases: Any, chaos_figures: Any
+    swarm_cluster: Cluster,
+    make_environment: Any,
+    test_releases: Any,
+    chaos_figures: Any,
+    crash: Any,
 ) -> None:
     cluster = swarm_cluster
     env = swarm_environment(cluster, make_environment, test_releases)
@@ -263,7 +266,7 @@ def test_deploys_and_rollbacks_run_every_node_on_swarm_services_without_a_failed
     assert "swarm manager 198.18.0.1 ready, active — serves" in ok(cli("status")).stdout
 
     routers_come_back(cluster, env, cli)
-    drain_and_return(cluster, env, cli, cli_env={SECRET_VARIABLE: SECRET_VALUE})
+    drain_and_return(cluster, env, cli, cli_env={SECRET_VARIABLE: SECRET_VALUE}, crash=crash)
     a_node_joins(cluster, env, cli)
     references = push_from_n1(cluster, env)
     lose_the_first_manager(cluster, env, cli)
@@ -373,7 +376,9 @@ def new_routes_restart_every_router_without_a_failed_request(
         assert result["requests"] > 100 and result["failures"] == 0, (target, result)
 
 
-def drain_and_return(cluster: Cluster, env: Any, cli: Any, cli_env: dict[str, str]) -> None:
+def drain_and_return(
+    cluster: Cluster, env: Any, cli: Any, cli_env: dict[str, str], crash: Any
+) -> None:
     """Under load through a front HAProxy that ``conveyor front`` wrote (in the switch's
     namespace): n2 drained while a deploy verifies it, after its switch. Swarm stops n2's
     tasks, its router task among them; the front stops sending there, retrying those requests
@@ -391,7 +396,7 @@ def drain_and_return(cluster: Cluster, env: Any, cli: Any, cli_env: dict[str, st
         targets=[f"127.0.0.1:{env.public()}"],
     )  # fmt: skip
     try:
-        drained_deploy = deploy_draining_n2(cluster, env, cli_env)
+        drained_deploy = deploy_draining_n2(cluster, env, cli_env, crash)
         assert cluster.versions(env.public())["n1"] == "1.0.0"
         drained = json.loads(ok(cli("status", "--json")).stdout)
         assert [(h["node"]["availability"], h["serving"]) for h in drained["hosts"]] == [
@@ -437,7 +442,7 @@ def what_runs_on(node: Node) -> str:
     return "\n".join(lines)
 
 
-def deploy_draining_n2(cluster: Cluster, env: Any, cli_env: dict[str, str]) -> Any:
+def deploy_draining_n2(cluster: Cluster, env: Any, cli_env: dict[str, str], crash: Any) -> Any:
     """A deploy of 2.0.0 during which n2 is drained in its verify window, after its switch:
     its router stops, so the deploy cannot switch it back. (That window is 6 s for this
     deploy alone: Swarm takes a few seconds to stop a drained node's tasks.)"""
@@ -446,24 +451,14 @@ def deploy_draining_n2(cluster: Cluster, env: Any, cli_env: dict[str, str]) -> A
     assert longer != toml
     env.config_path.write_text(longer)
     try:
-        process = env.cli_running(
-            "deploy", "--env", env.name, "--version", "2.0.0",
-            env={**cli_env, "CONVEYOR_TRACE_PHASES": "1"},
+        return crash.interrupt_at(
+            env, "verify", "deploy", "--env", env.name, "--version", "2.0.0",
+            nth=2,
+            act=lambda _: set_availability(cluster, cluster.nodes[1], "drain"),
+            env_vars=cli_env,
         )  # fmt: skip
-        assert process.stderr is not None
-        seen, verifies = [], 0
-        for line in process.stderr:
-            seen.append(line)
-            verifies += line.strip() == "phase: verify"
-            if verifies == 2:
-                set_availability(cluster, cluster.nodes[1], "drain")
-                break
-        stdout, stderr = process.communicate(timeout=120)
     finally:
         env.config_path.write_text(toml)
-    return subprocess.CompletedProcess(
-        process.args, process.returncode, stdout, "".join(seen) + stderr
-    )
 
 
 def list_hosts(env: Any, nodes: list[Node]) -> None:
