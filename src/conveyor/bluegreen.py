@@ -33,7 +33,7 @@ from conveyor.errors import ConveyorError, DeployFailed
 from conveyor.hosts import HostTarget
 from conveyor.ledger import Ledger, ReleaseRecord
 from conveyor.plan import DeployPlan, HostPlan, ServiceMove
-from conveyor.terms import DEPLOY_KINDS, Phase, node_condition
+from conveyor.terms import DEPLOY_KINDS, Phase, node_condition, takes_tasks
 
 # How often a wait reads a container's state from the engine (an inspect call).
 INSPECT_EVERY = 0.25
@@ -612,9 +612,8 @@ class BlueGreen:
         published as the command ends are what its next router starts on."""
         node = None
         with contextlib.suppress(Exception):  # explaining a failure must not hide it
-            if target.not_taking_tasks() is not None:
-                node = target.node() or {}
-        if node is None:
+            node = target.node()  # None on a host
+        if node is None or takes_tasks(node):
             return str(exc)
         return (
             f"its node is {node_condition(node)}, so its router stopped; its next router "

@@ -47,9 +47,6 @@ class Constraint:
     operator: str
     value: str
 
-    def __str__(self) -> str:
-        return f"{self.key} {self.operator} {self.value}"
-
     def met_by(self, node: Mapping[str, Any]) -> bool:
         """Whether ``node`` (the manager's inspect of it) meets this constraint."""
         found = _attribute(self.key, node)

@@ -128,11 +128,7 @@ class SwarmNode(HostTarget):
         that deploy.toml does not list: conveyor cannot reach its router to switch it, so it
         would go on serving the old release, then nothing once that release stops. Refuse
         before anything changes."""
-        listed = {peer.node_id for peer in self.peers}
-        for attrs in self.manager.api.nodes():
-            node = describe_node(attrs, self.env)
-            if attrs["ID"] in listed or not takes_tasks(node):
-                continue
+        for attrs, node in _unlisted_nodes(self.manager, self.env, self.peers):
             name = attrs.get("Description", {}).get("Hostname", node["id"])
             raise ConveyorError(
                 f"swarm node {name} ({node['address']}) runs {self.env.name}'s tasks but is not "
@@ -551,24 +547,33 @@ def connect_nodes(config: Config, env: Environment) -> list[HostTarget]:
                 f"manages — join it (docker swarm join-token worker, on {first.name})"
             )
         add(host, client, joined["NodeID"], seen.get("Role", ""))
-    for host, attrs in _other_nodes(manager, env, {node.node_id for node in nodes}):
+    for host, attrs in _other_nodes(manager, env, nodes):
         add(host, _connect_other(host, env, attrs["ID"]), attrs["ID"], attrs["Spec"]["Role"])
     for node in nodes:
         node.peers = nodes
     return list(nodes)
 
 
+def _unlisted_nodes(
+    manager: Any, env: Environment, listed: list[SwarmNode]
+) -> list[tuple[dict[str, Any], dict[str, str]]]:
+    """Each node that runs the environment's tasks and is none of ``listed``: the manager's
+    inspect of it, and :func:`describe_node`'s view."""
+    ids = {node.node_id for node in listed}
+    described = ((attrs, describe_node(attrs, env)) for attrs in manager.api.nodes())
+    return [(a, n) for a, n in described if a["ID"] not in ids and takes_tasks(n)]
+
+
 def _other_nodes(
-    manager: Any, env: Environment, listed: set[str]
+    manager: Any, env: Environment, listed: list[SwarmNode]
 ) -> list[tuple[Host, dict[str, Any]]]:
     """With ``other_nodes``: each node that runs the environment's tasks and that hosts does
     not list, as a host named by its address, in the order of their addresses."""
     if env.other_nodes is None:
         return []
     found = []
-    for attrs in manager.api.nodes():
-        node = describe_node(attrs, env)
-        if attrs["ID"] in listed or not takes_tasks(node) or not node["address"]:
+    for attrs, node in _unlisted_nodes(manager, env, listed):
+        if not node["address"]:
             continue
         docker = env.other_nodes.docker.format(address=node["address"])
         found.append((replace(env.other_nodes, name=node["address"], docker=docker), attrs))

@@ -181,12 +181,14 @@ def test_other_nodes_are_the_unlisted_ones_that_run_the_environment_named_by_add
     later = node_attrs("ready", "active", ident="3c4d5e6f7a")
     drained = node_attrs("ready", "drain", ident="1a2b3c")
     manager = SimpleNamespace(api=SimpleNamespace(nodes=lambda: [later, listed, drained, joined]))
-    found = swarm._other_nodes(manager, env, {listed["ID"]})
+    found = swarm._other_nodes(manager, env, [node(listing=[], attrs=listed)])
     assert [(host.name, host.docker, host.access, attrs["ID"]) for host, attrs in found] == [
         ("192.0.2.6", "ssh://deploy@192.0.2.6", "exec", "9f8e7d"),
         ("192.0.2.10", "ssh://deploy@192.0.2.10", "exec", "3c4d5e6f7a"),
     ]
-    assert swarm._other_nodes(manager, STAGING, {listed["ID"]}) == [], "none without the key"
+    assert swarm._other_nodes(manager, STAGING, [node(listing=[], attrs=listed)]) == [], (
+        "none without the key"
+    )
 
 
 def test_an_other_node_must_answer_as_the_node_it_was_found_as(
