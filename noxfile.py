@@ -103,15 +103,14 @@ def integration(session: nox.Session) -> None:
     """Tests against real daemons: dockerd, a registry, the router, the scanners.
 
     Two pytest-xdist workers: a deploy test mostly waits (health checks, verify windows). The
-    release is built once for both and the engine guard runs in the controller. The tests on a
-    second engine are marked to run on one worker (``--dist loadgroup``; see
-    tests/integration/conftest.py for why that does nothing under pytest 9.2).
-    Measured on a clean clone: 138 tests in 23 min 41 s on two workers (README: per-session
-    times, and why ``--dist loadgroup`` groups nothing under pytest 9.2).
+    release is built once for both and the engine guard runs in the controller. ``--dist
+    worksteal``: a worker that runs out of tests takes the unstarted end of the other's queue;
+    the tests on an engine of their own come first, on one worker (tests/integration/conftest.py).
+    Measured on a clean clone: README, per-session times.
     """
     paths = session.posargs or ["tests/integration", "backend/tests/integration"]
     _sync(session, "test", "build", "scan")
-    session.run("pytest", "--numprocesses=2", "--dist=loadgroup", "--durations=25", *paths)
+    session.run("pytest", "--numprocesses=2", "--dist=worksteal", "--durations=25", *paths)
 
 
 @nox.session(python=PYTHON, tags=["release"], default=False)

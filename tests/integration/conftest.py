@@ -17,6 +17,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -47,20 +48,31 @@ CHAOS_FIGURES = "chaos.jsonl"
 
 
 # -- which worker runs what ----------------------------------------------------------------
-# The tests on a second engine hold load on two hosts and start services on both: the heaviest
-# on CPU. Two of them at once on a 2-core machine starved the services they start past their
-# ready timeout once (CI, two-host canary beside two-host chaos). nox runs the suite with
-# ``--dist loadgroup`` to put these on one worker, but under pytest 9.2 that groups nothing:
-# pytest-xdist 3.8 writes the group into ``item._nodeid``, which pytest 9.2 no longer reads
-# (README, "What the suite costs"). The marks stay for an xdist that reads them again.
-SECOND_ENGINE = frozenset({"second_dockerd", "second_engine", "make_dockerd", "swarm_cluster"})
+# nox runs the suite with ``--dist worksteal``: each worker is handed half the tests in
+# collection order, and a worker whose half is done takes the not-yet-started end of the
+# other's, so neither sits idle while tests wait (``--dist load`` hands out fixed chunks: one
+# worker idled ~4.5 min at the end). The tests on a second engine come first, the swarms
+# first of all (the longest): they fill the first worker's half and run there one after
+# another, while the other worker runs the tests on the shared engine. They are the heaviest
+# on CPU, and two at once on the 2-core machine once starved the services they start past
+# their ready timeout (CI, two-host canary beside two-host chaos). A worker takes only from
+# the end of the other's queue, where the light tests are.
+# The fixtures that start an engine of the test's own (``local_place``: setup --swarm's).
+SECOND_ENGINE = (
+    "swarm_cluster", "local_place", "make_dockerd", "second_engine", "second_dockerd",
+)  # fmt: skip
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+def _engine_rank(item: pytest.Item) -> int:
+    """0 for a swarm test, then the other second-engine tests, the rest last."""
+    used = set(getattr(item, "fixturenames", ()))
+    ranks = (rank for rank, name in enumerate(SECOND_ENGINE) if name in used)
+    return next(ranks, len(SECOND_ENGINE))
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if SECOND_ENGINE & set(getattr(item, "fixturenames", ())):
-            item.add_marker(pytest.mark.xdist_group("second-engine"))
+    # A stable sort: the same order on every worker (xdist requires it), files kept together.
+    items.sort(key=_engine_rank)
 
 
 # -- the guard: nothing the suite does not own may change ----------------------------------
@@ -235,6 +247,18 @@ class TestEnvironment:
 
     def service_port(self, service: str, color: str, offset: int = 0) -> int:
         return sandbox.service_port(self.ports, service, color) + offset
+
+    def retime(self, **seconds: float) -> None:
+        """Change the environment's ``timeouts`` in its deploy.toml, as a user editing it would:
+        ``env.retime(ready=8)`` before a release that never gets ready fails it in 8 s, while
+        the deploys before it had the margin a starting service needs on a busy machine."""
+        text = self.config_path.read_text(encoding="utf-8")
+        head, marker, table = text.partition(f"[environments.{self.name}.timeouts]\n")
+        assert marker, f"{self.config_path} has no timeouts table for {self.name}"
+        for key, value in seconds.items():
+            table, found = re.subn(rf"^{key} = .*$", f"{key} = {value}", table, count=1, flags=re.M)
+            assert found, f"no timeouts.{key} to change"
+        self.config_path.write_text(head + marker + table, encoding="utf-8")
 
     def cli(self, *args: str, env: dict[str, str] | None = None, timeout: float = 240) -> Any:
         """Run ``python -m conveyor --config … ARGS`` as a user would, from the environment's

@@ -40,6 +40,7 @@ def test_deploys_report_statuses_annotations_and_a_summary(
     with recording_server() as api:
         good = env.cli("deploy", "--env", env.name, "--version", "1.0.0", env=actions(api, summary))
         assert good.returncode == 0, good.stdout + good.stderr
+        env.retime(ready=8)  # 9.0.1+notready fails when the ready timeout ends
         bad = env.cli(
             "deploy", "--env", env.name, "--version", "9.0.1+notready", env=actions(api, summary)
         )

@@ -184,7 +184,9 @@ def test_promotion_refuses_what_must_not_reach_production(
     assert "the scan gate did not pass for these image IDs (no scan for these images: " in why()
 
     failing = scanned(staging, "9.0.1+notready")
+    staging.retime(ready=8)  # it fails when the ready timeout ends
     refused(run(staging, "bob", "deploy", "--env", staging.name, "--version", failing))
+    staging.retime(ready=20)
     assert "9.0.1+notready) failed in ready" in why()
 
     dirty = scanned(staging, "3.0.0", dirty=True)

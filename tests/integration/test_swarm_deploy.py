@@ -192,6 +192,15 @@ def killed_at_second_start(env: Any, cli_env: dict[str, str]) -> str:
     return "\n".join(seen)
 
 
+def deploy_never_ready(env: Any, cli: Any) -> Any:
+    """A deploy of 9.0.1+notready, which fails when the ready timeout ends: 10 s, not 30."""
+    env.retime(ready=10)
+    try:
+        return cli("deploy", "--version", "9.0.1+notready")
+    finally:
+        env.retime(ready=30)
+
+
 def update_node(cluster: Cluster, node: Node, *, through: Node | None = None, **spec: str) -> None:
     """Change ``node``'s spec (Availability, Role) through the manager ``through``."""
     manager = (through or cluster.manager).client
@@ -229,7 +238,7 @@ def test_deploys_and_rollbacks_run_every_node_on_swarm_services_without_a_failed
         assert set(color_services(cluster, env).values()) == {"1.0.0", "2.0.0"}, "1.0.0 warm"
         warm = ok(cli("rollback"))
         assert cluster.versions(env.public()) == {"n1": "1.0.0", "n2": "1.0.0"}
-        failed = cli("deploy", "--version", "9.0.1+notready")
+        failed = deploy_never_ready(env, cli)
         assert cluster.versions(env.public()) == {"n1": "1.0.0", "n2": "1.0.0"}
         cold = ok(cli("rollback", "--to", "r0002"))
         killed = killed_at_second_start(env, cli_env={SECRET_VARIABLE: SECRET_VALUE})
