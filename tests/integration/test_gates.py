@@ -32,7 +32,7 @@ GATE = (
 
 def pair(make_environment: Any, *, approval: bool = True) -> tuple[Any, Any]:
     """A staging and a gated production taking releases from it, in one deploy.toml."""
-    staging = make_environment()
+    staging = make_environment(health_interval=2)  # a promote waits for its first check
     prod = make_environment()
     marker = f"[environments.{prod.name}]\n"
     gate = GATE.format(source=staging.name)

@@ -32,7 +32,8 @@ def gated(env: Any, *, self_ok: bool = False) -> Any:
 
 def pair(make_environment: Any, *, gate: bool = True, self_ok: bool = False, **timing: Any) -> Any:
     """A staging and a production-like environment, both in one deploy.toml as for real."""
-    staging = make_environment(**timing)
+    # A promote waits for the first health check of staging's live containers.
+    staging = make_environment(**{"health_interval": 2, **timing})
     prod = make_environment()
     if gate:
         gated(prod, self_ok=self_ok)
