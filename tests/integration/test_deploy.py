@@ -16,7 +16,7 @@ import pytest
 
 from conveyor import containers, health, locks
 from conveyor.operations import Session
-from testkit.loadgen import KeepAliveLoad
+from testkit.loadgen import KeepAliveLoad, proof_load
 from testkit.steps import ok
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -49,11 +49,8 @@ def history(env: Any) -> list[dict[str, Any]]:
     return json.loads(ok(env.cli("history", "--env", env.name, "--json")).stdout)
 
 
-@contextmanager
-def load_on(port: int, path: str = "/api/version") -> Iterator[KeepAliveLoad]:
-    load = KeepAliveLoad("127.0.0.1", port, path, connections=4, rate=200, max_seconds=240)
-    with load:
-        yield load
+def load_on(port: int, path: str = "/api/version") -> KeepAliveLoad:
+    return proof_load(port, path)
 
 
 @contextmanager
@@ -225,10 +222,11 @@ def test_manual_rollback_restarts_the_kept_release(make_environment: Any) -> Non
 def test_an_unhealthy_release_is_rolled_back_automatically(
     make_environment: Any, version: str, phase: str, why: str
 ) -> None:
-    env = make_environment(ready=20, verify=6)
+    env = make_environment(ready=20)
     ok(deploy(env, "1.0.0"))
-    if why == NEVER_READY:
-        env.retime(ready=8)  # it fails when the ready timeout ends: no need to wait 20 s
+    # 9.0.3+failsoon fails 4 s after it got ready: a 6 s window catches it. 9.0.1+notready
+    # fails when the ready timeout ends: 8 s, not 20.
+    env.retime(ready=8 if why == NEVER_READY else 20, verify=6)
     with load_on(env.public()) as load:
         failed = deploy(env, version)
     line = one_clear_line(failed)
@@ -256,8 +254,9 @@ def test_an_unhealthy_release_is_rolled_back_automatically(
 
 
 def test_a_failed_release_after_switch_puts_traffic_back(make_environment: Any) -> None:
-    env = make_environment(ready=20, verify=6)
+    env = make_environment(ready=20)
     ok(deploy(env, "1.0.0"))
+    env.retime(verify=6)  # 9.0.3+failsoon fails 4 s after it got ready
     failed = deploy(env, "9.0.3+failsoon")
     one_clear_line(failed)
     assert "switching traffic back" in failed.stdout

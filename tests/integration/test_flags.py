@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 from conveyor import flagstate, health
-from testkit.loadgen import KeepAliveLoad
+from testkit.loadgen import KeepAliveLoad, proof_load
 from testkit.steps import ok
 
 FLAG = "new-notes-view"
@@ -57,15 +57,7 @@ def test_a_flag_flip_reaches_running_containers_without_a_failed_request(
     assert not flag_for(env, "alice")
     assert "0% get 'on'" in ok(env.cli("flags", "--env", env.name)).stdout
 
-    load = KeepAliveLoad(
-        "127.0.0.1",
-        env.public(),
-        "/api/flags",
-        connections=4,
-        rate=150,
-        max_seconds=60,
-        headers={"X-User": "alice"},
-    )
+    load = proof_load(env.public(), "/api/flags", max_seconds=60, headers={"X-User": "alice"})
     with load:
         began = time.monotonic()
         changed = ok(env.cli("flag-set", "--env", env.name, FLAG, "--on"))

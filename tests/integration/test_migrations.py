@@ -15,7 +15,6 @@ import secrets
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import docker
@@ -23,7 +22,7 @@ import pytest
 
 from conveyor import health
 from testkit import sandbox
-from testkit.loadgen import KeepAliveLoad
+from testkit.loadgen import KeepAliveLoad, proof_load
 from testkit.migrating import MigratingReleases, give
 from testkit.postgres import PostgresServer, PostgresUnavailable, postgres_server, server_bindir
 from testkit.steps import ok
@@ -72,13 +71,8 @@ def history(env: Any) -> list[dict[str, Any]]:
     return list(json.loads(ok(env.cli("history", "--env", env.name, "--json")).stdout))
 
 
-@contextmanager
-def load_on(env: Any) -> Iterator[KeepAliveLoad]:
-    load = KeepAliveLoad(
-        "127.0.0.1", env.public(), "/api/version", connections=4, rate=200, max_seconds=240
-    )
-    with load:
-        yield load
+def load_on(env: Any) -> KeepAliveLoad:
+    return proof_load(env.public())
 
 
 def deploy(env: Any, version: str, *extra: str) -> Any:

@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import pytest
 
 from conveyor import health
 from conveyor.terms import PHASES
-from testkit.loadgen import KeepAliveLoad
+from testkit.loadgen import KeepAliveLoad, proof_load
 from testkit.steps import ok
 
 # The phases a blue-green executor announces (the lock is taken before it runs; canary steps
@@ -42,13 +40,19 @@ def served(env: Any) -> str | None:
     return None if answer.body is None else answer.body.get("version")
 
 
-@contextmanager
-def load_on(env: Any) -> Iterator[KeepAliveLoad]:
-    load = KeepAliveLoad(
-        "127.0.0.1", env.public(), "/api/version", connections=4, rate=200, max_seconds=240
-    )
-    with load:
-        yield load
+def load_on(env: Any) -> KeepAliveLoad:
+    return proof_load(env.public())
+
+
+def kill_at(crash: Any, env: Any, phase: str, *argv: str) -> Any:
+    """The crash harness's SIGKILL as ``phase`` begins. The killed command alone verifies for
+    4 s, so a kill at verify lands inside the window even on a busy machine; the commands
+    around it verify for the default 1 s."""
+    env.retime(verify=4)
+    try:
+        return crash.kill_at(env, phase, *argv)
+    finally:
+        env.retime(verify=1)
 
 
 def set_api_fault(env: Any, fault: str | None) -> None:
@@ -74,13 +78,15 @@ def test_a_rollback_never_restarts_the_containers_of_a_failed_release(
 ) -> None:
     """Issue 10, bug 1: live 2.0.0 → a deploy of 1.0.0 with a fault fails and switches back;
     the rollback must restart 1.0.0's own verified containers, never the failed ones."""
-    env = make_environment(ready=20, verify=6)
+    env = make_environment(ready=20)
     ok(deploy(env, "1.0.0"))  # r0001, blue
     ok(deploy(env, "2.0.0"))  # r0002, green
     set_api_fault(env, "fail-after-ready=4")
+    env.retime(verify=6)  # the fault begins 4 s after ready: inside this window
     line = last_line(deploy(env, "1.0.0"))  # r0003, blue: the same images, failing for real
     assert "failed in phase 'verify'" in line and "2.0.0 (r0002) is still serving" in line
     set_api_fault(env, None)
+    env.retime(verify=1)
 
     plan = ok(env.cli("rollback", "--env", env.name, "--dry-run")).stdout
     assert "restart kept container" in plan and f"conveyor-{env.name}-api-blue-r0001" in plan
@@ -103,11 +109,11 @@ def test_a_rollback_never_restarts_the_containers_of_a_failed_release(
 def test_sigkill_in_any_deploy_phase_then_recover_serves_a_verified_release(
     make_environment: Any, crash: Any, phase: str
 ) -> None:
-    env = make_environment(verify=2, drain=0.5)
+    env = make_environment(drain=0.5)
     ok(deploy(env, "1.0.0"))
     argv = ("deploy", "--env", env.name, "--version", "2.0.0")
     with load_on(env) as load:
-        after = crash.kill_at(env, phase, *argv)
+        after = kill_at(crash, env, phase, *argv)
         assert after.outcome("r0002") == "running", "nobody closed the dead run's record yet"
         assert after.status["interrupted"] == ["r0002"], after.status_text
         if phase == "drain":
@@ -143,11 +149,11 @@ def test_sigkill_in_any_deploy_phase_then_recover_serves_a_verified_release(
 def test_sigkill_in_any_rollback_phase_then_deploy_converges(
     make_environment: Any, crash: Any, phase: str
 ) -> None:
-    env = make_environment(verify=2, drain=0.5)
+    env = make_environment(drain=0.5)
     ok(deploy(env, "1.0.0"))  # r0001
     ok(deploy(env, "2.0.0"))  # r0002
     with load_on(env) as load:
-        after = crash.kill_at(env, phase, "rollback", "--env", env.name)  # r0003
+        after = kill_at(crash, env, phase, "rollback", "--env", env.name)  # r0003
         rolled_back = phase == "drain"
         assert after.status["live_version"] == ("1.0.0" if rolled_back else "2.0.0")
         converged = ok(deploy(env, "3.0.0"))  # r0004
@@ -167,11 +173,11 @@ def test_a_rollback_after_a_crash_in_verify_never_serves_the_unverified_release(
 ) -> None:
     """Issue 10, bug 2: kill -9 while 3.0.0 (r0003) is in verify, 2.0.0 (r0002) verified.
     status tells the truth; the next rollback first puts r0002 back, then goes to r0001."""
-    env = make_environment(verify=4, drain=0.5)
+    env = make_environment(drain=0.5)
     ok(deploy(env, "1.0.0"))
     ok(deploy(env, "2.0.0"))
     with load_on(env) as load:
-        after = crash.kill_at(env, "verify", "deploy", "--env", env.name, "--version", "3.0.0")
+        after = kill_at(crash, env, "verify", "deploy", "--env", env.name, "--version", "3.0.0")
         assert after.served == "3.0.0", "killed after its switch: the router serves r0003"
         assert after.status["live_version"] == "2.0.0"
         problems = after.status["disagreements"]

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from testkit import sandbox
-from testkit.loadgen import KeepAliveLoad
+from testkit.loadgen import proof_load
 
 
 @pytest.fixture
@@ -84,7 +84,7 @@ def test_deploy_to_an_ssh_host_through_exec_probes(
     first = cli("deploy", "--env", env.name, "--version", "1.0.0")
     assert first.returncode == 0, first.stdout + first.stderr
     assert secrets["CONVEYOR_SSH_KEY"].strip().splitlines()[1] not in first.stdout + first.stderr
-    load = KeepAliveLoad("127.0.0.1", env.public(), "/api/version", rate=200, max_seconds=200)
+    load = proof_load(env.public(), max_seconds=200)
     with load:
         second = cli("deploy", "--env", env.name, "--version", "2.0.0")
     assert second.returncode == 0, second.stdout + second.stderr

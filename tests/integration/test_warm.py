@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 from conveyor import health
-from testkit.loadgen import KeepAliveLoad
+from testkit.loadgen import KeepAliveLoad, proof_load
 from testkit.steps import ok
 
 
@@ -27,13 +25,8 @@ def served(env: Any) -> str | None:
     return None if answer.body is None else answer.body.get("version")
 
 
-@contextmanager
-def load_on(env: Any) -> Iterator[KeepAliveLoad]:
-    load = KeepAliveLoad(
-        "127.0.0.1", env.public(), "/api/version", connections=4, rate=200, max_seconds=120
-    )
-    with load:
-        yield load
+def load_on(env: Any) -> KeepAliveLoad:
+    return proof_load(env.public(), max_seconds=120)
 
 
 def starts(docker_client: Any, env: Any, since: float) -> list[str]:
