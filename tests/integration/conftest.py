@@ -48,15 +48,15 @@ CHAOS_FIGURES = "chaos.jsonl"
 
 
 # -- which worker runs what ----------------------------------------------------------------
-# nox runs the suite with ``--dist worksteal``: each worker is handed half the tests in
-# collection order, and a worker whose half is done takes the not-yet-started end of the
-# other's, so neither sits idle while tests wait (``--dist load`` hands out fixed chunks: one
-# worker idled ~4.5 min at the end). The tests on a second engine come first, the swarms
-# first of all (the longest): they fill the first worker's half and run there one after
-# another, while the other worker runs the tests on the shared engine. They are the heaviest
+# nox runs the suite with ``--dist worksteal``: each worker is handed an equal share of the
+# tests in collection order, and a worker whose share is done takes the not-yet-started end
+# of another's, so none sits idle while tests wait (``--dist load`` hands out fixed chunks:
+# one of two workers idled ~4.5 min at the end). The tests on a second engine come first,
+# the swarms first of all (the longest): they fill the first worker's share and run there one
+# after another, while the others run the tests on the shared engine. They are the heaviest
 # on CPU, and two at once on the 2-core machine once starved the services they start past
 # their ready timeout (CI, two-host canary beside two-host chaos). A worker takes only from
-# the end of the other's queue, where the light tests are.
+# the end of another's queue, where the light tests are.
 # The fixtures that start an engine of the test's own (``local_place``: setup --swarm's).
 SECOND_ENGINE = (
     "swarm_cluster", "local_place", "make_dockerd", "second_engine", "second_dockerd",
