@@ -110,6 +110,11 @@ def _port_holds() -> Iterator[set[int]]:
 PORTS_NEEDED = 7  # public, preview, admin, api blue/green, web blue/green
 
 
+# The tests' verify window: two rounds of checks on every service. A test whose release
+# fails inside the window sets its own (``verify=6``); the rest only wait it out.
+VERIFY_SECONDS = 0.5
+
+
 def environment_toml(
     name: str,
     ports: list[int],
@@ -118,7 +123,7 @@ def environment_toml(
     hosts: list[dict[str, Any]],
     *,
     ready: float = 30,
-    verify: float = 1.0,
+    verify: float = VERIFY_SECONDS,
     drain: float = 0.2,
     keep: int = 3,
     keep_warm: float = 0,

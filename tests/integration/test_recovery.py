@@ -15,6 +15,7 @@ import pytest
 
 from conveyor import health
 from conveyor.terms import PHASES
+from testkit import sandbox
 from testkit.loadgen import KeepAliveLoad, proof_load
 from testkit.steps import ok
 
@@ -47,12 +48,12 @@ def load_on(env: Any) -> KeepAliveLoad:
 def kill_at(crash: Any, env: Any, phase: str, *argv: str) -> Any:
     """The crash harness's SIGKILL as ``phase`` begins. The killed command alone verifies for
     4 s, so a kill at verify lands inside the window even on a busy machine; the commands
-    around it verify for the default 1 s."""
+    around it verify for the tests' default."""
     env.retime(verify=4)
     try:
         return crash.kill_at(env, phase, *argv)
     finally:
-        env.retime(verify=1)
+        env.retime(verify=sandbox.VERIFY_SECONDS)
 
 
 def set_api_fault(env: Any, fault: str | None) -> None:
@@ -86,7 +87,7 @@ def test_a_rollback_never_restarts_the_containers_of_a_failed_release(
     line = last_line(deploy(env, "1.0.0"))  # r0003, blue: the same images, failing for real
     assert "failed in phase 'verify'" in line and "2.0.0 (r0002) is still serving" in line
     set_api_fault(env, None)
-    env.retime(verify=1)
+    env.retime(verify=sandbox.VERIFY_SECONDS)
 
     plan = ok(env.cli("rollback", "--env", env.name, "--dry-run")).stdout
     assert "restart kept container" in plan and f"conveyor-{env.name}-api-blue-r0001" in plan

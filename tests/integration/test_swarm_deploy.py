@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 from conveyor import artifacts
+from testkit import sandbox
 from testkit.loadgen import LoadResult
 from testkit.steps import ok
 from testkit.swarm import Cluster, Node
@@ -455,10 +456,7 @@ def deploy_draining_n2(cluster: Cluster, env: Any, cli_env: dict[str, str], cras
     """A deploy of 2.0.0 during which n2 is drained in its verify window, after its switch:
     its router stops, so the deploy cannot switch it back. (That window is 6 s for this
     deploy alone: Swarm takes a few seconds to stop a drained node's tasks.)"""
-    toml = env.config_path.read_text()
-    longer = toml.replace("verify = 1.0\n", "verify = 6.0\n", 1)
-    assert longer != toml
-    env.config_path.write_text(longer)
+    env.retime(verify=6)
     try:
         return crash.interrupt_at(
             env, "verify", "deploy", "--env", env.name, "--version", "2.0.0",
@@ -467,7 +465,7 @@ def deploy_draining_n2(cluster: Cluster, env: Any, cli_env: dict[str, str], cras
             env_vars=cli_env,
         )  # fmt: skip
     finally:
-        env.config_path.write_text(toml)
+        env.retime(verify=sandbox.VERIFY_SECONDS)
 
 
 def list_hosts(env: Any, nodes: list[Node]) -> None:
