@@ -32,7 +32,7 @@ from conveyor import artifacts, engine, images
 from conveyor import config as config_mod
 from conveyor.config import Config
 from conveyor.errors import EngineUnavailable
-from testkit import sandbox
+from testkit import lanes, sandbox
 from testkit.dockerd import Dockerd, DockerdFailed
 from testkit.loadgen import LoadResult
 from testkit.migrating import MigratingReleases
@@ -48,15 +48,14 @@ CHAOS_FIGURES = "chaos.jsonl"
 
 
 # -- which worker runs what ----------------------------------------------------------------
-# nox runs the suite with ``--dist worksteal``: each worker is handed an equal share of the
-# tests in collection order, and a worker whose share is done takes the not-yet-started end
-# of another's, so none sits idle while tests wait (``--dist load`` hands out fixed chunks:
-# one of two workers idled ~4.5 min at the end). The tests on an engine of their own are the
-# longest and the heaviest on CPU: they open two workers' shares, alternating (the swarms
-# first), so they run at most two at a time, one after another in each lane, and the other
-# workers run the tests on the shared engine. In one lane they were the run's critical path
-# (CI, three workers: 11 min); three at once would start nine dockerds on two cores. A worker
-# takes only from the end of another's queue, where the light tests are.
+# nox runs the suite with ``--dist worksteal`` (testkit.lanes): a worker that runs out of tests
+# takes the not-yet-started end of another's queue, so none sits idle while tests wait
+# (``--dist load`` hands out fixed chunks: one of two workers idled ~4.5 min at the end). The
+# tests on an engine of their own are the longest and the heaviest on CPU: they open two
+# workers' shares, alternating (the swarms first), so they run at most two at a time, one
+# after another in each lane, and the other workers run the tests on the shared engine. In
+# one lane they were the run's critical path (CI, three workers: 11 min); three at once would
+# start nine dockerds on two cores.
 # The fixtures that start an engine of the test's own (``local_place``: setup --swarm's).
 SECOND_ENGINE = (
     "swarm_cluster", "local_place", "make_dockerd", "second_engine", "second_dockerd",
@@ -64,38 +63,15 @@ SECOND_ENGINE = (
 OWN_ENGINE_LANES = 2
 
 
-def _engine_rank(item: pytest.Item) -> int:
-    """0 for a swarm test, then the other second-engine tests, the rest last."""
+def _engine_rank(item: pytest.Item) -> int | None:
+    """0 for a swarm test, then the other second-engine tests; None on the shared engine."""
     used = set(getattr(item, "fixturenames", ()))
-    ranks = (rank for rank, name in enumerate(SECOND_ENGINE) if name in used)
-    return next(ranks, len(SECOND_ENGINE))
-
-
-def _shares(count: int, workers: int) -> list[int]:
-    """How many tests worksteal hands each worker at first (xdist 3.8's split)."""
-    sizes = []
-    for index in range(workers):
-        sizes.append(count // (workers - index))
-        count -= sizes[-1]
-    return sizes
+    return next((rank for rank, name in enumerate(SECOND_ENGINE) if name in used), None)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The same order on every worker (xdist requires it): each of the first lanes' shares
-    begins with its own-engine tests, the shared-engine tests fill the rest in file order."""
-    ordered = sorted(items, key=_engine_rank)  # stable: files stay together
-    own = [item for item in ordered if _engine_rank(item) < len(SECOND_ENGINE)]
-    rest = ordered[len(own) :]
     workers = getattr(config, "workerinput", {}).get("workercount", 1)
-    count = min(OWN_ENGINE_LANES, workers)
-    lanes = [own[lane::count] for lane in range(count)]
-    items[:] = []
-    for index, size in enumerate(_shares(len(ordered), workers)):
-        share = lanes[index] if index < len(lanes) else []
-        take = max(0, size - len(share))
-        items.extend([*share, *rest[:take]])
-        rest = rest[take:]
-    items.extend(rest)
+    items[:] = lanes.lay_out(items, _engine_rank, workers, OWN_ENGINE_LANES)
 
 
 # -- the guard: nothing the suite does not own may change ----------------------------------
