@@ -106,8 +106,8 @@ def integration(session: nox.Session) -> None:
     windows, services starting), and with two the CPU was idle ~28 % of the time. The release
     is built once for all and the engine guard runs in the controller. ``--dist worksteal``: a
     worker that runs out of tests takes the unstarted end of another's queue; the tests on an
-    engine of their own come first, on one worker (tests/integration/conftest.py). Measured on
-    a clean clone: README, per-session times.
+    engine of their own open two workers' shares, at most two at a time (testkit/lanes.py).
+    Measured on a clean clone: README, per-session times.
     """
     paths = session.posargs or ["tests/integration", "backend/tests/integration"]
     _sync(session, "test", "build", "scan")
