@@ -54,7 +54,13 @@ def _helper(target: HostTarget, command: list[str]) -> Container:
 
 
 def read(target: HostTarget, image: str) -> Definitions | None:
-    """The image's current flags on one host; None when none were ever written there."""
+    """The image's current flags on one host; None when none were ever written there. A host
+    without the flags volume has none, and reading creates nothing (a helper container would
+    create the volume: ``status`` left it behind on a host that never had flags)."""
+    try:
+        target.client.volumes.get(volume_name(target.env.name))
+    except docker.errors.NotFound:
+        return None
     helper = _helper(target, ["true"])
     try:
         raw = state.get_file(helper, container_file(image))

@@ -49,9 +49,12 @@ def deploy(env: Any, version: str) -> Any:
 
 
 def test_a_flag_flip_reaches_running_containers_without_a_failed_request(
-    make_environment: Any,
+    make_environment: Any, docker_client: Any
 ) -> None:
     env = make_environment(ready=20, verify=1, flags=True)
+    before = ok(env.cli("status", "--env", env.name)).stdout
+    assert "flags (api): none written yet" in before, before
+    assert not docker_client.volumes.list(filters={"name": flagstate.volume_name(env.name)})
     deployed = deploy(env, "1.0.0")
     assert f"flags (api): {FLAG}: ENABLED" in deployed.stdout, deployed.stdout
     assert not flag_for(env, "alice")
