@@ -523,6 +523,10 @@ def lose_the_first_manager(cluster: Cluster, env: Any, cli: Any) -> None:
     history = json.loads(ok(cli("history", "--json")).stdout)
 
     update_node(cluster, n1, through=n2, Role="worker")
+    # The demotion ends when n1 has left the managers' raft. Stopped before that, n1 takes n2's
+    # quorum with it (two managers, one down) and n2 answers nothing (CI, three workers: "rpc
+    # error: DeadlineExceeded" on n2's node list).
+    wait_for(lambda: left_the_managers(n1, n2), True)
     n1.daemon.stop()
     list_hosts(env, [node for node in cluster.nodes if node is not n1])
 
@@ -545,6 +549,16 @@ def lose_the_first_manager(cluster: Cluster, env: Any, cli: Any) -> None:
     assert "leftover" not in rolled.stdout, rolled.stdout
     assert json.loads(cluster.get(n2.address, env.public(), "/api/version"))["version"] == "1.0.0"
     assert json.loads(cluster.get(n3.address, env.public(), "/api/version"))["version"] == "1.0.0"
+
+
+def left_the_managers(node: Node, manager: Node) -> bool:
+    """``node`` is no manager any more, as it sees itself and as ``manager`` sees it."""
+    entry = next(
+        e for e in manager.client.nodes.list() if e.attrs["Status"].get("Addr") == node.address
+    )
+    return "ManagerStatus" not in entry.attrs and not node.client.info()["Swarm"].get(
+        "ControlAvailable"
+    )
 
 
 def push_from_n1(cluster: Cluster, env: Any) -> dict[str, str]:
