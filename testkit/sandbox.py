@@ -463,6 +463,8 @@ class EngineSnapshot:
     containers: dict[str, dict[str, Any]]
     tags: dict[str, str]
     untagged: frozenset[str]
+    # Every image's ID: an untagged image the suite's build reused and named is still here.
+    images: frozenset[str]
     volumes: dict[str, dict[str, tuple[int, int]] | None]
     folders: dict[str, dict[str, tuple[int, int]]]
 
@@ -488,7 +490,8 @@ class EngineSnapshot:
                 }
         tags: dict[str, str] = {}
         untagged = set()
-        for image in client.api.images(all=False):
+        listed = client.api.images(all=False)
+        for image in listed:
             names = [t for t in image.get("RepoTags") or [] if t != "<none>:<none>"]
             if not names:
                 untagged.add(image["Id"])
@@ -508,6 +511,7 @@ class EngineSnapshot:
             containers=containers,
             tags=tags,
             untagged=frozenset(untagged),
+            images=frozenset(image["Id"] for image in listed),
             volumes=volumes,
             folders={os.fspath(f): _tree(f, skip) for f in folders},
         )
@@ -547,8 +551,7 @@ class EngineSnapshot:
         lines += [f"image tag {tag} was added" for tag in sorted(set(after.tags) - set(self.tags))]
         lines += [
             f"untagged image {image[7:19]} was removed"
-            for image in sorted(self.untagged - after.untagged)
-            if image not in after.tags.values()
+            for image in sorted(self.untagged - after.images)
         ]
         return lines
 

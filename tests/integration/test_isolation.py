@@ -39,9 +39,12 @@ def test_the_guard_sees_every_change_to_what_the_suite_does_not_own(
         volumes={name: {"bind": "/state", "mode": "rw"}},
     )
     leaked = None
+    # Two images without a name, as the user's earlier builds leave them.
+    unnamed = [container.commit(changes=[f"LABEL guard={name}-{n}"]) for n in range(2)]
 
     def mine(problems: list[str]) -> list[str]:
-        keys = [name, str(folder)] + ([leaked.id[:12]] if leaked else [])
+        keys = [name, str(folder), *(i.id[7:19] for i in unnamed)]
+        keys += [leaked.id[:12]] if leaked else []
         return [line for line in problems if any(key in line for key in keys)]
 
     try:
@@ -49,6 +52,9 @@ def test_the_guard_sees_every_change_to_what_the_suite_does_not_own(
             # The sandbox's own names may come and go freely.
             base.tag(f"{sandbox.PREFIX}/guard", name)
             docker_client.images.remove(f"{sandbox.PREFIX}/guard:{name}")
+            # The suite's build may come out as an unnamed image of the user's (the same
+            # content, from the build cache): it gets the suite's name and stays.
+            unnamed[0].tag(f"{sandbox.PREFIX}/guard", f"{name}-built")
         assert mine(problems) == []
 
         with sandbox.untouched(docker_client, [folder]) as problems:
@@ -59,6 +65,7 @@ def test_the_guard_sees_every_change_to_what_the_suite_does_not_own(
             (folder / "manifest.json").write_text('{"changed": true}')
             leaked = docker_client.containers.create(base.id, ["true"], network_mode="none")
             docker_client.volumes.create(f"{name}-new")
+            docker_client.images.remove(unnamed[1].id)
         text = "\n".join(mine(problems))
         assert f"container {name} (" in text and "'started'" in text, text
         assert f"volume {name}: added ledger" in text, text
@@ -67,7 +74,8 @@ def test_the_guard_sees_every_change_to_what_the_suite_does_not_own(
         assert f"{folder}: changed manifest.json" in text, text
         assert f"({leaked.id[:12]}, created) appeared and is still there" in text, text
         assert f"volume {name}-new appeared and is still there" in text, text
-        assert len(mine(problems)) == 7, text
+        assert f"untagged image {unnamed[1].id[7:19]} was removed" in text, text
+        assert len(mine(problems)) == 8, text
 
         with sandbox.untouched(docker_client) as problems:
             container.remove(force=True)
@@ -85,6 +93,8 @@ def test_the_guard_sees_every_change_to_what_the_suite_does_not_own(
             lambda: docker_client.volumes.get(f"{name}-new").remove(force=True),
             lambda: docker_client.images.remove(f"{name}/added:1"),
             lambda: docker_client.images.remove(f"{name}/base:1"),
+            lambda: docker_client.images.remove(f"{sandbox.PREFIX}/guard:{name}-built"),
+            lambda: docker_client.images.remove(unnamed[1].id),
         ):
             with contextlib.suppress(docker.errors.NotFound):
                 cleanup()
