@@ -37,6 +37,9 @@ SUBNET = "198.18.0"
 SWARM_PORT = 2377
 # The registry in the switch's namespace: every node reaches it on the switch's address.
 REGISTRY_PORT = 5000
+# The nodes' heartbeat to the managers (Swarm's default is 5 s): a lost node is marked down
+# after about three of them, ~3 s, not ~15 (the main swarm test waits for it).
+HEARTBEAT_SECONDS = 1
 
 
 class SwarmFailed(RuntimeError):
@@ -145,7 +148,9 @@ class Cluster:
     def _form_swarm(self) -> None:
         manager = self.manager
         manager.client.swarm.init(
-            advertise_addr=manager.address, listen_addr=f"{manager.address}:{SWARM_PORT}"
+            advertise_addr=manager.address,
+            listen_addr=f"{manager.address}:{SWARM_PORT}",
+            dispatcher_heartbeat_period=HEARTBEAT_SECONDS * 1_000_000_000,
         )
         token = manager.client.swarm.attrs["JoinTokens"]["Worker"]
         for node in self.nodes[1:]:
