@@ -79,7 +79,7 @@ def test_deploys_report_statuses_annotations_and_a_summary(
 def test_production_runs_what_its_github_reviewers_approved(
     make_environment: Any, tmp_path: Path
 ) -> None:
-    staging = make_environment()
+    staging = make_environment(health_interval=2)  # a promote waits for its first check
     prod = make_environment()
     text = prod.config_path.read_text()
     marker = f"[environments.{prod.name}]\n"
