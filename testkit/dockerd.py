@@ -9,6 +9,7 @@ networking): what it runs answers on 127.0.0.1 like the main engine's containers
 from __future__ import annotations
 
 import contextlib
+import os
 import secrets
 import shutil
 import signal
@@ -35,12 +36,15 @@ class Dockerd:
         prefix: str = "conveyor-h2",
         netns: str | None = None,
         extra_args: Sequence[str] = (),
+        seed: Path | None = None,
+        parent: Path | None = None,
     ) -> None:
         if shutil.which("dockerd") is None:
             raise DockerdFailed("dockerd is not installed — run scripts/setup as root")
         # Short: a unix socket's path must fit in 108 bytes (pytest's tmp paths do not).
         # Letters and digits only after the prefix: containerd namespaces are named after it.
-        self.folder = Path(tempfile.gettempdir()) / f"{prefix}-{secrets.token_hex(4)}"
+        parent = parent or Path(tempfile.gettempdir())
+        self.folder = parent / f"{prefix}-{secrets.token_hex(4)}"
         self.folder.mkdir()
         self.socket = self.folder / "docker.sock"
         self.url = f"unix://{self.socket}"
@@ -53,6 +57,12 @@ class Dockerd:
         self.process: subprocess.Popen[bytes] | None = None
         self.containerd: subprocess.Popen[bytes] | None = None
         self.client: Any = None
+        # A stopped daemon's data root (:func:`seed`) this one starts as a clone of.
+        self.seed = seed
+
+    @property
+    def data_root(self) -> Path:
+        return self.folder / "data"
 
     @property
     def log_path(self) -> Path:
@@ -65,7 +75,7 @@ class Dockerd:
             "-H",
             self.url,
             "--data-root",
-            str(self.folder / "data"),
+            str(self.data_root),
             "--exec-root",
             str(self.folder / "exec"),
             "--pidfile",
@@ -84,6 +94,8 @@ class Dockerd:
 
     def start(self, *, timeout: float = 60.0) -> Any:
         """Start the daemon (again) and return a client once it answers."""
+        if self.seed is not None and not self.data_root.exists():
+            clone_data_root(self.seed, self.data_root)
         self._ensure_containerd(timeout)
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
@@ -179,6 +191,11 @@ class Dockerd:
 
     def remove(self) -> None:
         """Remove every container, stop the daemon and undo what it mounted; delete it all."""
+        self.close()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def close(self) -> None:
+        """Remove every container, stop the daemon and undo what it mounted; keep its files."""
         if self.process is not None and self.process.poll() is None and self.client is not None:
             # A swarm node's agent removes its own task containers as it leaves the swarm: one
             # gone or being removed meanwhile must not leave the daemon and its mounts behind.
@@ -203,4 +220,39 @@ class Dockerd:
         inside = sorted({m.split()[1] for m in mounts if f" {self.folder}/" in m}, reverse=True)
         for mount in inside:
             subprocess.run(["umount", "-l", mount], check=False, capture_output=True)
-        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def seed(client: Any, tags: Sequence[str], parent: Path) -> Path:
+    """The data root of a stopped daemon (in ``parent``) that holds ``tags``, copied from
+    ``client``'s engine: a :class:`Dockerd` given it as ``seed`` starts with those images,
+    as a host that pulled them long ago. Loading the base and router images into a new daemon
+    took 4.1 s (and 1.7 s to save them); cloning this, 0.1 s."""
+    daemon = Dockerd(live_restore=False, prefix="seed", parent=parent)
+    try:
+        daemon.start()
+        for tag in tags:
+            daemon.client.images.load(b"".join(client.images.get(tag).save(named=True)))
+    except BaseException:
+        daemon.remove()
+        raise
+    daemon.close()
+    return daemon.data_root
+
+
+def clone_data_root(seed: Path, target: Path) -> None:
+    """``target``, a data root with ``seed``'s images: the files of their layers hard-linked
+    (no daemon writes into a layer: a container writes to a layer of its own), everything else
+    (metadata, databases) copied, so neither daemon ever changes the other's. No engine ID:
+    the new daemon makes its own."""
+    subprocess.run(["cp", "-a", "--link", os.fspath(seed), os.fspath(target)], check=True)
+    layers = target / "overlay2"
+    for folder, subfolders, files in os.walk(target):
+        if Path(folder).parent == layers:
+            subfolders[:] = [name for name in subfolders if name != "diff"]
+        for name in files:
+            path = Path(folder) / name
+            if path.is_file() and not path.is_symlink():
+                copy = path.with_name(f"{name}.copy")
+                shutil.copy2(path, copy)
+                copy.replace(path)
+    (target / "engine-id").unlink(missing_ok=True)

@@ -70,6 +70,8 @@ class Cluster:
     # What load_images put on every node, in the order asked.
     images: list[str] = field(default_factory=list)
     registry_process: subprocess.Popen[bytes] | None = None
+    # The data root every node's daemon starts as a clone of (testkit.dockerd.seed).
+    seed: Path | None = None
 
     @property
     def by_address(self) -> Path:
@@ -138,6 +140,7 @@ class Cluster:
             prefix=f"cvs{self.tag}{name}",
             netns=netns,
             extra_args=("--insecure-registry", self.registry),
+            seed=self.seed,
         )
         node = Node(name, address, netns, daemon)
         daemon.start(timeout=timeout)
@@ -162,8 +165,9 @@ class Cluster:
             )
 
     def add_node(self, *, timeout: float = 60.0, leave_out: Sequence[str] = ()) -> Node:
-        """One more node, joined as a worker, with every image :meth:`load_images` put on the
-        others (it would pull them from a registry) but those in ``leave_out``."""
+        """One more node, joined as a worker, with the seed's images and every image
+        :meth:`load_images` put on the others (it would pull them from a registry) but those
+        in ``leave_out``."""
         node = self._make_node(len(self.nodes) + 1, timeout)
         self.nodes.append(node)
         self.size += 1

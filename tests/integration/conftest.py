@@ -32,7 +32,7 @@ from conveyor import artifacts, engine, images
 from conveyor import config as config_mod
 from conveyor.config import Config
 from conveyor.errors import EngineUnavailable
-from testkit import lanes, sandbox
+from testkit import dockerd, lanes, sandbox
 from testkit.dockerd import Dockerd, DockerdFailed
 from testkit.loadgen import LoadResult
 from testkit.migrating import MigratingReleases
@@ -45,6 +45,7 @@ TOOL_CACHES = ("cache", "scan-venv")
 GUARD = pytest.StashKey[sandbox.Guard]()
 PROBLEMS = pytest.StashKey[list[str]]()
 CHAOS_FIGURES = "chaos.jsonl"
+HOST_SEED = "host-seed"
 
 
 # -- which worker runs what ----------------------------------------------------------------
@@ -99,11 +100,22 @@ def pytest_configure_node(node: Any) -> None:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_sessionfinish(session: pytest.Session) -> None:
+    _remove_host_seed(session.config)
     guard = session.config.stash.get(GUARD, None)
     if guard is not None:
         problems = session.config.stash[PROBLEMS] = guard.problems()
         if problems:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def _remove_host_seed(config: pytest.Config) -> None:
+    """Once the run is over (in the controller): the daemons' seed (:func:`_host_seed`)."""
+    factory = getattr(config, "_tmp_path_factory", None)
+    if _worker(config) or factory is None:
+        return
+    made = factory.getbasetemp() / "shared" / f"{HOST_SEED}.json"
+    if made.is_file():
+        shutil.rmtree(Path(json.loads(made.read_text(encoding="utf-8"))).parent, ignore_errors=True)
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
@@ -423,14 +435,23 @@ def _dockerd(
     """A started dockerd with the base and router images a primary host needs (a real remote
     host pulls its base image; this one cannot)."""
     try:
-        daemon = Dockerd(live_restore=live_restore)
+        daemon = Dockerd(
+            live_restore=live_restore, seed=_host_seed(docker_client, shared_folder, factory)
+        )
         daemon.start()
     except DockerdFailed as exc:
         pytest.fail(str(exc))
-    needed = _once(shared_folder, "host-images", lambda: _host_images(docker_client, factory))
-    for tag in needed:
-        daemon.client.images.load(b"".join(docker_client.images.get(tag).save(named=True)))
     return daemon
+
+
+def _host_seed(client: Any, shared_folder: Path, factory: pytest.TempPathFactory) -> Path:
+    """The data root the tests' daemons start as clones of, made once per run: the base and
+    router images are on them from the start, as on a host that pulled them long ago."""
+    needed = _once(shared_folder, "host-images", lambda: _host_images(client, factory))
+    made = _once(
+        shared_folder, HOST_SEED, lambda: os.fspath(dockerd.seed(client, needed, shared_folder))
+    )
+    return Path(made)
 
 
 def _host_images(client: Any, factory: pytest.TempPathFactory) -> list[str]:
@@ -456,13 +477,9 @@ def swarm_cluster(
 ) -> Iterator[Cluster]:
     """A two-node swarm, each node a dockerd in its own network namespace (testkit.swarm),
     with the base and router images on every node; removed after the test."""
-    cluster = Cluster(2)
+    cluster = Cluster(2, seed=_host_seed(docker_client, shared_folder, tmp_path_factory))
     try:
         cluster.create()
-        needed = _once(
-            shared_folder, "host-images", lambda: _host_images(docker_client, tmp_path_factory)
-        )
-        cluster.load_images(needed)
         yield cluster
     finally:
         cluster.remove()

@@ -12,9 +12,12 @@ from __future__ import annotations
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import docker.types
 
+from conveyor import images
+from conveyor.config import Config
 from testkit.swarm import Cluster, Node
 
 PORT = 8080  # inside the nodes' own namespaces: nothing on the machine uses it there
@@ -48,11 +51,11 @@ def served_everywhere(cluster: Cluster, within: float) -> dict[str, str]:
 
 
 def test_two_nodes_form_a_swarm_and_a_global_host_service_answers_on_each(
-    swarm_cluster: Cluster,
+    swarm_cluster: Cluster, docker_client: Any, repo_config: Config
 ) -> None:
     cluster = swarm_cluster
     assert cluster.node_states() == {"n1": ("ready", "active"), "n2": ("ready", "active")}
-    base = cluster.images[0]  # the base image (the fixture loads it, then the router's)
+    base = images.resolve_base_image(docker_client, repo_config)  # every node has it (the seed)
     cluster.manager.client.services.create(
         base,
         ["python3", "-m", "http.server", str(PORT)],  # every address of the node's namespace

@@ -121,8 +121,8 @@ def outside_the_placement(cluster: Cluster, env: Any, cli: Any) -> None:
     time.sleep(3)  # Swarm schedules a global service's task on a node within a second
 
     def runs_on_n3() -> list[str]:
-        """The tasks the manager gave n3 (even ones that cannot start there: n3 has no
-        image), and the containers on n3, of the environment."""
+        """The tasks the manager gave n3 (even ones that cannot start there: n3 has none of
+        the releases' images), and the containers on n3, of the environment."""
         node_id = outside.client.info()["Swarm"]["NodeID"]
         names = {s.id: s.name for s in cluster.manager.client.services.list()}
         tasks = cluster.manager.client.api.tasks(filters={"node": node_id})
