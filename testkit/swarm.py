@@ -119,7 +119,7 @@ class Cluster:
         self.namespaces.append(name)
         ip("-n", name, "link", "set", "lo", "up")
 
-    def _make_node(self, index: int, timeout: float) -> Node:
+    def _make_node(self, index: int, timeout: float, *, seeded: bool = True) -> Node:
         name = f"n{index}"
         netns = f"cvs{self.tag}-{name}"
         self._make_namespace(netns)
@@ -140,7 +140,7 @@ class Cluster:
             prefix=f"cvs{self.tag}{name}",
             netns=netns,
             extra_args=("--insecure-registry", self.registry),
-            seed=self.seed,
+            seed=self.seed if seeded else None,
         )
         node = Node(name, address, netns, daemon)
         daemon.start(timeout=timeout)
@@ -164,11 +164,13 @@ class Cluster:
                 listen_addr=f"{node.address}:{SWARM_PORT}",
             )
 
-    def add_node(self, *, timeout: float = 60.0, leave_out: Sequence[str] = ()) -> Node:
-        """One more node, joined as a worker, with the seed's images and every image
-        :meth:`load_images` put on the others (it would pull them from a registry) but those
-        in ``leave_out``."""
-        node = self._make_node(len(self.nodes) + 1, timeout)
+    def add_node(
+        self, *, timeout: float = 60.0, leave_out: Sequence[str] = (), seeded: bool = True
+    ) -> Node:
+        """One more node, joined as a worker, with the seed's images (unless not ``seeded``)
+        and every image :meth:`load_images` put on the others (it would pull them from a
+        registry) but those in ``leave_out``."""
+        node = self._make_node(len(self.nodes) + 1, timeout, seeded=seeded)
         self.nodes.append(node)
         self.size += 1
         node.client.swarm.join(
