@@ -113,7 +113,7 @@ def _remove_host_seed(config: pytest.Config) -> None:
     factory = getattr(config, "_tmp_path_factory", None)
     if _worker(config) or factory is None:
         return
-    made = factory.getbasetemp() / "shared" / f"{HOST_SEED}.json"
+    made = _shared(factory, config) / f"{HOST_SEED}.json"
     if made.is_file():
         shutil.rmtree(Path(json.loads(made.read_text(encoding="utf-8"))).parent, ignore_errors=True)
 
