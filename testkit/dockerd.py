@@ -23,6 +23,8 @@ from typing import Any
 import docker
 import docker.errors
 
+from conveyor import images
+
 
 class DockerdFailed(RuntimeError):
     pass
@@ -231,7 +233,7 @@ def seed(client: Any, tags: Sequence[str], parent: Path) -> Path:
     try:
         daemon.start()
         for tag in tags:
-            daemon.client.images.load(b"".join(client.images.get(tag).save(named=True)))
+            images.copy_image(client, daemon.client, tag)
     except BaseException:
         daemon.remove()
         raise
@@ -239,12 +241,12 @@ def seed(client: Any, tags: Sequence[str], parent: Path) -> Path:
     return daemon.data_root
 
 
-def clone_data_root(seed: Path, target: Path) -> None:
-    """``target``, a data root with ``seed``'s images: the files of their layers hard-linked
+def clone_data_root(source: Path, target: Path) -> None:
+    """``target``, a data root with ``source``'s images: the files of their layers hard-linked
     (no daemon writes into a layer: a container writes to a layer of its own), everything else
     (metadata, databases) copied, so neither daemon ever changes the other's. No engine ID:
     the new daemon makes its own."""
-    subprocess.run(["cp", "-a", "--link", os.fspath(seed), os.fspath(target)], check=True)
+    subprocess.run(["cp", "-a", "--link", os.fspath(source), os.fspath(target)], check=True)
     layers = target / "overlay2"
     for folder, subfolders, files in os.walk(target):
         if Path(folder).parent == layers:
